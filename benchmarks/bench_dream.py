@@ -1,0 +1,160 @@
+"""Time Dream's denoising step and compare it with a roofline bound.
+
+One denoising step is one bidirectional forward over the whole canvas (prompt + answer)
+plus the sampler's bookkeeping. The roofline bound for it is
+
+    FLOPs  = batch * (2 * matmul_params * canvas + 4 * layers * canvas^2 * hidden)
+    bytes  = params * bytes_per_param        (every weight read once per step)
+    bound  = max(FLOPs / peak_flops, bytes / peak_bw)
+
+The defaults are an H100's bf16 numbers (~790 TFLOP/s dense matmul, ~3.0 TB/s); pass the
+peaks of your own device for a meaningful ratio.
+
+    python benchmarks/bench_dream.py --random-config tiny --device cpu --canvas 128
+    python benchmarks/bench_dream.py --random-config dream-7b --device cuda      # bf16
+    python benchmarks/bench_dream.py --model Dream-org/Dream-v0-Instruct-7B --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from dlmkit.decoding.diffusion import ALGS, diffusion_generate  # noqa: E402
+from dlmkit.errors import UserError  # noqa: E402
+from dlmkit.models.dream import (  # noqa: E402
+    DREAM_SIZES,
+    count_matmul_parameters,
+    count_parameters,
+    dream_config,
+    load_dream,
+    random_dream,
+)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", help="Dream checkpoint directory or hub id (real weights)")
+    which.add_argument("--random-config", choices=sorted(DREAM_SIZES),
+                       help="random weights of this size instead of a checkpoint")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="cpu or cuda (default: cuda when a GPU is visible)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
+                   help="weights and activations (default: bfloat16 on cuda, float32 on cpu)")
+    p.add_argument("--canvas", type=int, default=512, help="tokens per sequence: prompt + answer (default 512)")
+    p.add_argument("--prompt-len", type=int, default=64, help="prompt tokens inside the canvas (default 64)")
+    p.add_argument("--batch", type=int, default=1, help="sequences denoised together (default 1)")
+    p.add_argument("--steps", type=int, default=8, help="timed denoising steps (default 8)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed forwards first (default 2)")
+    p.add_argument("--alg", choices=ALGS, default="entropy", help="unmasking order of the sampler (default entropy)")
+    p.add_argument("--peak-flops", type=float, default=790e12, help="device peak FLOP/s (default H100 bf16 790e12)")
+    p.add_argument("--peak-bw", type=float, default=3.0e12, help="device peak memory B/s (default H100 3.0e12)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--seed", type=int, default=0, help="seed for random weights and the prompt (default 0)")
+    args = p.parse_args(argv)
+    if args.canvas < 2 or not 1 <= args.prompt_len < args.canvas:
+        p.error("need 1 <= --prompt-len < --canvas")
+    if min(args.batch, args.steps) < 1 or args.warmup < 0:
+        p.error("--batch and --steps must be >= 1, --warmup >= 0")
+    return args
+
+
+def roofline_seconds(config, canvas: int, batch: int, bytes_per_param: int, peak_flops: float, peak_bw: float):
+    """(flops, bytes, lower-bound seconds) of one forward over `batch` canvases."""
+    attention = 4 * config.num_hidden_layers * canvas**2 * config.num_attention_heads * config.head_dim
+    flops = batch * (2 * count_matmul_parameters(config) * canvas + attention)
+    nbytes = count_parameters(config) * bytes_per_param
+    return flops, nbytes, max(flops / peak_flops, nbytes / peak_bw)
+
+
+class Timer:
+    """Wall time that waits for queued GPU work at both ends."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+
+    def __enter__(self):
+        if self.cuda:
+            torch.cuda.synchronize()
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        if self.cuda:
+            torch.cuda.synchronize()
+        self.seconds = time.perf_counter() - self.start
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("CUDA requested but no GPU is visible; pass --device cpu")
+    dtype = getattr(torch, args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
+    if args.random_config == "dream-7b" and device.type != "cuda":
+        raise UserError("random dream-7b weights need a GPU (~15 GB in bf16); pass --device cuda or --random-config tiny")
+
+    if args.model:
+        model = load_dream(args.model, device=device, dtype=dtype)
+        name = str(args.model)
+    else:
+        model = random_dream(dream_config(args.random_config), seed=args.seed, device=device, dtype=dtype)
+        name = f"random {args.random_config}"
+    cfg = model.config
+
+    gen = torch.Generator().manual_seed(args.seed)
+    prompt = torch.randint(0, cfg.vocab_size, (args.batch, args.prompt_len), generator=gen)
+    prompt[prompt == model.mask_token_id] = 0  # a prompt holds no mask tokens
+    prompt = prompt.to(device)
+    answer_len = args.canvas - args.prompt_len
+    canvas = torch.cat([prompt, torch.full((args.batch, answer_len), model.mask_token_id, device=device)], dim=1)
+
+    with torch.no_grad():
+        for _ in range(args.warmup):
+            model(canvas)
+        with Timer(device) as forward:
+            for _ in range(args.steps):
+                model(canvas)
+        with Timer(device) as run:  # the whole sampler: forwards plus sampling and bookkeeping
+            diffusion_generate(model, prompt, max_new_tokens=answer_len, steps=args.steps, alg=args.alg,
+                               generator=torch.Generator(device=device).manual_seed(args.seed))
+
+    forward_s, step_s = forward.seconds / args.steps, run.seconds / args.steps
+    flops, nbytes, bound_s = roofline_seconds(cfg, args.canvas, args.batch, torch.finfo(dtype).bits // 8,
+                                              args.peak_flops, args.peak_bw)
+    limiter = "compute" if flops / args.peak_flops >= nbytes / args.peak_bw else "memory"
+
+    print(f"Dream benchmark: {name}, {count_parameters(cfg) / 1e6:,.1f} M params, {device} {str(dtype)[6:]}, "
+          f"batch {args.batch}, canvas {args.canvas} ({args.prompt_len} prompt + {answer_len} answer), "
+          f"{args.steps} steps, alg {args.alg}")
+    print()
+    print("| measure | value |")
+    print("|---|---|")
+    print(f"| forward only, ms/step | {forward_s * 1e3:.2f} |")
+    print(f"| full sampler, ms/step | {step_s * 1e3:.2f} |")
+    print(f"| answer tokens/s ({answer_len} tokens in {args.steps} steps, x{args.batch}) | "
+          f"{args.batch * answer_len / run.seconds:.1f} |")
+    print(f"| roofline: GFLOP/step | {flops / 1e9:.1f} |")
+    print(f"| roofline: GB weights/step | {nbytes / 1e9:.3f} |")
+    print(f"| roofline: bound ms/step ({limiter}-bound at {args.peak_flops:.3g} FLOP/s, {args.peak_bw:.3g} B/s) | "
+          f"{bound_s * 1e3:.4g} |")
+    print(f"| measured / roofline (forward) | {forward_s / bound_s:.2f}x |")
+    print(f"| measured / roofline (full step) | {step_s / bound_s:.2f}x |")
+    print(f"| achieved TFLOP/s (forward) | {flops / forward_s / 1e12:.3f} |")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,155 @@
+"""The flags every script shares, and how they turn into a device, a dtype and seeds.
+
+    --preset tiny|paper   --subset N   --phase NAME (repeatable)   --out DIR
+    --device auto|cpu|cuda[:N]   --dtype auto|float32|bfloat16|float16   --seed N
+    --resume   --overwrite   --model-ROLE PATH_OR_ID (one per role the script uses)
+
+Bad input ends the script with one line on stderr that names the fix, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+from pathlib import Path
+from typing import Callable
+
+from dlmkit.errors import UserError
+from dlmkit.presets import PRESETS, ROLES
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the script's docstring layout; shows a default only where there is one."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS) and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are a single line (no usage dump) ending in a pointer to --help."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def build_parser(prog: str, description: str, *, phases: list[str], roles: list[str],
+                 default_seed: int = 42) -> OneLineParser:
+    """A parser with the shared flags; scripts add their own flags to what it returns."""
+    parser = OneLineParser(prog=prog, description=description,
+                           formatter_class=HelpFormatter)
+    shared = parser.add_argument_group("shared flags")
+    shared.add_argument("--preset", choices=PRESETS, default="tiny",
+                        help="tiny: small models shipped in dlmkit/assets/tiny (runs on a CPU); "
+                             "paper: the papers' hub checkpoints (needs a GPU and the hub)")
+    shared.add_argument("--subset", type=positive_int, default=None, metavar="N",
+                        help="use only N prompts per stratum (a smoke test)")
+    shared.add_argument("--phase", action="append", choices=phases, metavar="NAME", default=None,
+                        help=f"run only this phase (repeatable; default: all, in order: {', '.join(phases)})")
+    shared.add_argument("--out", type=Path, default=None, metavar="DIR",
+                        help="run directory for summary.json and per-item JSONL "
+                             f"(default: results/{Path(prog).stem}/PRESET)")
+    shared.add_argument("--device", default="auto",
+                        help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N")
+    shared.add_argument("--dtype", choices=DTYPES, default="auto",
+                        help="model dtype; auto is bfloat16 on CUDA and float32 on CPU")
+    shared.add_argument("--seed", type=int, default=default_seed, help="seed for data order and sampling")
+    shared.add_argument("--resume", action="store_true",
+                        help="continue the run in --out, skipping finished items")
+    shared.add_argument("--overwrite", action="store_true",
+                        help="discard an earlier run in --out and start again")
+    if roles:
+        models = parser.add_argument_group("models (override a preset's choice for one role)")
+        for role in roles:
+            models.add_argument(f"--model-{role.replace('_', '-')}", dest=f"model_{role}", default=None,
+                                metavar="PATH_OR_ID", help=f"{role}: {ROLES[role][1]}")
+    parser.set_defaults(_phases=list(phases), _roles=list(roles))
+    return parser
+
+
+def selected_phases(args) -> list[str]:
+    """The phases to run, in the script's declared order."""
+    wanted = set(args.phase or args._phases)
+    return [p for p in args._phases if p in wanted]
+
+
+def model_overrides(args) -> dict[str, str | None]:
+    return {role: getattr(args, f"model_{role}") for role in args._roles}
+
+
+def resolve_device(name: str = "auto") -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {name} was requested but no CUDA GPU is visible; pass --device cpu")
+        index = name.partition(":")[2]
+        if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+            raise UserError(f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s); "
+                            f"pass cuda:0..cuda:{torch.cuda.device_count() - 1}")
+        return name
+    raise UserError(f"unknown --device {name!r}; pass auto, cpu, cuda or cuda:N")
+
+
+def resolve_dtype(name: str, device: str):
+    import torch
+
+    if name not in DTYPES:
+        raise UserError(f"unknown --dtype {name!r}; pass one of {', '.join(DTYPES)}")
+    if name == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    return getattr(torch, name)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:
+    """Call a script's main; a UserError becomes one line on stderr and exit status 2."""
+    prog = Path(sys.argv[0]).name
+    try:
+        code = main(argv)
+    except UserError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; finished items are saved, rerun with --resume to continue", file=sys.stderr)
+        raise SystemExit(130) from None
+    raise SystemExit(code or 0)
+
+
+def not_built(prog: str, what: str) -> int:
+    """The one line an unbuilt script prints before exiting with status 2."""
+    print(f"{prog}: {what}", file=sys.stderr)
+    return 2
+
+
+def cpu_threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

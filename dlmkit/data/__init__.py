@@ -1,0 +1,1 @@
+"""Data: the tiny task world, benchmark prompt sets, document streams."""

@@ -1,0 +1,1 @@
+"""Decoding algorithms: Dream diffusion loop, forced decoding, MDLM samplers, speculative sampling."""

@@ -1,0 +1,1 @@
+"""Metrics: text overlap, answer checking, code execution, language-model NLL."""

@@ -1,0 +1,1 @@
+"""Model definitions and loaders (Dream, AR models, MDLM, self-spec, CLSD)."""

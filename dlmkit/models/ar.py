@@ -1,0 +1,38 @@
+"""Autoregressive models (Qwen2, GPT-2, ...) through transformers' own classes.
+
+    model, tokenizer = load_ar("Qwen/Qwen2.5-0.5B-Instruct", device="cuda", dtype=torch.bfloat16)
+
+Reads a local HF-format directory or a hub id; safetensors only, never remote code.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from dlmkit.errors import UserError
+
+CAUSAL_TYPES = {"qwen2", "gpt2", "llama", "qwen3", "mistral"}
+
+
+def load_ar(path_or_id, device="cpu", dtype=None, *, with_tokenizer: bool = True):
+    """(model, tokenizer) for a causal LM; the model in eval mode on `device`."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = str(path_or_id)
+    local = Path(source)
+    if local.exists():
+        config = local / "config.json"
+        if not config.exists():
+            raise UserError(f"{local} has no config.json; pass an HF-format model directory or a hub id")
+        model_type = json.loads(config.read_text()).get("model_type")
+        if model_type not in CAUSAL_TYPES:
+            raise UserError(f"{local} holds a {model_type!r} model, not a causal LM ({', '.join(sorted(CAUSAL_TYPES))})")
+    elif source.startswith((".", "/")) or source.count("/") > 1:
+        raise UserError(f"model directory {source} does not exist; check the path or pass a hub id")
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype or torch.float32, use_safetensors=True)
+    model.to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(source) if with_tokenizer else None
+    return model, tokenizer

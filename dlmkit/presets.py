@@ -1,0 +1,98 @@
+"""Roles to models: the `paper` preset names hub ids, the `tiny` preset the shipped checkpoints.
+
+A role is what a model does in an experiment ("dlm", "ar_small", "target", ...). Every
+script asks for its roles by name; `--model-ROLE PATH_OR_ID` replaces one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from dlmkit.errors import UserError
+
+TINY_ROOT = Path(__file__).resolve().parent / "assets" / "tiny"
+TINY_TOKENIZER = TINY_ROOT / "tokenizer"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    role: str
+    source: str  # a hub id or a local directory
+    arch: str  # dream | qwen2 | gpt2 | mdlm | qwen3_5
+    note: str = ""
+
+    @property
+    def is_local(self) -> bool:
+        return Path(self.source).is_dir()
+
+
+# role: (architecture, what it does)
+ROLES = {
+    "dlm": ("dream", "diffusion LM whose partial denoising gives anchors"),
+    "ar_small": ("qwen2", "small AR gap-filler"),
+    "ar_medium": ("qwen2", "medium AR gap-filler"),
+    "ar_large": ("qwen2", "large AR model probed layer by layer (bridge_viability)"),
+    "mdlm": ("mdlm", "masked-diffusion LM (self-spec backbone, SpecDiff drafter)"),
+    "target": ("gpt2", "AR target verified against in SpecDiff"),
+    "drafter": ("gpt2", "small AR drafter for standard speculative decoding"),
+    "judge": ("gpt2", "AR judge for generative perplexity"),
+    "verifier": ("qwen3_5", "CLSD verifier whose layers seed the DiT"),
+}
+
+PAPER = {
+    "dlm": "Dream-org/Dream-v0-Instruct-7B",
+    "ar_small": "Qwen/Qwen2.5-0.5B-Instruct",
+    "ar_medium": "Qwen/Qwen2.5-1.5B-Instruct",
+    "ar_large": "Qwen/Qwen2.5-32B-Instruct",
+    "mdlm": "kuleshov-group/mdlm-owt",
+    "target": "gpt2-xl",
+    "drafter": "gpt2",
+    "judge": "gpt2-large",
+    "verifier": "Qwen/Qwen3.5-9B",
+}
+
+# Shipped directories; the target doubles as the judge, as MDLM's small-scale runs do.
+TINY = {
+    "dlm": "dream",
+    "ar_small": "ar_small",
+    "ar_medium": "ar_medium",
+    "ar_large": "ar_large",
+    "mdlm": "mdlm",
+    "target": "gpt2_target",
+    "drafter": "gpt2_drafter",
+    "judge": "gpt2_target",
+    "verifier": "verifier",
+}
+
+PRESETS = ("tiny", "paper")
+
+
+def model_spec(preset: str, role: str, override: str | None = None) -> ModelSpec:
+    """The model that fills `role` under `preset`, or `override` (a path or hub id) if given."""
+    if preset not in PRESETS:
+        raise UserError(f"unknown preset {preset!r}; pass --preset tiny or --preset paper")
+    if role not in ROLES:
+        raise UserError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
+    arch, note = ROLES[role]
+    if override:
+        return ModelSpec(role, str(override), arch, note)
+    if preset == "paper":
+        return ModelSpec(role, PAPER[role], arch, note)
+    return ModelSpec(role, str(TINY_ROOT / TINY[role]), arch, note)
+
+
+def resolve_models(preset: str, roles: list[str], overrides: dict[str, str | None] | None = None,
+                   require_local_tiny: bool = True) -> dict[str, ModelSpec]:
+    """Specs for every role a script needs; a missing tiny checkpoint names its retrain command."""
+    overrides = overrides or {}
+    specs = {role: model_spec(preset, role, overrides.get(role)) for role in roles}
+    for role, spec in specs.items():
+        if preset == "tiny" and not overrides.get(role) and require_local_tiny and not spec.is_local:
+            raise UserError(f"the tiny {role} checkpoint is not shipped yet at {spec.source}; "
+                            f"build it with `python -m dlmkit.train.tiny {role}` or pass --model-{role.replace('_', '-')} PATH")
+    return specs
+
+
+def with_source(spec: ModelSpec, source: str) -> ModelSpec:
+    return replace(spec, source=source)

@@ -1,0 +1,240 @@
+"""Run directories: atomic JSON, per-item JSONL with resume, summary.json with provenance.
+
+Layout of one run (default `results/<script>/<preset>/`):
+
+    summary.json        {"provenance": {...}, "config": {...}, "tables": {name: [row, ...]}, "notes": [...]}
+    <phase>.jsonl       one JSON object per finished item, appended and fsynced as it is done
+    *.png               plots
+
+`tables` depend only on the inputs and the seed (same --seed, same tables); wall times,
+dates and the git sha live under `provenance`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from dlmkit.errors import UserError
+
+PACKAGES = ("torch", "transformers", "tokenizers", "safetensors", "accelerate", "numpy", "scipy", "datasets")
+
+
+# --------------------------------------------------------------------------- atomic files
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a file so that readers see the old content or the new, never a torn one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _jsonable(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN/inf; null says "not defined"
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:  # numpy / torch scalars
+        return _jsonable(value.item())
+    return value
+
+
+def to_json(obj) -> str:
+    return json.dumps(_jsonable(obj), indent=2, sort_keys=False, allow_nan=False) + "\n"
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    atomic_write_text(path, to_json(obj))
+
+
+# --------------------------------------------------------------------------- JSONL
+
+
+class JsonlLog:
+    """Append-only per-item records; a line torn by a crash is ignored (and dropped on resume)."""
+
+    def __init__(self, path: Path, key: str = "id"):
+        self.path = Path(path)
+        self.key = key
+
+    def records(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        out = []
+        for line in self.path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # the tail of an interrupted write
+        return out
+
+    def done_ids(self) -> set:
+        return {r[self.key] for r in self.records() if self.key in r}
+
+    def repair(self) -> None:
+        """Rewrite the file without torn lines, so appends start on a clean line."""
+        if self.path.exists():
+            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.records()))
+
+    def append(self, record: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        line = json.dumps(_jsonable(record), allow_nan=False) + "\n"
+        with open(self.path, "a") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+def git_state(repo: Path | None = None) -> dict:
+    repo = repo or Path(__file__).resolve().parents[1]
+    try:
+        sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=10).stdout.strip() or None
+        dirty = bool(subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                                    capture_output=True, text=True, timeout=10).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        sha, dirty = None, None
+    return {"git_sha": sha, "git_dirty": dirty}
+
+
+def package_versions() -> dict:
+    from importlib import metadata
+
+    versions = {"python": platform.python_version()}
+    for name in ("dlmkit",) + PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def device_description(device: str) -> str:
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def markdown_table(rows: list[dict], floatfmt: str = ".3f") -> str:
+    """Rows of dicts as a GitHub Markdown table (columns in first-seen order)."""
+    if not rows:
+        return "(no rows)"
+    columns: list[str] = []
+    for row in rows:
+        columns += [c for c in row if c not in columns]
+
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return format(value, floatfmt)
+        return "" if value is None else str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- the run
+
+
+class Run:
+    """One invocation of a script: its directory, its summary and its per-item logs."""
+
+    def __init__(self, out: Path, *, script: str, argv: list[str], preset: str, models: dict,
+                 device: str, dtype: str, seed: int, config: dict | None = None,
+                 resume: bool = False, overwrite: bool = False):
+        self.dir = Path(out)
+        if self.dir.exists() and any(self.dir.iterdir()) and not (resume or overwrite):
+            raise UserError(f"{self.dir} already holds a run; pass --resume to continue it, "
+                            f"--overwrite to replace it, or --out NEW_DIR")
+        if overwrite and self.dir.exists():
+            shutil.rmtree(self.dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.started = time.time()
+        previous = self._load_previous() if resume else {}
+        self.summary = {
+            "provenance": {
+                "script": script, "argv": list(argv), "preset": preset,
+                "models": {role: str(getattr(s, "source", s)) for role, s in models.items()},
+                "device": device, "device_name": device_description(device), "dtype": dtype, "seed": seed,
+                **git_state(), "versions": package_versions(),
+                "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "wall_time_s": None, "resumed": bool(previous),
+            },
+            "config": config or {},
+            "tables": previous.get("tables", {}),
+            "notes": previous.get("notes", []),
+            "phases_done": previous.get("phases_done", []),
+        }
+        for log in self.dir.glob("*.jsonl"):
+            JsonlLog(log).repair()
+        self.save()
+
+    def _load_previous(self) -> dict:
+        path = self.dir / "summary.json"
+        if not path.exists():
+            return {}
+        return json.loads(path.read_text())
+
+    def log(self, name: str, key: str = "id") -> JsonlLog:
+        return JsonlLog(self.dir / f"{name}.jsonl", key=key)
+
+    def add_table(self, name: str, rows: list[dict], echo: bool = True) -> None:
+        self.summary["tables"][name] = _jsonable(rows)
+        self.save()
+        if echo:
+            print(f"\n### {name}\n\n{markdown_table(rows)}\n", flush=True)
+
+    def note(self, text: str) -> None:
+        """A sentence a reader must see: e.g. where a published number was not reproduced."""
+        if text not in self.summary["notes"]:
+            self.summary["notes"].append(text)
+        self.save()
+
+    def phase_done(self, phase: str) -> None:
+        if phase not in self.summary["phases_done"]:
+            self.summary["phases_done"].append(phase)
+        self.save()
+
+    def save(self) -> None:
+        self.summary["provenance"]["wall_time_s"] = round(time.time() - self.started, 2)
+        atomic_write_json(self.dir / "summary.json", self.summary)
+
+
+def default_out(script: str, preset: str) -> Path:
+    """results/<script stem>/<preset>, relative to the current directory."""
+    return Path("results") / Path(script).stem / preset
+
+
+def echo(*args) -> None:
+    print(*args, file=sys.stderr, flush=True)

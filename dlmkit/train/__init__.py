@@ -1,0 +1,1 @@
+"""A small shared training loop: AdamW, warmup + cosine, grad clip, checkpoint/resume."""

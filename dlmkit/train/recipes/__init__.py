@@ -1,0 +1,1 @@
+"""Recipes that train the shipped tiny checkpoints (one per role)."""

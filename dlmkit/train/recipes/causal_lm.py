@@ -1,0 +1,127 @@
+"""Train the tiny autoregressive checkpoints: Qwen2 gap-fillers and probe, GPT-2 target/judge/drafter.
+
+All of them are language models of the same packed tiny-world stream (chat transcripts,
+documents and math chain-of-thought, each ended by `<|endoftext|>`, cut into blocks as
+OpenWebText is), with the next-token cross-entropy. Sizes differ per role so that the
+small/medium/large and drafter/target relations of the paper hold.
+
+    python -m dlmkit.train.tiny ar_small      # also ar_medium, ar_large, target, drafter
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from dlmkit.data.tiny_corpus import batch_sampler, chat_pairs, load_tiny_tokenizer, pack_blocks, text_stream
+from dlmkit.data.tinyworld import TinyWorld, check_answer
+from dlmkit.presets import TINY_TOKENIZER
+from dlmkit.train.loop import TrainConfig, train
+
+BLOCK = 256
+STREAM = dict(n_chat=16000, n_docs=6000, n_math=2000)
+
+# role -> (transformers architecture, size)
+SIZES = {
+    "ar_small": ("qwen2", dict(hidden_size=96, intermediate_size=256, num_hidden_layers=3,
+                               num_attention_heads=4, num_key_value_heads=2)),
+    "ar_medium": ("qwen2", dict(hidden_size=160, intermediate_size=448, num_hidden_layers=4,
+                                num_attention_heads=4, num_key_value_heads=2)),
+    "ar_large": ("qwen2", dict(hidden_size=192, intermediate_size=512, num_hidden_layers=6,
+                               num_attention_heads=4, num_key_value_heads=2)),
+    "target": ("gpt2", dict(n_embd=128, n_layer=4, n_head=4)),
+    "drafter": ("gpt2", dict(n_embd=64, n_layer=2, n_head=2)),
+}
+STEPS = {"ar_small": 1200, "ar_medium": 1200, "ar_large": 1200, "target": 1200, "drafter": 800}
+DEFAULTS = dict(lr=3e-3, warmup_steps=100, min_lr_ratio=0.05, weight_decay=0.01, grad_clip=1.0,
+                log_every=25, eval_every=400, checkpoint_every=100)
+BATCH_SIZE = 24
+
+
+def build_model(role: str, tokenizer):
+    """A randomly initialised tiny model for `role` (tied embeddings, as Qwen2.5-0.5B/1.5B and GPT-2)."""
+    from transformers import GPT2Config, GPT2LMHeadModel, Qwen2Config, Qwen2ForCausalLM
+
+    arch, size = SIZES[role]
+    eos = tokenizer.eos_token_id
+    if arch == "qwen2":
+        config = Qwen2Config(vocab_size=len(tokenizer), max_position_embeddings=1024, rope_theta=10000.0,
+                             tie_word_embeddings=True, bos_token_id=eos, eos_token_id=eos, **size)
+        return Qwen2ForCausalLM(config)
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=1024, bos_token_id=eos, eos_token_id=eos, **size)
+    return GPT2LMHeadModel(config)
+
+
+def lm_loss(model, block: torch.Tensor):
+    logits = model(input_ids=block).logits[:, :-1]
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), block[:, 1:].reshape(-1))
+    return loss, {}
+
+
+@torch.no_grad()
+def heldout_nll(model, blocks: torch.Tensor, batch_size: int = 32) -> float:
+    total, count = 0.0, 0
+    for start in range(0, len(blocks), batch_size):
+        chunk = blocks[start:start + batch_size]
+        loss, _ = lm_loss(model, chunk)
+        total += float(loss) * chunk.numel()
+        count += chunk.numel()
+    return total / count
+
+
+@torch.no_grad()
+def greedy_task_accuracy(model, tokenizer, items, max_new_tokens: int = 128) -> dict:
+    """Per-stratum accuracy of greedy chat answers (one prompt at a time, no padding effects)."""
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    correct: dict[str, list[bool]] = {}
+    for item, (prompt, _) in zip(items, chat_pairs(tokenizer, items)):
+        ids = torch.tensor([prompt])
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                             do_sample=False, eos_token_id=[tokenizer.eos_token_id, im_end],
+                             pad_token_id=tokenizer.eos_token_id)
+        text = tokenizer.decode(out[0, len(prompt):], skip_special_tokens=True)
+        correct.setdefault(f"{item['task']}_{item['difficulty']}", []).append(check_answer(item, text))
+    return {k: sum(v) / len(v) for k, v in sorted(correct.items())}
+
+
+def train_tiny_causal_lm(role: str, out: Path, seed: int = 0, steps: int | None = None, device: str = "cpu") -> dict:
+    torch.manual_seed(seed)
+    tokenizer = load_tiny_tokenizer()
+    world = TinyWorld(seed)
+    blocks = pack_blocks(tokenizer, text_stream(world, **STREAM), BLOCK)
+    heldout = pack_blocks(tokenizer, text_stream(world, 400, 200, 50, split="test"), BLOCK)
+    model = build_model(role, tokenizer).to(device)
+    sampler = batch_sampler(len(blocks), BATCH_SIZE, seed)
+
+    def make_batch(step):
+        return blocks[sampler(step)].to(device)
+
+    def eval_fn(m):
+        return {"heldout_nll": heldout_nll(m, heldout.to(device))}
+
+    cfg = TrainConfig(**{**DEFAULTS, "steps": steps or STEPS[role], "seed": seed})
+    work = Path(out).with_name(Path(out).name + ".train")
+    history = train(model, lm_loss, make_batch, cfg, work, eval_fn=eval_fn, device=device, desc=f"tiny {role}")
+
+    model.eval()
+    nll = heldout_nll(model, heldout.to(device))
+    strata = [("mmlu", "easy"), ("arc", "easy"), ("gsm8k", "easy"), ("gsm8k", "hard"), ("humaneval", "mixed")]
+    accuracy = greedy_task_accuracy(model, tokenizer, [i for t, d in strata for i in world.items(t, d, 12, "test")])
+    model.save_pretrained(out, safe_serialization=True)
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        shutil.copy(TINY_TOKENIZER / name, Path(out) / name)
+    card = {"recipe": f"python -m dlmkit.train.tiny {role}", "role": role, "seed": seed, "arch": SIZES[role][0],
+            "size": SIZES[role][1], "block": BLOCK, "batch_size": BATCH_SIZE, "stream": STREAM,
+            "train": {**DEFAULTS, "steps": cfg.steps}, "parameters": sum(p.numel() for p in model.parameters()),
+            "final_train_loss": history[-1]["loss"], "heldout_nll": nll, "heldout_ppl": math.exp(nll),
+            "greedy_accuracy": accuracy}
+    (Path(out) / "training.json").write_text(json.dumps(card, indent=2) + "\n")
+    (Path(out) / "train_log.jsonl").write_text((work / "train_log.jsonl").read_text())
+    shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps(card, indent=2))
+    return card

@@ -1,0 +1,81 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from dlmkit.cli import build_parser, resolve_device, resolve_dtype, selected_phases
+from dlmkit.errors import UserError
+from dlmkit.presets import PAPER, ROLES, model_spec, resolve_models
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = ["run_full_suite.py", "bridge_viability.py", "train_self_spec.py", "train_clsd.py", "specdiff_bench.py"]
+
+
+def _script(*args):
+    return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_help_works_and_lists_the_shared_flags(script):
+    proc = _script(script, "--help")
+    assert proc.returncode == 0, proc.stderr
+    for flag in ("--preset", "--subset", "--phase", "--out", "--device", "--dtype", "--seed", "--resume"):
+        assert flag in proc.stdout
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("bad", [["--no-such-flag"], ["--subset", "0"], ["--phase", "nope"], ["--preset", "huge"]])
+def test_bad_flags_give_one_line(script, bad):
+    proc = _script(script, *bad)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "error:" in lines[0] and "--help" in lines[0]
+
+
+def test_phases_run_in_declared_order():
+    parser = build_parser("x.py", "", phases=["A", "B", "C"], roles=[])
+    assert selected_phases(parser.parse_args([])) == ["A", "B", "C"]
+    assert selected_phases(parser.parse_args(["--phase", "C", "--phase", "A"])) == ["A", "C"]
+
+
+def test_cuda_without_gpu_names_the_fix():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(UserError, match="pass --device cpu"):
+        resolve_device("cuda")
+    assert resolve_device("auto") == "cpu"
+    with pytest.raises(UserError, match="unknown --device"):
+        resolve_device("tpu")
+
+
+def test_dtype_defaults():
+    assert resolve_dtype("auto", "cpu") == torch.float32
+    assert resolve_dtype("auto", "cuda") == torch.bfloat16
+    assert resolve_dtype("float16", "cpu") == torch.float16
+
+
+def test_presets_roles_and_overrides():
+    assert model_spec("paper", "dlm").source == "Dream-org/Dream-v0-Instruct-7B"
+    assert set(PAPER) == set(ROLES)
+    assert model_spec("tiny", "ar_small").source.endswith("assets/tiny/ar_small")
+    assert model_spec("tiny", "dlm", override="/some/dir").source == "/some/dir"
+    with pytest.raises(UserError, match="unknown role"):
+        model_spec("tiny", "dragon")
+    with pytest.raises(UserError, match="--preset tiny or --preset paper"):
+        model_spec("huge", "dlm")
+
+
+def test_missing_tiny_checkpoint_names_its_build_command(tmp_path, monkeypatch):
+    import dlmkit.presets as presets
+
+    monkeypatch.setattr(presets, "TINY_ROOT", tmp_path)
+    with pytest.raises(UserError, match=r"python -m dlmkit.train.tiny ar_medium.*--model-ar-medium"):
+        resolve_models("tiny", ["ar_medium"])
+
+
+def test_model_override_flags_exist_per_role():
+    parser = build_parser("x.py", "", phases=["A"], roles=["dlm", "ar_small"])
+    args = parser.parse_args(["--model-ar-small", "/x"])
+    assert args.model_ar_small == "/x" and args.model_dlm is None
