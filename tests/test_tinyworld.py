@@ -1,6 +1,7 @@
 import pytest
 
-from dlmkit.data.tinyworld import LETTERS, STRATA, TinyWorld, check_answer, split_of
+from dlmkit.data.tinyworld import LETTERS, STRATA, TinyWorld, split_of
+from dlmkit.metrics.answers import check_answer
 from dlmkit.errors import UserError
 from dlmkit.metrics.code_exec import passes_tests
 

@@ -23,7 +23,6 @@ import random
 from dataclasses import dataclass
 
 from dlmkit.errors import UserError
-from dlmkit.metrics.answers import extract_gsm8k_answer, extract_letter
 
 DIFFICULTIES = ("easy", "medium", "hard")
 # The strata of the paper's 310-prompt set, mirrored by the tiny world.
@@ -423,16 +422,3 @@ class TinyWorld:
         """A balanced mix of chat-formatted task items for instruction tuning."""
         levels = [(t, d) for t in tasks for d in DIFFICULTIES]
         return [self.item(*levels[i % len(levels)], index=i // len(levels), split=split) for i in range(n)]
-
-
-def check_answer(item: dict, response: str) -> bool:
-    """Whether a model's response answers a tiny-world item correctly (HumanEval: executed)."""
-    if item["task"] in ("mmlu", "arc"):
-        return extract_letter(response) == item["answer"]
-    if item["task"] == "gsm8k":
-        return extract_gsm8k_answer(response, mode="flexible") == item["answer"]
-    if item["task"] == "humaneval":
-        from dlmkit.metrics.code_exec import passes_tests
-
-        return passes_tests(item, response)
-    raise UserError(f"no answer checker for task {item['task']!r}")

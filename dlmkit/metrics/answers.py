@@ -35,3 +35,16 @@ def extract_gsm8k_answer(response: str, mode: str = "strict") -> str | None:
         found = [normalize_number(f) for f in found if normalize_number(f) not in ("", "-", ".")]
         return found[-1] if found else None
     raise ValueError(f"mode must be 'strict' or 'flexible', got {mode!r}")
+
+
+def check_answer(item: dict, response: str, gsm8k_mode: str = "flexible") -> bool:
+    """Whether a response answers a benchmark or tiny-world item (HumanEval: executed)."""
+    if item["task"] in ("mmlu", "arc"):
+        return extract_letter(response) == item["answer"]
+    if item["task"] == "gsm8k":
+        return extract_gsm8k_answer(response, mode=gsm8k_mode) == normalize_number(item["answer"])
+    if item["task"] == "humaneval":
+        from dlmkit.metrics.code_exec import passes_tests
+
+        return passes_tests(item, response)
+    raise ValueError(f"no answer checker for task {item['task']!r}")

@@ -290,8 +290,8 @@ def _local_checkpoint_dir(path_or_id) -> Path:
     try:
         from huggingface_hub import snapshot_download
 
-        # Only configs and safetensors: never pickled weights, never remote code.
-        return Path(snapshot_download(str(path_or_id), allow_patterns=["*.json", "*.safetensors"]))
+        # Configs, tokenizer files and safetensors: never pickled weights, never remote code.
+        return Path(snapshot_download(str(path_or_id), allow_patterns=["*.json", "*.safetensors", "*.txt", "*.jinja"]))
     except Exception as exc:  # offline, unknown repo, gated repo ...
         raise UserError(
             f"could not fetch Dream checkpoint {path_or_id!r} from the hub ({type(exc).__name__}); "
@@ -382,6 +382,27 @@ def load_dream(path_or_id, device=None, dtype=None) -> DreamModel:
     return DreamModel(lm.eval(), dataclasses.replace(cfg, torch_dtype=str(dtype).removeprefix("torch.")))
 
 
+def load_dream_tokenizer(path_or_id):
+    """Dream's tokenizer without remote code.
+
+    Dream's hub repository names a custom `DreamTokenizer` class; it is the Qwen2 BPE with
+    Dream's added tokens (`<|mask|>` among them), so transformers' own Qwen2 tokenizer
+    reads the same files. Directories whose tokenizer AutoTokenizer can build (the tiny
+    preset's) load as they are.
+    """
+    import transformers
+
+    source = str(_local_checkpoint_dir(path_or_id))
+    config_path = Path(source) / "tokenizer_config.json"
+    declared = json.loads(config_path.read_text()).get("tokenizer_class", "") if config_path.exists() else ""
+    if declared.startswith("Dream"):
+        return transformers.Qwen2TokenizerFast.from_pretrained(source)
+    # Name the class ourselves: AutoTokenizer would read config.json, whose model_type
+    # "Dream" transformers does not know.
+    tokenizer_class = getattr(transformers, declared, None) or transformers.AutoTokenizer
+    return tokenizer_class.from_pretrained(source)
+
+
 def save_dream(model: DreamModel, directory, *, max_shard_bytes: int | None = None) -> Path:
     """Write a Dream-format checkpoint: config.json (model_type "Dream"),
     generation_config.json and safetensors with Qwen2 names. With max_shard_bytes the
@@ -449,6 +470,7 @@ def count_parameters(config: DreamConfig) -> int:
 
 
 __all__ = [
+    "load_dream_tokenizer",
     "DREAM_EOS_TOKEN_ID", "DREAM_MASK_TOKEN_ID", "DREAM_SIZES", "DreamConfig", "DreamModel",
     "count_matmul_parameters", "count_parameters", "dream_config", "load_dream", "random_dream",
     "read_dream_config", "save_dream",

@@ -20,12 +20,13 @@ from dlmkit.presets import ROLES, TINY, TINY_ROOT
 RECIPES = {
     "tokenizer": "dlmkit.tokenizer:main",
     "dlm": "dlmkit.train.recipes.dream:train_tiny_dream",
+    "mdlm": "dlmkit.train.recipes.mdlm:train_tiny_mdlm",
     **{role: "dlmkit.train.recipes.causal_lm:train_tiny_causal_lm"
        for role in ("ar_small", "ar_medium", "ar_large", "target", "drafter")},
 }
 # The judge is the target checkpoint (presets.TINY maps both to gpt2_target).
 ALIASES = {"judge": "target"}
-PENDING = {"mdlm": "issue #4", "verifier": "issue #8"}
+PENDING = {"verifier": "issue #8"}
 
 
 def main(argv=None) -> int:

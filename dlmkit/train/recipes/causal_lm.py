@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from dlmkit.data.tiny_corpus import batch_sampler, chat_pairs, load_tiny_tokenizer, pack_blocks, text_stream
-from dlmkit.data.tinyworld import TinyWorld, check_answer
+from dlmkit.data.tinyworld import TinyWorld
+from dlmkit.metrics.answers import check_answer
 from dlmkit.presets import TINY_TOKENIZER
 from dlmkit.train.loop import TrainConfig, train
 
@@ -30,17 +31,17 @@ STREAM = dict(n_chat=16000, n_docs=6000, n_math=2000)
 SIZES = {
     "ar_small": ("qwen2", dict(hidden_size=96, intermediate_size=256, num_hidden_layers=3,
                                num_attention_heads=4, num_key_value_heads=2)),
-    "ar_medium": ("qwen2", dict(hidden_size=160, intermediate_size=448, num_hidden_layers=4,
+    "ar_medium": ("qwen2", dict(hidden_size=128, intermediate_size=352, num_hidden_layers=4,
                                 num_attention_heads=4, num_key_value_heads=2)),
     "ar_large": ("qwen2", dict(hidden_size=192, intermediate_size=512, num_hidden_layers=6,
                                num_attention_heads=4, num_key_value_heads=2)),
     "target": ("gpt2", dict(n_embd=128, n_layer=4, n_head=4)),
     "drafter": ("gpt2", dict(n_embd=64, n_layer=2, n_head=2)),
 }
-STEPS = {"ar_small": 1200, "ar_medium": 1200, "ar_large": 1200, "target": 1200, "drafter": 800}
+STEPS = {"ar_small": 1000, "ar_medium": 1000, "ar_large": 1000, "target": 1000, "drafter": 600}
 DEFAULTS = dict(lr=3e-3, warmup_steps=100, min_lr_ratio=0.05, weight_decay=0.01, grad_clip=1.0,
                 log_every=25, eval_every=400, checkpoint_every=100)
-BATCH_SIZE = 24
+BATCH_SIZE = 16
 
 
 def build_model(role: str, tokenizer):

@@ -21,15 +21,20 @@ import torch
 import torch.nn.functional as F
 
 from dlmkit.data.tiny_corpus import batch_sampler, chat_pairs, load_tiny_tokenizer
-from dlmkit.data.tinyworld import STRATA, TinyWorld, check_answer
+from dlmkit.data.tinyworld import STRATA, TinyWorld
+from dlmkit.metrics.answers import check_answer
 from dlmkit.decoding.diffusion import diffusion_generate
 from dlmkit.models.dream import dream_config, random_dream, save_dream
-from dlmkit.presets import TINY_TOKENIZER
+from dlmkit.errors import UserError
+from dlmkit.presets import TINY_ROOT, TINY_TOKENIZER
 from dlmkit.train.loop import TrainConfig, train
 
 GEN_LEN = 128  # the canvas the tiny preset generates into
-SIZE = dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,
-            num_key_value_heads=2, max_position_embeddings=512, rope_theta=10000.0)
+# The geometry of the tiny ar_medium Qwen2, which the tiny Dream starts from (as Dream-7B
+# started from Qwen2.5-7B).
+SIZE = dict(hidden_size=128, intermediate_size=352, num_hidden_layers=4, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=1024, rope_theta=10000.0)
+INIT_FROM = TINY_ROOT / "ar_medium"
 DEFAULTS = dict(steps=1000, lr=3e-3, warmup_steps=100, min_lr_ratio=0.05, weight_decay=0.01, grad_clip=1.0,
                 log_every=25, eval_every=250, checkpoint_every=100)
 BATCH_SIZE = 32
@@ -96,8 +101,31 @@ def greedy_accuracy(model, tokenizer, items, *, steps: int = GEN_LEN, batch_size
     return {k: sum(v) / len(v) for k, v in sorted(correct.items())}
 
 
-def train_tiny_dream(out: Path, seed: int = 0, steps: int | None = None, device: str = "cpu") -> dict:
+def init_from_ar(model, ar_dir: Path) -> None:
+    """Copy an AR Qwen2 checkpoint of the same geometry into the Dream, as Dream-7B was
+    initialised from Qwen2.5-7B: Dream keeps the AR alignment (the hidden state at i-1
+    predicts token i), so the AR head starts out as a sensible denoiser. A tied AR head
+    becomes Dream's separate lm_head, initialised from the embedding."""
+    from safetensors.torch import load_file
+
+    state = load_file(str(Path(ar_dir) / "model.safetensors"))
+    if "lm_head.weight" not in state:
+        state["lm_head.weight"] = state["model.embed_tokens.weight"].clone()
+    expected = model.lm.state_dict()
+    bad = {k for k, v in state.items() if k not in expected or expected[k].shape != v.shape}
+    missing = set(expected) - set(state)
+    if bad or missing:
+        raise UserError(f"{ar_dir} does not match the tiny Dream's geometry (e.g. {sorted(bad or missing)[0]}); "
+                        "rebuild it with `python -m dlmkit.train.tiny ar_medium`")
+    model.lm.load_state_dict(state)
+
+
+def train_tiny_dream(out: Path, seed: int = 0, steps: int | None = None, device: str = "cpu",
+                     init_from: Path | None = INIT_FROM) -> dict:
     torch.manual_seed(seed)
+    if init_from is not None and not (Path(init_from) / "model.safetensors").exists():
+        raise UserError(f"the tiny Dream starts from the tiny AR model at {init_from}, which is missing; "
+                        "build it first with `python -m dlmkit.train.tiny ar_medium`")
     tokenizer = load_tiny_tokenizer()
     world = TinyWorld(seed)
     pairs = chat_pairs(tokenizer, world.chat_examples(N_TRAIN, "train"))
@@ -105,6 +133,8 @@ def train_tiny_dream(out: Path, seed: int = 0, steps: int | None = None, device:
     cfg = dream_config("tiny", vocab_size=len(tokenizer), mask_token_id=tokenizer.mask_token_id,
                        pad_token_id=eos, bos_token_id=eos, eos_token_id=eos, **SIZE)
     model = random_dream(cfg, seed=seed, device=device, dtype=torch.float32)
+    if init_from is not None:
+        init_from_ar(model, init_from)
     sampler = batch_sampler(len(pairs), BATCH_SIZE, seed)
     loss_gen = torch.Generator().manual_seed(seed)
 
@@ -131,7 +161,8 @@ def train_tiny_dream(out: Path, seed: int = 0, steps: int | None = None, device:
     save_dream(model, out)
     for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
         shutil.copy(TINY_TOKENIZER / name, Path(out) / name)
-    card = {"recipe": "python -m dlmkit.train.tiny dlm", "seed": seed, "size": SIZE, "gen_len": GEN_LEN,
+    card = {"recipe": "python -m dlmkit.train.tiny dlm", "seed": seed,
+            "init_from": str(Path(init_from).relative_to(TINY_ROOT.parent.parent)) if init_from else None, "size": SIZE, "gen_len": GEN_LEN,
             "batch_size": BATCH_SIZE, "train": {**DEFAULTS, "steps": train_cfg.steps},
             "parameters": model.num_parameters(), "final_train_loss": history[-1]["loss"],
             "greedy_128_step_accuracy": final, "chance_multiple_choice": 0.25}

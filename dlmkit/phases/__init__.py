@@ -1,0 +1,1 @@
+"""Phases of the experiment scripts: the science the thin top-level scripts call."""

@@ -1,0 +1,179 @@
+"""Phase A: the full Dream run per prompt, the reference every later phase compares against.
+
+One run per prompt records when every answer position was committed, so anchors for any
+step fraction come from it without running Dream again. Per prompt it keeps the answer,
+its length (tokens before the first end marker), the commit step of every position, the
+commit curve's S50 (steps until half the answer is committed), coverage and the
+contiguous-prefix share of the anchors at the paper's fractions, a permanence check
+(no committed token ever changes) and ground-truth correctness.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+from dlmkit.anchors import anchors_at_fraction, contiguous_prefix_fraction, steps_done_at
+from dlmkit.decoding.diffusion import diffusion_generate
+from dlmkit.metrics.answers import check_answer
+
+FRACTIONS = (0.10, 0.15, 0.25)
+CURVE_POINTS = (0.05, 0.10, 0.15, 0.20, 0.25, 0.375, 0.50, 0.75, 1.0)
+
+
+@dataclass(frozen=True)
+class DreamSettings:
+    """Dream's generation settings (the paper: 128 entropy-ordered steps, T=0.2, top_p 0.95)."""
+
+    max_new_tokens: int
+    steps: int = 128
+    alg: str = "entropy"
+    temperature: float = 0.2
+    top_p: float | None = 0.95
+    # The published runs loaded Dream with from_pretrained, which inherits top_k=50 from
+    # transformers' defaults unless the caller passes top_k; we make it explicit.
+    top_k: int | None = 50
+    eps: float = 1e-3
+
+
+SETTINGS = {"paper": DreamSettings(max_new_tokens=512), "tiny": DreamSettings(max_new_tokens=128)}
+
+
+def item_seed(seed: int, item_id: str) -> int:
+    """A per-prompt seed, so a prompt's sample does not depend on which prompts ran before it."""
+    return int.from_bytes(hashlib.sha256(f"{seed}/{item_id}".encode()).digest()[:8], "big") % 2**63
+
+
+def chat_prompt_ids(tokenizer, text: str) -> list[int]:
+    """One user turn through the model's chat template, with the generation prompt."""
+    return tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                         return_dict=True)["input_ids"]
+
+
+def end_token_ids(tokenizer) -> set[int]:
+    ids = {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")}
+    return {i for i in ids if i is not None and i != tokenizer.unk_token_id}
+
+
+def response_length(tokens: list[int], end_ids: set[int]) -> int:
+    """Answer tokens before the first end marker (the published `gen_len`)."""
+    for i, token in enumerate(tokens):
+        if token in end_ids:
+            return i
+    return len(tokens)
+
+
+class PermanenceCheck:
+    """A tokens hook that counts committed positions whose token later changes."""
+
+    def __init__(self, mask_id: int):
+        self.mask_id, self.previous, self.violations = mask_id, None, 0
+
+    def __call__(self, step, x, logits):
+        if self.previous is not None:
+            committed = self.previous != self.mask_id
+            self.violations += int((x[committed] != self.previous[committed]).sum())
+        self.previous = x.clone()
+
+
+def reference_run(model, tokenizer, item: dict, settings: DreamSettings, seed: int) -> dict:
+    """Dream's full run on one prompt, as a JSON-ready record."""
+    prompt = chat_prompt_ids(tokenizer, item["prompt"])
+    input_ids = torch.tensor([prompt], device=model.device)
+    generator = torch.Generator(device=model.device).manual_seed(item_seed(seed, item["id"]))
+    check = PermanenceCheck(model.mask_token_id)
+    start = time.perf_counter()
+    out = diffusion_generate(model, input_ids, max_new_tokens=settings.max_new_tokens, steps=settings.steps,
+                             alg=settings.alg, temperature=settings.temperature, top_p=settings.top_p,
+                             top_k=settings.top_k, eps=settings.eps, tokens_hook=check, generator=generator)
+    seconds = time.perf_counter() - start
+    tokens = out.generated[0].tolist()
+    commit_step = out.commit_step[0].tolist()
+    length = response_length(tokens, end_token_ids(tokenizer))
+    text = tokenizer.decode(tokens[:length], skip_special_tokens=True)
+
+    committed_by = [sum(1 for c in commit_step[:length] if c < k) for k in range(settings.steps + 1)]
+    s50 = next((k for k, n in enumerate(committed_by) if length and n >= 0.5 * length), None)
+    record = {
+        "id": item["id"], "task": item["task"], "difficulty": item["difficulty"],
+        "prompt_tokens": len(prompt), "gen_len": length, "text": text,
+        "correct": check_answer(item, text) if item["task"] != "humaneval" or length else False,
+        "tokens": tokens, "commit_step": commit_step,
+        "s50_step": s50, "s50_frac": s50 / settings.steps if s50 is not None else None,
+        "permanence_violations": check.violations, "dlm_seconds": round(seconds, 4),
+    }
+    if item["task"] == "gsm8k":
+        record["correct_strict"] = check_answer(item, text, gsm8k_mode="strict")
+    for fraction in FRACTIONS:
+        anchors = anchors_at_fraction(commit_step, tokens, fraction, settings.steps, length=length)
+        record[f"coverage@{fraction}"] = anchors.coverage
+        record[f"contiguous_prefix@{fraction}"] = contiguous_prefix_fraction(anchors)
+    return record
+
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None and v == v]  # drop None and NaN
+    return sum(values) / len(values) if values else None
+
+
+def stratum_table(records: list[dict]) -> list[dict]:
+    """Per-stratum summary of the reference runs, plus an "all" row."""
+    groups: dict[str, list[dict]] = {}
+    for r in records:
+        groups.setdefault(f"{r['task']}/{r['difficulty']}", []).append(r)
+    groups["all"] = records
+    rows = []
+    for name, rs in groups.items():
+        row = {"stratum": name, "n": len(rs), "accuracy": _mean([float(r["correct"]) for r in rs]),
+               "gen_len": _mean([r["gen_len"] for r in rs]), "s50_frac": _mean([r["s50_frac"] for r in rs])}
+        for fraction in FRACTIONS:
+            row[f"coverage@{fraction}"] = _mean([r[f"coverage@{fraction}"] for r in rs])
+        row["contiguous_prefix@0.1"] = _mean([r["contiguous_prefix@0.1"] for r in rs])
+        row["permanence_violations"] = sum(r["permanence_violations"] for r in rs)
+        rows.append(row)
+    return rows
+
+
+def commit_curve(records: list[dict], steps: int) -> list[dict]:
+    """Mean share of answer positions committed after a fraction of the steps, per task."""
+    rows = []
+    tasks = sorted({r["task"] for r in records})
+    for point in CURVE_POINTS:
+        done = steps_done_at(point, steps)
+        row = {"step_fraction": point, "steps_done": done}
+        for task in tasks + ["all"]:
+            rs = [r for r in records if task in ("all", r["task"]) and r["gen_len"]]
+            row[task] = _mean([sum(1 for c in r["commit_step"][:r["gen_len"]] if c < done) / r["gen_len"] for r in rs])
+        rows.append(row)
+    return rows
+
+
+def plot_commit_curves(records: list[dict], steps: int, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    xs = list(range(steps + 1))
+    for task in sorted({r["task"] for r in records}):
+        rs = [r for r in records if r["task"] == task and r["gen_len"]]
+        curve = [sum(sum(1 for c in r["commit_step"][:r["gen_len"]] if c < k) / r["gen_len"] for r in rs) / len(rs)
+                 for k in xs]
+        ax.plot([x / steps for x in xs], curve, label=f"{task} (n={len(rs)})")
+    for fraction in FRACTIONS:
+        ax.axvline(fraction, color="grey", lw=0.5, ls=":")
+    ax.set_xlabel("fraction of denoising steps done")
+    ax.set_ylabel("share of answer tokens committed")
+    ax.set_title("Dream commit curves")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def settings_dict(settings: DreamSettings) -> dict:
+    return asdict(settings)

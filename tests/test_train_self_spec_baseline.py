@@ -1,0 +1,117 @@
+"""train_self_spec.py --phase baseline end to end on a tiny random MDLM and a tiny random GPT-2 judge."""
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from dlmkit.data.tiny_corpus import load_tiny_tokenizer
+from dlmkit.models.mdlm import MDLM, MDLMConfig, save_mdlm
+from dlmkit.presets import TINY_TOKENIZER
+
+REPO = Path(__file__).resolve().parents[1]
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
+LENGTH = 16
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("train_self_spec", REPO / "train_self_spec.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    root = tmp_path_factory.mktemp("models")
+    vocab = len(load_tiny_tokenizer())  # <|mask|> is its last id, as MDLM wants
+    torch.manual_seed(0)
+    mdlm = MDLM(MDLMConfig(vocab_size=vocab, model_length=32, hidden_dim=32, cond_dim=8, n_blocks=1, n_heads=2,
+                           dropout=0.0))
+    with torch.no_grad():  # the output layer starts at zero: give it some shape
+        mdlm.backbone.output_layer.linear.weight.normal_(0, 0.5)
+    save_mdlm(mdlm, root / "mdlm")
+    judge = GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_positions=64, n_embd=32, n_layer=1, n_head=2))
+    judge.save_pretrained(root / "judge")
+    for name in TOKENIZER_FILES:
+        shutil.copy(TINY_TOKENIZER / name, root / "mdlm" / name)
+        shutil.copy(TINY_TOKENIZER / name, root / "judge" / name)
+    return root
+
+
+def argv(models, out, *extra):
+    return ["--preset", "tiny", "--model-mdlm", str(models / "mdlm"), "--model-judge", str(models / "judge"),
+            "--steps", "2,4", "--length", str(LENGTH), "--out", str(out), "--device", "cpu", *extra]
+
+
+def counting_sampler(script, monkeypatch):
+    calls = []
+    real = script.sample
+
+    def counted(model, canvas, steps, **kwargs):
+        calls.append((kwargs["sampler"], steps, canvas.shape[0]))
+        return real(model, canvas, steps, **kwargs)
+
+    monkeypatch.setattr(script, "sample", counted)
+    return calls
+
+
+def test_baseline_writes_tables_and_resume_skips_finished_samples(models, tmp_path, monkeypatch, capsys):
+    script = load_script()
+    calls = counting_sampler(script, monkeypatch)
+    out = tmp_path / "run"
+    assert script.main(argv(models, out, "--subset", "2", "--phase", "baseline")) == 0
+    assert len(calls) == 2 * 2 * 2  # 2 samplers x 2 step counts x 2 samples (batch 1)
+
+    summary = json.loads((out / "summary.json").read_text())
+    table = summary["tables"]["mdlm_baseline"]
+    assert [(r["sampler"], r["steps"]) for r in table] == [("ddpm", 2), ("ddpm_cache", 2), ("ddpm", 4), ("ddpm_cache", 4)]
+    for row in table:
+        assert set(row) == {"sampler", "steps", "nfe", "judge_nll", "gen_ppl", "entropy"}
+        assert row["judge_nll"] > 0 and row["gen_ppl"] == pytest.approx(torch.tensor(row["judge_nll"]).exp().item())
+        assert 1 <= row["nfe"] <= row["steps"] + 1
+    by = {(r["sampler"], r["steps"]): r for r in table}
+    for steps in (2, 4):  # same noise: same tokens, the cache never calls more
+        assert by["ddpm_cache", steps]["nfe"] <= by["ddpm", steps]["nfe"]
+        assert by["ddpm_cache", steps]["judge_nll"] == pytest.approx(by["ddpm", steps]["judge_nll"])
+    refs = {r["reference"]: r for r in summary["tables"]["references"]}
+    assert set(refs) == {"uniform random tokens", "held-out real text"} and all(r["samples"] == 2 for r in refs.values())
+    assert summary["phases_done"] == ["baseline"] and any("ddpm_cache" in n for n in summary["notes"])
+    assert (out / "baseline_nll_vs_steps.png").stat().st_size > 1000
+    first = (out / "baseline_samples.jsonl").read_text().splitlines()
+    assert len(first) == 8 and all(len(json.loads(line)["tokens"]) == LENGTH for line in first)
+
+    # --resume with one more sample: only the new sample is drawn, earlier records stay as they were.
+    calls.clear()
+    assert script.main(argv(models, out, "--subset", "3", "--phase", "baseline", "--resume")) == 0
+    assert sorted(calls) == sorted((s, n, 1) for s in ("ddpm", "ddpm_cache") for n in (2, 4))
+    second = (out / "baseline_samples.jsonl").read_text().splitlines()
+    assert second[:8] == first and len(second) == 12
+    summary = json.loads((out / "summary.json").read_text())
+    assert all(r["samples"] == 3 for r in summary["tables"]["references"])
+
+    calls.clear()
+    assert script.main(argv(models, out, "--subset", "3", "--resume")) == 0
+    assert calls == []
+    assert "train, sample, eval" in capsys.readouterr().err  # no --phase: names the phases not built yet
+
+
+def test_unbuilt_phase_and_bad_resume_are_one_line_errors(models, tmp_path, capsys):
+    from dlmkit.errors import UserError
+
+    script = load_script()
+    assert script.main(argv(models, tmp_path / "a", "--phase", "train")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "issue #6" in err[0] and not (tmp_path / "a").exists()
+
+    out = tmp_path / "b"
+    assert script.main(argv(models, out, "--subset", "1", "--steps", "1", "--phase", "baseline")) == 0
+    with pytest.raises(UserError, match="--overwrite"):
+        script.main(argv(models, out, "--subset", "1", "--steps", "1", "--seed", "7", "--resume"))
+    with pytest.raises(UserError, match="exceeds the MDLM's model_length"):
+        script.main(argv(models, tmp_path / "c", "--length", "64"))
