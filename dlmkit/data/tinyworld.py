@@ -115,17 +115,20 @@ def _mmlu(rng: random.Random, difficulty: str) -> dict:
         others = [w for c, ws in sorted(CATEGORIES.items()) if c != category for w in ws]
         choices, answer = _shuffle_choices(rng, correct, rng.sample(others, 3))
         question = f"Which of the following is {_a(category)}?"
+        rationale = f"{correct.capitalize()} is {_a(category)}."
     elif difficulty == "medium":  # ordering of small numbers or words
         if rng.random() < 0.5:
             numbers = rng.sample(range(1, 100), 4)
             correct = max(numbers)
             question = "Which number is the largest?"
             choices, answer = _shuffle_choices(rng, str(correct), [str(n) for n in numbers if n != correct])
+            rationale = f"{correct} is the largest number."
         else:
             words = rng.sample([w for ws in CATEGORIES.values() for w in ws], 4)
             correct = min(words)
             question = "Which word comes first in alphabetical order?"
             choices, answer = _shuffle_choices(rng, correct, [w for w in words if w != correct])
+            rationale = f"{correct.capitalize()} comes first."
     else:  # arithmetic with distractors one step away, or a syllogism
         if rng.random() < 0.5:
             a, b = rng.randint(2, 20), rng.randint(2, 20)
@@ -134,6 +137,7 @@ def _mmlu(rng: random.Random, difficulty: str) -> dict:
             wrong = sorted({value + 1, value - 1, value + 10, value - 2} - {value})
             choices, answer = _shuffle_choices(rng, str(value), [str(w) for w in rng.sample(wrong, 3)])
             question = f"What is {a} {op} {b}?"
+            rationale = f"{a} {op} {b} = {value}."
         else:
             group = rng.choice(["blips", "zorbs", "quans", "fets", "drams"])
             color = rng.choice(CATEGORIES["color"])
@@ -141,7 +145,8 @@ def _mmlu(rng: random.Random, difficulty: str) -> dict:
             wrong = rng.sample([c for c in CATEGORIES["color"] if c != color], 3)
             choices, answer = _shuffle_choices(rng, color, wrong)
             question = f"All {group} are {color}. {name} is one of the {group}. What color is {name}?"
-    return {"question": question, "choices": choices, "answer": answer}
+            rationale = f"{name} is {color}."
+    return {"question": question, "choices": choices, "answer": answer, "rationale": rationale}
 
 
 # --------------------------------------------------------------------------- arc
@@ -159,22 +164,28 @@ def _arc(rng: random.Random, difficulty: str) -> dict:
                     "covering": f"What covers the body of the {animal}?",
                     "food": f"What does the {animal} eat?"}[kind]
         choices, answer = _shuffle_choices(rng, correct, rng.sample(pool, 3))
+        rationale = {"habitat": f"The {animal} lives in the {correct}.",
+                     "covering": f"The {animal} is covered in {correct}.",
+                     "food": f"The {animal} eats {correct}."}[kind]
     elif difficulty == "medium":  # which animal has a property
         prop = rng.choice(["fly", "swim"])
         members = FLYERS if prop == "fly" else SWIMMERS
         correct = rng.choice(sorted(members))
         choices, answer = _shuffle_choices(rng, correct, rng.sample(sorted(set(animals) - members), 3))
         question = f"Which animal can {prop}?"
-    else:  # comparisons over numeric facts
-        picked = rng.sample(animals, 4)
-        if rng.random() < 0.5:
-            correct = max(picked, key=lambda a: ANIMALS[a][4])
-            question = "Which animal is the heaviest?"
-        else:
-            correct = max(picked, key=lambda a: (ANIMALS[a][3], a))
-            question = "Which animal has the most legs?"
+        rationale = f"The {correct} can {prop}."
+    else:  # comparisons over numeric facts, drawn until the answer is unique
+        column, question = rng.choice([(4, "Which animal is the heaviest?"), (3, "Which animal has the most legs?")])
+        while True:
+            picked = rng.sample(animals, 4)
+            values = sorted((ANIMALS[a][column] for a in picked), reverse=True)
+            if values[0] > values[1]:
+                break
+        correct = max(picked, key=lambda a: ANIMALS[a][column])
+        rationale = (f"The {correct} is the heaviest." if column == 4
+                     else f"The {correct} has {ANIMALS[correct][3]} legs.")
         choices, answer = _shuffle_choices(rng, correct, [a for a in picked if a != correct])
-    return {"question": question, "choices": choices, "answer": answer}
+    return {"question": question, "choices": choices, "answer": answer, "rationale": rationale}
 
 
 # --------------------------------------------------------------------------- gsm8k
@@ -356,8 +367,10 @@ class TinyWorld:
             prompt = _format_prompt(task, raw)
             if split_of(prompt) == split:
                 break
-        if task in ("mmlu", "arc"):  # the letter, then the chosen text, as instruct models answer
-            raw["target"] = f"{raw['answer']}. {raw['choices'][LETTERS.index(raw['answer'])]}"
+        if task in ("mmlu", "arc"):
+            # A one-line rationale, then the letter: the model names the right choice before it
+            # looks up its letter, which a small model learns far more easily than letter-first.
+            raw["target"] = f"{raw['rationale']} So the answer is {raw['answer']}."
         item = {
             "id": f"tiny-{task}-{difficulty}-{split}-{index}",
             "task": task,

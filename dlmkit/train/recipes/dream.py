@@ -146,7 +146,7 @@ def train_tiny_dream(out: Path, seed: int = 0, steps: int | None = None, device:
     def loss_fn(m, batch):
         return masked_diffusion_loss(m, batch, generator=loss_gen)
 
-    eval_items = [i for t in ("mmlu", "arc") for i in world.items(t, "easy", 16, "test")]
+    eval_items = [i for t in ("mmlu", "arc", "gsm8k") for i in world.items(t, "easy", 8, "test")]
 
     def eval_fn(m):
         return greedy_accuracy(m, tokenizer, eval_items)
