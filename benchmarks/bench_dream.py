@@ -7,8 +7,9 @@ plus the sampler's bookkeeping. The roofline bound for it is
     bytes  = params * bytes_per_param        (every weight read once per step)
     bound  = max(FLOPs / peak_flops, bytes / peak_bw)
 
-The defaults are an H100's bf16 numbers (~790 TFLOP/s dense matmul, ~3.0 TB/s); pass the
-peaks of your own device for a meaningful ratio.
+On CUDA the peaks default to an H100's bf16 numbers (~790 TFLOP/s dense matmul, ~3.0 TB/s;
+pass your device's own); on a CPU they are measured in the same run (a 1024^2 matmul and
+a 256 MB copy), so the ratio says how far the step is from what this machine can do.
 
     python benchmarks/bench_dream.py --random-config tiny --device cpu --canvas 128
     python benchmarks/bench_dream.py --random-config dream-7b --device cuda      # bf16
@@ -54,8 +55,10 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=8, help="timed denoising steps (default 8)")
     p.add_argument("--warmup", type=int, default=2, help="untimed forwards first (default 2)")
     p.add_argument("--alg", choices=ALGS, default="entropy", help="unmasking order of the sampler (default entropy)")
-    p.add_argument("--peak-flops", type=float, default=790e12, help="device peak FLOP/s (default H100 bf16 790e12)")
-    p.add_argument("--peak-bw", type=float, default=3.0e12, help="device peak memory B/s (default H100 3.0e12)")
+    p.add_argument("--peak-flops", type=float, default=None,
+                   help="device peak FLOP/s (default: H100 bf16 790e12 on cuda; measured in this run on cpu)")
+    p.add_argument("--peak-bw", type=float, default=None,
+                   help="device peak memory B/s (default: H100 3.0e12 on cuda; measured in this run on cpu)")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--seed", type=int, default=0, help="seed for random weights and the prompt (default 0)")
     args = p.parse_args(argv)
@@ -72,6 +75,24 @@ def roofline_seconds(config, canvas: int, batch: int, bytes_per_param: int, peak
     flops = batch * (2 * count_matmul_parameters(config) * canvas + attention)
     nbytes = count_parameters(config) * bytes_per_param
     return flops, nbytes, max(flops / peak_flops, nbytes / peak_bw)
+
+
+def measured_cpu_peaks(dtype, size: int = 1024, copy_bytes: int = 1 << 28) -> tuple[float, float]:
+    """This CPU's matmul FLOP/s and copy bandwidth, measured now, for an honest CPU roofline."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(5):
+        a @ b
+    flops = 5 * 2 * size**3 / (time.perf_counter() - start)
+    src = torch.empty(copy_bytes // 4, dtype=torch.float32)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    start = time.perf_counter()
+    for _ in range(3):
+        dst.copy_(src)
+    bandwidth = 3 * 2 * copy_bytes / (time.perf_counter() - start)  # read + write
+    return flops, bandwidth
 
 
 class Timer:
@@ -129,6 +150,15 @@ def main(argv=None):
                                generator=torch.Generator(device=device).manual_seed(args.seed))
 
     forward_s, step_s = forward.seconds / args.steps, run.seconds / args.steps
+    if device.type == "cpu" and (args.peak_flops is None or args.peak_bw is None):
+        flops_now, bw_now = measured_cpu_peaks(dtype)
+        args.peak_flops = args.peak_flops or flops_now
+        args.peak_bw = args.peak_bw or bw_now
+        peaks = "measured on this CPU"
+    else:
+        args.peak_flops = args.peak_flops or 790e12
+        args.peak_bw = args.peak_bw or 3.0e12
+        peaks = "given" if device.type == "cpu" else "H100 bf16 defaults unless given"
     flops, nbytes, bound_s = roofline_seconds(cfg, args.canvas, args.batch, torch.finfo(dtype).bits // 8,
                                               args.peak_flops, args.peak_bw)
     limiter = "compute" if flops / args.peak_flops >= nbytes / args.peak_bw else "memory"
@@ -145,7 +175,8 @@ def main(argv=None):
           f"{args.batch * answer_len / run.seconds:.1f} |")
     print(f"| roofline: GFLOP/step | {flops / 1e9:.1f} |")
     print(f"| roofline: GB weights/step | {nbytes / 1e9:.3f} |")
-    print(f"| roofline: bound ms/step ({limiter}-bound at {args.peak_flops:.3g} FLOP/s, {args.peak_bw:.3g} B/s) | "
+    print(f"| roofline: bound ms/step ({limiter}-bound at {args.peak_flops:.3g} FLOP/s, {args.peak_bw:.3g} B/s, "
+          f"{peaks}) | "
           f"{bound_s * 1e3:.4g} |")
     print(f"| measured / roofline (forward) | {forward_s / bound_s:.2f}x |")
     print(f"| measured / roofline (full step) | {step_s / bound_s:.2f}x |")

@@ -191,7 +191,7 @@ class Run:
                 "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "wall_time_s": None, "resumed": bool(previous),
             },
-            "config": config or {},
+            "config": {**previous.get("config", {}), **(config or {})},  # a resumed run keeps earlier phases' settings
             "tables": previous.get("tables", {}),
             "notes": previous.get("notes", []),
             "phases_done": previous.get("phases_done", []),

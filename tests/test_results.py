@@ -88,6 +88,11 @@ def test_existing_run_is_never_overwritten_silently(tmp_path):
     with pytest.raises(UserError, match="--resume .* --overwrite"):
         _run(tmp_path)
     assert _run(tmp_path, resume=True).summary["tables"] == {"t": [{"a": 1}]}
+    kept = _run(tmp_path, resume=True, config={"phases": ["B"]})
+    assert kept.summary["config"] == {"phases": ["B"]}
+    _run(tmp_path, overwrite=True, config={"dream": {"steps": 128}})
+    merged = _run(tmp_path, resume=True, config={"phases": ["B"]})
+    assert merged.summary["config"] == {"dream": {"steps": 128}, "phases": ["B"]}
     assert _run(tmp_path, overwrite=True).summary["tables"] == {}
 
 

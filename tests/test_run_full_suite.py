@@ -5,25 +5,78 @@ import pytest
 import torch
 
 import run_full_suite
+from dlmkit.cli import run_main
+from dlmkit.errors import UserError
+from dlmkit.data.tiny_corpus import load_tiny_tokenizer
 from dlmkit.models.dream import dream_config, random_dream, save_dream
-from dlmkit.phases import reference
+from dlmkit.phases import gapfill, reference
 from dlmkit.presets import TINY_TOKENIZER
+
+SHORT = reference.DreamSettings(max_new_tokens=24, steps=12)
 
 
 @pytest.fixture(scope="module")
 def dream_dir(tmp_path_factory):
     """A random Dream in the tiny tokenizer's vocabulary, saved like the shipped one."""
     directory = tmp_path_factory.mktemp("dream")
-    cfg = dream_config("tiny", vocab_size=1212, mask_token_id=1211, pad_token_id=0, bos_token_id=0, eos_token_id=0)
+    tok = load_tiny_tokenizer()
+    cfg = dream_config("tiny", vocab_size=len(tok), mask_token_id=tok.mask_token_id, pad_token_id=tok.eos_token_id,
+                       bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id)
     save_dream(random_dream(cfg, dtype=torch.float32), directory)
+    _copy_tokenizer(directory)
+    return directory
+
+
+def _copy_tokenizer(directory):
     for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
         shutil.copy(TINY_TOKENIZER / name, directory / name)
+
+
+def _random_qwen2(directory, hidden: int, vocab_size: int | None = None, seed: int = 0):
+    """A random Qwen2 gap-filler with the tiny tokenizer (default: one embedding row per token)."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    tok = load_tiny_tokenizer()
+    torch.manual_seed(seed)
+    config = Qwen2Config(vocab_size=vocab_size or len(tok), hidden_size=hidden, intermediate_size=2 * hidden,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=True)
+    Qwen2ForCausalLM(config).save_pretrained(directory)
+    _copy_tokenizer(directory)
     return directory
+
+
+@pytest.fixture(scope="module")
+def ar_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ar")
+    return {"ar_small": _random_qwen2(root / "small", 32, seed=1),
+            "ar_medium": _random_qwen2(root / "medium", 48, seed=2),
+            "ar_600": _random_qwen2(root / "v600", 32, vocab_size=600, seed=3)}
+
+
+def _suite(dream_dir, ar_dirs, out, *extra, small=None):
+    return run_full_suite.main(["--model-dlm", str(dream_dir), "--model-ar-small", str(small or ar_dirs["ar_small"]),
+                                "--model-ar-medium", str(ar_dirs["ar_medium"]), "--subset", "1", "--out", str(out),
+                                *extra])
+
+
+@pytest.fixture(scope="module")
+def full_run(dream_dir, ar_dirs, tmp_path_factory):
+    """Every phase in order on one prompt per stratum (8 prompts, 5 in the evaluation set)."""
+    out = tmp_path_factory.mktemp("full") / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(reference.SETTINGS, "tiny", SHORT)
+        assert _suite(dream_dir, ar_dirs, out) == 0
+    return out
+
+
+def _jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 @pytest.fixture(autouse=True)
 def short_runs(monkeypatch):
-    monkeypatch.setitem(reference.SETTINGS, "tiny", reference.DreamSettings(max_new_tokens=24, steps=12))
+    monkeypatch.setitem(reference.SETTINGS, "tiny", SHORT)
 
 
 def _run(dream_dir, out, *extra):
@@ -45,14 +98,14 @@ def test_phase_a_writes_tables_records_and_plot(dream_dir, tmp_path):
     assert (tmp_path / "r" / "commit_curves.png").stat().st_size > 1000
 
 
-def test_same_seed_same_tables(dream_dir, tmp_path):
+def test_phase_a_same_seed_same_tables(dream_dir, tmp_path):
     _run(dream_dir, tmp_path / "a")
     _run(dream_dir, tmp_path / "b")
     tables = [json.loads((tmp_path / d / "summary.json").read_text())["tables"] for d in ("a", "b")]
     assert tables[0] == tables[1]
 
 
-def test_resume_after_a_kill_loses_no_finished_prompt(dream_dir, tmp_path, monkeypatch):
+def test_phase_a_resume_after_a_kill_loses_no_finished_prompt(dream_dir, tmp_path, monkeypatch):
     real = reference.reference_run
     calls = []
 
@@ -77,14 +130,142 @@ def test_resume_after_a_kill_loses_no_finished_prompt(dream_dir, tmp_path, monke
     assert strip(after) == strip(fresh)  # per-prompt seeds: resuming changes no sample
 
 
-def test_unbuilt_phase_asked_for_says_so_and_exits_2(dream_dir, tmp_path, capsys):
-    assert run_full_suite.main(["--model-dlm", str(dream_dir), "--phase", "B", "--out", str(tmp_path / "r")]) == 2
-    assert "not built yet" in capsys.readouterr().err
-
-
 def test_existing_run_needs_resume_or_overwrite(dream_dir, tmp_path):
     from dlmkit.errors import UserError
 
     _run(dream_dir, tmp_path / "r")
     with pytest.raises(UserError, match="--resume"):
         _run(dream_dir, tmp_path / "r")
+
+
+TABLES = ["phaseA_reference", "commit_curve", "table2_pipeline", "pearl_point", "pearl_curve", "table4_ablation",
+          "table5_gap_only", "table3_size", "payload", "table6_timing"]
+
+
+def test_every_phase_runs_and_writes_its_table(full_run):
+    summary = json.loads((full_run / "summary.json").read_text())
+    assert summary["phases_done"] == run_full_suite.PHASES
+    assert list(summary["tables"]) == TABLES
+    for name, rows in summary["tables"].items():
+        assert rows and all("n" in row for row in rows), name
+    for phase in ("A", "B", "C", "ablation", "gap", "size", "payload", "timing"):
+        assert (full_run / f"{phase}.jsonl").stat().st_size > 0, phase
+    for plot in ("commit_curves.png", "gapfill_f1_accuracy.png", "pearl_curve.png"):
+        assert (full_run / plot).stat().st_size > 1000, plot
+    table2 = summary["tables"]["table2_pipeline"]
+    assert [r["n"] for r in table2] == [5] * len(table2)  # the evaluation strata, one prompt each
+    oracle_10 = next(r for r in table2 if r["method"] == "ar_small + anchors" and r["fraction"] == 0.1
+                     and r["end_rule"] == "oracle")
+    assert oracle_10["published_f1"] == 0.820 and 0 <= oracle_10["f1_low"] <= oracle_10["f1"] <= oracle_10["f1_high"]
+    assert len(summary["tables"]["pearl_point"]) == 8  # 3 GSM8K strata + all, two methods
+
+
+def test_phase_b_records_hold_both_end_rules_and_respect_the_anchors(full_run):
+    a_records = {r["id"]: r for r in _jsonl(full_run / "A.jsonl")}
+    for record in _jsonl(full_run / "B.jsonl"):
+        a = a_records[record["id"]]
+        assert len(record["fills"]) == 2 * (1 + 3 * 2)  # two models: alone + 3 fractions x 2 end rules
+        for fill in record["fills"]:
+            assert len(fill["tokens"]) == len(fill["forced"]) == fill["gen_tokens"] <= SHORT.max_new_tokens
+            for position, (token, forced) in enumerate(zip(fill["tokens"], fill["forced"])):
+                if forced:  # an anchor: the token Dream committed there within the fraction's steps
+                    assert a["tokens"][position] == token
+                    assert a["commit_step"][position] < int(SHORT.steps * fill["fraction"])
+            if fill["rule"] == "alone":
+                assert not any(fill["forced"]) and fill["coverage"] == 0
+            if fill["rule"] == "oracle":
+                assert fill["gen_tokens"] <= a["gen_len"]
+            assert {"f1", "rouge_l", "correct", "stop_reason", "forward_passes", "coverage"} <= set(fill)
+
+
+def test_every_phase_same_seed_same_tables(dream_dir, ar_dirs, full_run, tmp_path):
+    phases = [arg for p in run_full_suite.PHASES if p != "timing" for arg in ("--phase", p)]
+    assert _suite(dream_dir, ar_dirs, tmp_path / "again", *phases) == 0
+    first = json.loads((full_run / "summary.json").read_text())["tables"]
+    again = json.loads((tmp_path / "again" / "summary.json").read_text())["tables"]
+    first.pop("table6_timing")  # wall-clock times: the one table a seed cannot fix
+    assert again == first
+
+
+def test_phase_b_resume_after_a_kill_loses_no_finished_prompt(dream_dir, ar_dirs, full_run, tmp_path, monkeypatch):
+    out = tmp_path / "r"
+    assert _suite(dream_dir, ar_dirs, out, "--phase", "A") == 0
+    real, calls = gapfill.fill_prompt, []
+
+    def dies_on_the_fourth(*args, **kwargs):
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        calls.append(args[1]["id"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(gapfill, "fill_prompt", dies_on_the_fourth)
+    with pytest.raises(KeyboardInterrupt):
+        _suite(dream_dir, ar_dirs, out, "--phase", "B", "--resume")
+    before = (out / "B.jsonl").read_text().splitlines()
+    assert len(before) == 3
+    monkeypatch.setattr(gapfill, "fill_prompt", real)
+    assert _suite(dream_dir, ar_dirs, out, "--phase", "B", "--resume") == 0
+    after = (out / "B.jsonl").read_text().splitlines()
+    assert after[:3] == before and len(after) == 8
+    # Per-prompt batches: a resumed run gives exactly the records of an uninterrupted one.
+    assert sorted(after) == sorted((full_run / "B.jsonl").read_text().splitlines())
+    tables = json.loads((out / "summary.json").read_text())["tables"]
+    assert tables["table2_pipeline"] == json.loads((full_run / "summary.json").read_text())["tables"]["table2_pipeline"]
+
+
+def test_a_later_phase_without_phase_a_says_run_phase_a_first(dream_dir, ar_dirs, tmp_path):
+    with pytest.raises(UserError, match=r"run phase A first: run_full_suite.py --phase A --out .* --resume"):
+        _suite(dream_dir, ar_dirs, tmp_path / "r", "--phase", "gap")
+    assert not (tmp_path / "r").exists()  # nothing written
+
+
+def test_vocabulary_mismatch_is_one_line_naming_the_roles(dream_dir, ar_dirs, tmp_path, capsys):
+    argv = ["--model-dlm", str(dream_dir), "--model-ar-small", str(ar_dirs["ar_600"]),
+            "--model-ar-medium", str(ar_dirs["ar_medium"]), "--subset", "1", "--out", str(tmp_path / "r")]
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(run_full_suite.main, argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert (f"error: dlm and ar_small have different vocabularies ({len(load_tiny_tokenizer())} vs 600 tokens); "
+            "pass gap-fillers that share the DLM's tokenizer") in err
+    assert not (tmp_path / "r").exists()  # caught before phase A spent any time
+
+
+@pytest.mark.parametrize("bad", ["0", "1.5", "-0.1"])
+def test_fraction_outside_zero_one_is_refused(dream_dir, ar_dirs, tmp_path, bad):
+    with pytest.raises(UserError, match=r"--fractions: step fraction must be in \(0, 1\]"):
+        _suite(dream_dir, ar_dirs, tmp_path / "r", "--fractions", "0.1", bad)
+
+
+def test_ablation_controls_keep_their_invariants(full_run):
+    a_records = {r["id"]: r for r in _jsonl(full_run / "A.jsonl")}
+    special = _special_ids()  # end of text, mask, chat markers
+    for record in _jsonl(full_run / "ablation.jsonl"):
+        a = a_records[record["id"]]
+        gen_len = a["gen_len"]
+        for fraction, controls in record["controls"].items():
+            done = int(SHORT.steps * float(fraction))
+            real = [p for p, c in enumerate(a["commit_step"]) if c < done]
+            answer = [p for p in real if p < gen_len]
+            tail = [p for p in real if p >= gen_len]
+            tokens = controls["random_token"]
+            assert tokens["positions"] == answer + tail  # same positions
+            assert all(t not in special for t in tokens["tokens"][:len(answer)])
+            assert tokens["tokens"][len(answer):] == [a["tokens"][p] for p in tail]  # end signal kept
+            moved = controls["random_position"]
+            assert moved["tokens"] == [a["tokens"][p] for p in real]  # same tokens, same order
+            inside = moved["positions"][:len(answer)]
+            assert inside == sorted(set(inside)) and all(0 <= p < gen_len for p in inside)
+            assert moved["positions"][len(answer):] == tail
+        for fill in record["fills"]:  # what the AR was forced to emit is the control's token
+            if fill["anchors"] in ("random_token", "random_position"):
+                control = record["controls"][str(fill["fraction"])][fill["anchors"]]
+                at = dict(zip(control["positions"], control["tokens"]))
+                for position, (token, forced) in enumerate(zip(fill["tokens"], fill["forced"])):
+                    assert bool(forced) == (position in at) and (not forced or at[position] == token)
+
+
+def _special_ids():
+    tokenizer = load_tiny_tokenizer()
+    return set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder) | {tokenizer.mask_token_id}

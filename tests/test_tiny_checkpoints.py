@@ -1,10 +1,8 @@
 """The shipped tiny checkpoints: they load through the real loaders and have learned the world."""
 
 import json
-from pathlib import Path
 
 import pytest
-import torch
 from scipy.stats import binomtest
 
 from dlmkit.data.tiny_corpus import load_tiny_tokenizer

@@ -1,0 +1,191 @@
+"""Phase C: the pearl point, the fewest DLM steps that keep 95% of the full run's word F1 on GSM8K.
+
+What the published code meant: for each GSM8K prompt it ran Dream again with n total
+denoising steps, n in (8, 13, 16, 24, 32, 48, 64, 96, 128), scored each answer's word F1
+against the 128-step reference answer, and called the smallest n whose F1 reached 95% of the
+F1 of a fresh 128-step run the prompt's pearl point. That shortens Dream's whole schedule
+(more tokens committed per step), it does not stop a 128-step run early. We keep that
+meaning and make it well defined:
+
+  dream_steps      Dream on the same canvas with n total steps (n scaled from the grid above
+                   to the preset's step count), sampled with a seed of its own per (prompt, n).
+                   Its F1 against phase A's reference answer, and its ground-truth accuracy.
+  baseline         the n = full-steps run of that grid: an independent rerun of the reference
+                   settings, so its F1 is the run-to-run agreement at temperature 0.2, the
+                   most any shortened schedule can be asked for (the reference against itself,
+                   F1 = 1, would demand the impossible).
+  pearl point      the smallest n with mean F1(n) >= 0.95 x mean F1(rerun), over the prompts of a
+                   stratum (and over all GSM8K prompts). Means, not per-prompt ratios: a single
+                   prompt's F1 at temperature 0.2 is noisy, and its ratio is undefined when the
+                   rerun scores 0 (a stratum whose reruns all score 0 has no pearl point).
+                   The published per-prompt form (first n with F1(n) >= 0.95 x
+                   the prompt's rerun F1) is kept per prompt in C.jsonl and its median reported.
+
+Beside it, the same curve for the inverse-speculation pipeline, which is what the suite is
+about: anchors read from the reference run after n of its steps, ar_small fills the gaps
+(committed_end rule), scored the same way, with its own pearl point. Its anchors are the
+reference's own tokens, so at n = full steps it reproduces the reference (F1 1): its curve
+says how much of the DLM run the pipeline needs to be as close to the reference as a rerun
+of Dream is.
+
+Tables: pearl_point (per stratum and method: the pearl step count and fraction, the F1 and
+accuracy there, the rerun baseline) and pearl_curve (F1 and accuracy at every n); plot
+pearl_curve.png.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+import torch
+from tqdm.auto import tqdm
+
+from dlmkit.anchors import Anchors
+from dlmkit.decoding.diffusion import diffusion_generate
+from dlmkit.phases.gapfill import gap_fill
+from dlmkit.phases.reference import chat_prompt_ids, end_token_ids, item_seed, response_length
+from dlmkit.phases.scoring import mean, score_answer
+
+GRID_128 = (8, 13, 16, 24, 32, 48, 64, 96, 128)
+KEEP = 0.95
+ROLE = "ar_small"
+METHODS = ("dream_steps", f"anchors+{ROLE}")
+
+
+def step_grid(steps: int) -> list[int]:
+    """The published step counts scaled from 128 to `steps` (distinct, the full count last)."""
+    return sorted({max(1, round(n * steps / 128)) for n in GRID_128} | {steps})
+
+
+def anchors_after(record: dict, steps_done: int) -> Anchors:
+    """Positions committed within the first `steps_done` steps of the reference run."""
+    commits = record["commit_step"]
+    positions = tuple(p for p, c in enumerate(commits) if c < steps_done)
+    return Anchors(positions, tuple(record["tokens"][p] for p in positions), len(commits))
+
+
+def dream_answer(suite, item: dict, steps: int, seed: int) -> dict:
+    """Dream's answer to one prompt with `steps` total steps (otherwise the reference settings)."""
+    model, tokenizer, settings = suite.dlm(), suite.dlm_tokenizer(), suite.settings
+    input_ids = torch.tensor([chat_prompt_ids(tokenizer, item["prompt"])], device=model.device)
+    generator = torch.Generator(device=model.device).manual_seed(seed)
+    out = diffusion_generate(model, input_ids, max_new_tokens=settings.max_new_tokens, steps=steps, alg=settings.alg,
+                             temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k,
+                             eps=settings.eps, generator=generator)
+    tokens = out.generated[0].tolist()
+    length = response_length(tokens, end_token_ids(tokenizer))
+    return {"gen_len": length, "text": tokenizer.decode(tokens[:length], skip_special_tokens=True)}
+
+
+def pearl_prompt(suite, item: dict, record: dict) -> dict:
+    """Phase C's record of one GSM8K prompt: both methods at every step count of the grid."""
+    full = suite.settings.steps
+    grid = step_grid(full)
+    runs = []
+    for n in grid:
+        answer = dream_answer(suite, item, n, item_seed(suite.seed, f"{item['id']}/steps={n}"))
+        runs.append({"method": METHODS[0], "steps": n, "fraction": n / full, "gen_len": answer["gen_len"],
+                     "text": answer["text"], **score_answer(item, answer["text"], record["text"])})
+    jobs = [({"method": METHODS[1], "steps": n, "fraction": n / full}, anchors_after(record, n), "committed_end")
+            for n in grid]
+    for fill in gap_fill(suite, ROLE, item, record, jobs):
+        runs.append({k: fill[k] for k in ("method", "steps", "fraction", "coverage", "gen_tokens", "text", "f1",
+                                          "rouge_l", "correct", "correct_strict") if k in fill})
+    rerun = next(r["f1"] for r in runs if r["method"] == METHODS[0] and r["steps"] == full)
+    pearl = {m: next((r["steps"] for r in runs if r["method"] == m and rerun > 0 and r["f1"] >= KEEP * rerun), None)
+             for m in METHODS}
+    return {"id": item["id"], "task": item["task"], "difficulty": item["difficulty"], "steps": full, "grid": grid,
+            "reference_correct": record["correct"], "rerun_f1": rerun, "pearl_steps_per_prompt": pearl, "runs": runs}
+
+
+def _strata(records: list[dict]) -> list[tuple[str, list[dict]]]:
+    groups: dict[str, list[dict]] = {}
+    for r in records:
+        groups.setdefault(f"{r['task']}/{r['difficulty']}", []).append(r)
+    return sorted(groups.items()) + [("gsm8k/all", records)]
+
+
+def curve_table(records: list[dict]) -> list[dict]:
+    rows = []
+    for method in METHODS:
+        for n in records[0]["grid"]:
+            runs = [next(x for x in r["runs"] if x["method"] == method and x["steps"] == n) for r in records]
+            rows.append({"method": method, "steps": n, "fraction": n / records[0]["steps"], "n": len(runs),
+                         "f1": mean([x["f1"] for x in runs]), "accuracy": mean([float(x["correct"]) for x in runs])})
+    return rows
+
+
+def pearl_table(records: list[dict]) -> list[dict]:
+    rows = []
+    for stratum, group in _strata(records):
+        curve = curve_table(group)
+        rerun = mean([r["rerun_f1"] for r in group])
+        for method in METHODS:
+            points = [c for c in curve if c["method"] == method]
+            # No agreement between two full runs leaves nothing to keep 95% of: no pearl point.
+            pearl = next((c for c in points if c["f1"] >= KEEP * rerun), None) if rerun else None
+            per_prompt = [r["pearl_steps_per_prompt"][method] for r in group
+                          if r["pearl_steps_per_prompt"][method] is not None]
+            rows.append({"stratum": stratum, "method": method, "n": len(group), "full_steps": group[0]["steps"],
+                         "rerun_f1": rerun, "threshold_f1": KEEP * rerun,
+                         "pearl_steps": pearl["steps"] if pearl else None,
+                         "pearl_fraction": pearl["fraction"] if pearl else None,
+                         "f1_at_pearl": pearl["f1"] if pearl else None,
+                         "accuracy_at_pearl": pearl["accuracy"] if pearl else None,
+                         "accuracy_full_reference": mean([float(r["reference_correct"]) for r in group]),
+                         "median_per_prompt_pearl_steps": statistics.median(per_prompt) if per_prompt else None,
+                         "n_with_per_prompt_pearl": len(per_prompt)})
+    return rows
+
+
+def plot_pearl(curve: list[dict], threshold: float, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key in zip(axes, ("f1", "accuracy")):
+        for method in METHODS:
+            pts = [(c["steps"], c[key]) for c in curve if c["method"] == method and c[key] is not None]
+            ax.plot(*zip(*pts), "-o", label=method)
+        if key == "f1":
+            ax.axhline(threshold, color="grey", ls=":", lw=0.8, label=f"{KEEP:.0%} of rerun F1")
+        ax.set_xscale("log", base=2)
+        grid = sorted({c["steps"] for c in curve})
+        ax.set_xticks(grid, [str(n) for n in grid])
+        ax.minorticks_off()
+        ax.set_xlabel("DLM steps")
+        ax.set_ylabel("word F1 vs the full-run answer" if key == "f1" else "ground-truth accuracy")
+        ax.set_ylim(0, 1.02)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"GSM8K: F1 and accuracy against DLM steps (n={curve[0]['n']})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def phase_c(run, suite) -> None:
+    a_records = suite.phase_a_records(run.dir, "C")
+    items = [i for i in suite.items() if i["task"] == "gsm8k"]
+    log = run.log("C")
+    grid = step_grid(suite.settings.steps)
+    have = {r["id"]: r for r in log.records() if r.get("grid") == grid}
+    todo = [i for i in items if i["id"] not in have]
+    for item in tqdm(todo, desc="phase C: pearl point (GSM8K)", disable=not todo):
+        record = pearl_prompt(suite, item, a_records[item["id"]])
+        log.append(record)
+        have[item["id"]] = record
+    run.summary["config"]["pearl"] = {"grid": grid, "keep": KEEP, "methods": list(METHODS)}
+    records = [have[i["id"]] for i in items]
+    if not records:
+        run.note("pearl_point: no GSM8K prompt was selected")
+        return
+    rows = pearl_table(records)
+    run.add_table("pearl_point", rows)
+    curve = curve_table(records)
+    run.add_table("pearl_curve", curve)
+    plot_pearl(curve, KEEP * mean([r["rerun_f1"] for r in records]), run.dir / "pearl_curve.png")
+
+
+__all__ = ["GRID_128", "METHODS", "anchors_after", "curve_table", "pearl_prompt", "pearl_table", "phase_c", "step_grid"]

@@ -1,0 +1,150 @@
+"""Unit tests of the inverse-speculation phases (dlmkit/phases): no models, hand-built records."""
+
+import math
+
+import pytest
+
+from dlmkit.errors import UserError
+from dlmkit.phases.ablation import control_anchors
+from dlmkit.phases.gap_only import gap_table
+from dlmkit.phases.pearl import GRID_128, anchors_after, pearl_table, step_grid
+from dlmkit.phases.scoring import mean_ci, not_reproduced, proportion_ci
+from dlmkit.phases.suite import check_shared_vocabulary
+from run_full_suite import checked_fractions
+
+# --------------------------------------------------------------------------- vocabulary check
+
+
+class FakeTokenizer:
+    def __init__(self, tokens):
+        self.tokens = tokens
+
+    def get_vocab(self):
+        return {t: i for i, t in enumerate(self.tokens)}
+
+
+def test_shared_vocabulary_passes_when_ids_agree_and_the_ar_embeds_them():
+    base = ["a", "b", "c", "<eos>"]
+    # The DLM's extra ids past the AR tokenizer (its mask) are fine while the AR embeds them
+    # (Dream-7B's 152064 rows vs Qwen2.5's 151936: both tokenizers agree on the shared ids).
+    check_shared_vocabulary(FakeTokenizer(base + ["<mask>"]), 8, 4, FakeTokenizer(base), 6, "ar_small")
+
+
+def test_shared_vocabulary_names_the_first_differing_token():
+    with pytest.raises(UserError, match=r"dlm and ar_medium have different vocabularies \(5 vs 5 tokens; "
+                                        r"token 1 is 'b' for dlm but 'x' for ar_medium\); pass gap-fillers"):
+        check_shared_vocabulary(FakeTokenizer(list("abcde")), 5, None, FakeTokenizer(list("axcde")), 5, "ar_medium")
+
+
+def test_shared_vocabulary_refuses_an_ar_too_small_for_the_dlm_ids():
+    with pytest.raises(UserError, match=r"\(1212 vs 600 tokens\)"):
+        check_shared_vocabulary(FakeTokenizer([str(i) for i in range(1212)]), 1212, 1211,
+                                FakeTokenizer([str(i) for i in range(1212)]), 600, "ar_small")
+
+
+def test_fractions_flag_checks_the_range_and_sorts():
+    assert checked_fractions([0.25, 0.1, 0.25, 1.0], 128) == (0.1, 0.25, 1.0)
+    for bad in (0, 1.01, -0.5):
+        with pytest.raises(UserError, match=r"--fractions: step fraction must be in \(0, 1\]"):
+            checked_fractions([0.1, bad], 128)
+
+
+# --------------------------------------------------------------------------- ablation controls
+
+
+def _record(gen_len=10, width=16, item_id="p"):
+    # Commit step of each position: the answer fills left to right, the trailing end tokens early.
+    commit = [0, 0, 1, 1, 2, 5, 3, 7, 9, 11] + [0] * (width - 10)
+    tokens = [100 + p for p in range(gen_len)] + [0] * (width - gen_len)
+    return {"id": item_id, "commit_step": commit, "tokens": tokens, "gen_len": gen_len}
+
+
+def test_controls_keep_positions_tokens_order_and_the_end_signal():
+    record = _record()
+    special = {0, 1, 2, 3}
+    sets = control_anchors(record, 0.25, 16, vocab_size=50, special_ids=special, seed=7)  # 4 steps done
+    real = sets["real"]
+    assert real.positions == (0, 1, 2, 3, 4, 6, 10, 11, 12, 13, 14, 15)
+    answer = [p for p in real.positions if p < 10]
+    random_token, random_position = sets["random_token"], sets["random_position"]
+    assert random_token.positions == real.positions
+    assert all(t not in special and 0 <= t < 50 for t in random_token.tokens[:len(answer)])
+    assert random_token.tokens[len(answer):] == real.tokens[len(answer):]
+    assert random_position.tokens == real.tokens  # same tokens, same order
+    inside = random_position.positions[:len(answer)]
+    assert len(set(inside)) == len(inside) and all(0 <= p < 10 for p in inside)
+    assert random_position.positions[len(answer):] == real.positions[len(answer):]
+    assert len(random_position) == len(real) and random_position.length == real.length
+
+
+def test_controls_are_seeded_per_prompt():
+    kwargs = dict(vocab_size=1000, special_ids={0}, seed=42)
+    one = control_anchors(_record(), 0.5, 16, **kwargs)
+    assert one == control_anchors(_record(), 0.5, 16, **kwargs)
+    other = control_anchors(_record(item_id="q"), 0.5, 16, **kwargs)
+    assert other["random_token"].tokens != one["random_token"].tokens
+    reseeded = control_anchors(_record(), 0.5, 16, vocab_size=1000, special_ids={0}, seed=43)
+    assert reseeded["random_token"].tokens != one["random_token"].tokens
+
+
+# --------------------------------------------------------------------------- phase C
+
+
+def test_step_grid_is_the_published_one_at_128_and_scales():
+    assert step_grid(128) == list(GRID_128)
+    assert step_grid(12) == [1, 2, 3, 4, 6, 9, 12]
+    assert step_grid(4)[-1] == 4 and step_grid(4)[0] >= 1
+
+
+def test_anchors_after_reads_commit_steps():
+    anchors = anchors_after(_record(), 2)
+    assert anchors.positions == (0, 1, 2, 3, 10, 11, 12, 13, 14, 15) and anchors.length == 16
+
+
+def _pearl_record(item_id, difficulty, f1_by_steps, rerun):
+    runs = [{"method": m, "steps": n, "fraction": n / 8, "f1": f, "correct": f > 0.5}
+            for m in ("dream_steps", "anchors+ar_small") for n, f in f1_by_steps.items()]
+    for r in runs:
+        if r["method"] == "dream_steps" and r["steps"] == 8:
+            r["f1"] = rerun
+    return {"id": item_id, "task": "gsm8k", "difficulty": difficulty, "steps": 8, "grid": sorted(f1_by_steps),
+            "reference_correct": True, "rerun_f1": rerun,
+            "pearl_steps_per_prompt": {"dream_steps": None, "anchors+ar_small": None}, "runs": runs}
+
+
+def test_pearl_point_is_the_fewest_steps_whose_mean_f1_keeps_95_percent_of_the_rerun():
+    records = [_pearl_record("a", "easy", {2: 0.2, 4: 0.58, 8: 0.6}, 0.6),
+               _pearl_record("b", "hard", {2: 0.4, 4: 0.5, 8: 0.6}, 0.6)]
+    rows = {(r["stratum"], r["method"]): r for r in pearl_table(records)}
+    assert rows[("gsm8k/easy", "dream_steps")]["pearl_steps"] == 4  # 0.58 >= 0.95 * 0.6 = 0.57
+    assert rows[("gsm8k/hard", "dream_steps")]["pearl_steps"] == 8
+    assert rows[("gsm8k/all", "dream_steps")]["pearl_steps"] == 8  # mean at 4 is 0.54 < 0.57
+    assert rows[("gsm8k/all", "dream_steps")]["n"] == 2
+    zero = pearl_table([_pearl_record("z", "easy", {2: 0.0, 8: 0.0}, 0.0)])
+    assert all(r["pearl_steps"] is None for r in zero)  # no run-to-run agreement: nothing to keep
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def test_gap_table_leaves_out_prompts_without_gaps_and_carries_n():
+    rows = [{"fraction": 0.1, "rule": rule, "coverage": c, "gap_positions": g, "gap_f1": f, "gap_token_acc": f,
+             "gap_f1_alone": 0.1, "gap_token_acc_alone": 0.1}
+            for rule in ("oracle", "committed_end") for c, g, f in ((0.1, 9, 0.5), (0.2, 8, 0.7), (0.3, 7, 0.6))]
+    rows.append({"fraction": 0.1, "rule": "oracle", "coverage": 1.0, "gap_positions": 0})
+    table = gap_table([{"rows": rows}], [0.1])
+    oracle = next(r for r in table if r["end_rule"] == "oracle")
+    assert oracle["n"] == 3 and math.isclose(oracle["gap_f1"], 0.6)
+    assert oracle["published_gap_f1"] == 0.475 and oracle["rho_coverage_gap_f1"] == pytest.approx(0.5)
+    assert next(r for r in table if r["end_rule"] == "committed_end")["published_gap_f1"] is None
+
+
+def test_summaries_and_the_reproduction_check():
+    assert mean_ci([1.0], "f1") == {"f1": 1.0, "f1_low": None, "f1_high": None}
+    ci = mean_ci([0.2, 0.4, 0.6, 0.8], "f1")
+    assert ci["f1_low"] <= 0.5 <= ci["f1_high"]
+    acc = proportion_ci([True, False, True, True], "accuracy")
+    assert acc["accuracy"] == 0.75 and acc["accuracy_low"] < 0.75 < acc["accuracy_high"]
+    rows = [{"f1": 0.5, "f1_low": 0.4, "f1_high": 0.6, "published_f1": 0.55},
+            {"f1": 0.3, "f1_low": 0.25, "f1_high": 0.35, "published_f1": 0.8}]
+    assert not_reproduced(rows, {"f1": "published_f1"}, lambda r: "row") == ["row f1 0.300 vs published 0.800"]
