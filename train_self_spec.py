@@ -50,6 +50,16 @@ PRESET_DEFAULTS = {
 }
 JUDGE_CONTEXT = 1024  # MDLM scores gen-PPL in chunks of gpt2-large's context
 BASELINE_NOTE = "baseline: "
+REPO = Path(__file__).resolve().parent
+
+
+def portable(source: str) -> str:
+    """A model source as the resume check compares it: relative to the repo when inside it,
+    so a run resumes from another clone of the repo."""
+    try:
+        return str(Path(source).resolve().relative_to(REPO))
+    except (ValueError, OSError):
+        return source
 
 
 def step_list(text: str) -> list[int]:
@@ -170,7 +180,8 @@ def run_references(run: Run, cfg: dict, preset: str, tokenizer, mdlm, judge, jud
     return rows
 
 
-def run_samples(run: Run, cfg: dict, device: str, tokenizer, mdlm, judge, judge_tokenizer) -> list[dict]:
+def run_samples(run: Run, cfg: dict, device: str, tokenizer, mdlm, judge,
+                judge_tokenizer) -> tuple[list[dict], list[dict]]:
     from tqdm.auto import tqdm
 
     n, length, batch_size = cfg["samples"], cfg["length"], cfg["batch_size"]
@@ -204,6 +215,15 @@ def run_samples(run: Run, cfg: dict, device: str, tokenizer, mdlm, judge, judge_
     return table, records
 
 
+def standard_error(values: list[float]) -> float:
+    """Standard error of a mean of per-sample values (nan below two samples)."""
+    values = [v for v in values if v is not None]
+    if len(values) < 2:
+        return float("nan")
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1) / len(values))
+
+
 def baseline_notes(table: list[dict], references: list[dict], records: list[dict], cfg: dict) -> list[str]:
     """Plain sentences on what the issue asks to hold, true or not."""
     notes = []
@@ -212,22 +232,29 @@ def baseline_notes(table: list[dict], references: list[dict], records: list[dict
     verdict = "below" if worst < random_nll else "NOT below"
     notes.append(f"every MDLM row's judge NLL ({worst:.3f} at worst) is {verdict} uniform random tokens "
                  f"({random_nll:.3f}); held-out real text scores {heldout_nll:.3f} (the floor)")
+    wanted = [r for r in records if r["steps"] in cfg["steps"] and r["index"] < cfg["samples"]]
+    noise = max(standard_error([r["judge_nll"] for r in wanted
+                                if (r["sampler"], r["steps"]) == (row["sampler"], row["steps"])]) for row in table)
     for sampler in SAMPLERS:
         curve = [(row["steps"], row["judge_nll"]) for row in table if row["sampler"] == sampler]
         falls = all(b[1] <= a[1] for a, b in zip(curve, curve[1:]))
         first, last = curve[0], curve[-1]
         shape = "falls at every step" if falls else ("falls overall but not at every step" if last[1] < first[1]
                                                      else "does NOT fall")
-        notes.append(f"{sampler}: judge NLL {shape} as steps grow ({first[1]:.3f} at {first[0]} steps, "
-                     f"{last[1]:.3f} at {last[0]}); with {cfg['samples']} samples a difference of a few "
-                     "hundredths is within noise")
+        notes.append(f"{sampler}: judge NLL {shape} as the step count grows ({first[1]:.3f} at {first[0]} steps, "
+                     f"{last[1]:.3f} at {last[0]}; {', '.join(f'{v:.3f}' for _, v in curve)}); a row's mean has a "
+                     f"standard error of up to {noise:.3f} over {cfg['samples']} samples")
     by_key = {}
-    for r in records:
+    for r in wanted:
         by_key.setdefault((r["steps"], r["index"]), {})[r["sampler"]] = r["tokens"]
-    pairs = [v for (steps, index), v in by_key.items() if len(v) == 2 and steps in cfg["steps"] and index < cfg["samples"]]
+    pairs = [v for v in by_key.values() if len(v) == 2]
     same = sum(v["ddpm"] == v["ddpm_cache"] for v in pairs)
-    notes.append(f"ddpm and ddpm_cache share their sampling noise: {same} of {len(pairs)} sample pairs are "
-                 "identical, so their rows differ only in NFE (the calls the cache saved)")
+    if same == len(pairs):
+        notes.append(f"ddpm and ddpm_cache share their sampling noise and drew identical tokens in all {same} "
+                     "sample pairs, so their rows differ only in NFE (the calls the cache saved)")
+    else:
+        notes.append(f"ddpm and ddpm_cache share their sampling noise yet only {same} of {len(pairs)} sample "
+                     "pairs are identical: the cache changed the samples, which it should not")
     return [BASELINE_NOTE + n for n in notes]
 
 
@@ -304,7 +331,7 @@ def main(argv=None) -> int:
 
     # Records carry no seed, length or model: resuming with other ones would mix two runs.
     identity = {"seed": args.seed, "length": cfg["length"], "batch_size": cfg["batch_size"],
-                "models": {role: spec.source for role, spec in specs.items()}}
+                "models": {role: portable(spec.source) for role, spec in specs.items()}}
     previous = Path(out) / "summary.json"
     if args.resume and previous.exists():
         before = json.loads(previous.read_text()).get("config", {}).get("identity")

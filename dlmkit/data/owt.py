@@ -136,8 +136,9 @@ def tiny_blocks(split: str = "train", *, tokenizer=None, block_len: int = TINY_B
 
 
 def _offline_error(what: str, exc: Exception) -> UserError:
-    return UserError(f"{what} is not available here ({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}); "
-                     "pass --preset tiny, or run where the hub is reachable (pip install 'dlmkit[paper]')")
+    reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else "no detail"
+    return UserError(f"{what} is not available here ({type(exc).__name__}: {reason}); pass --preset tiny, "
+                     "or run where the hub is reachable with `pip install 'dlmkit[paper]'`")
 
 
 def load_owt_tokenizer(name: str = TOKENIZER_NAME):
