@@ -104,7 +104,7 @@ def main(argv=None) -> int:
                   prog=parser.prog)
     # Fail before anything is written or loaded for an hour: vocabularies, then phase A's records.
     suite.check_vocabularies(roles)
-    out = args.out or default_out(parser.prog, args.preset)
+    out = args.out or default_out(parser.prog, args.preset, args.subset)
     if "A" not in phases:
         if args.overwrite:
             raise UserError(f"--overwrite would discard phase A's records in {out} that phase {phases[0]} reads; "

@@ -327,7 +327,7 @@ def main(argv=None) -> int:
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     specs = resolve_models(args.preset, ROLES, model_overrides(args))
-    out = args.out or default_out(parser.prog, args.preset)
+    out = args.out or default_out(parser.prog, args.preset, args.subset)
 
     # Records carry no seed, length or model: resuming with other ones would mix two runs.
     identity = {"seed": args.seed, "length": cfg["length"], "batch_size": cfg["batch_size"],

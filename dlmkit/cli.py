@@ -64,7 +64,7 @@ def build_parser(prog: str, description: str, *, phases: list[str], roles: list[
                         help=f"run only this phase (repeatable; default: all, in order: {', '.join(phases)})")
     shared.add_argument("--out", type=Path, default=None, metavar="DIR",
                         help="run directory for summary.json and per-item JSONL "
-                             f"(default: results/{Path(prog).stem}/PRESET)")
+                             f"(default: runs/{Path(prog).stem}/PRESET[-subsetN]; the committed runs live in results/)")
     shared.add_argument("--device", default="auto",
                         help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N")
     shared.add_argument("--dtype", choices=DTYPES, default="auto",

@@ -1,6 +1,7 @@
 """Run directories: atomic JSON, per-item JSONL with resume, summary.json with provenance.
 
-Layout of one run (default `results/<script>/<preset>/`):
+Layout of one run (default `runs/<script>/<preset>[-subsetN]/`, which git ignores; the
+committed runs in `results/` were written with an explicit `--out results/...`):
 
     summary.json        {"provenance": {...}, "config": {...}, "tables": {name: [row, ...]}, "notes": [...]}
     <phase>.jsonl       one JSON object per finished item, appended and fsynced as it is done
@@ -231,9 +232,10 @@ class Run:
         atomic_write_json(self.dir / "summary.json", self.summary)
 
 
-def default_out(script: str, preset: str) -> Path:
-    """results/<script stem>/<preset>, relative to the current directory."""
-    return Path("results") / Path(script).stem / preset
+def default_out(script: str, preset: str, subset: int | None = None) -> Path:
+    """runs/<script stem>/<preset>[-subsetN], relative to the current directory. Not results/:
+    a fresh checkout's smoke test must neither collide with nor replace the committed runs."""
+    return Path("runs") / Path(script).stem / (f"{preset}-subset{subset}" if subset else preset)
 
 
 def echo(*args) -> None:

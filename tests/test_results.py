@@ -8,7 +8,9 @@ import time
 import pytest
 
 from dlmkit.errors import UserError
-from dlmkit.results import JsonlLog, Run, atomic_write_json, markdown_table
+from pathlib import Path
+
+from dlmkit.results import JsonlLog, Run, atomic_write_json, default_out, markdown_table
 
 
 def _run(tmp_path, **kw):
@@ -118,3 +120,8 @@ def test_nan_becomes_null_not_invalid_json(tmp_path):
 def test_markdown_table():
     text = markdown_table([{"method": "a", "f1": 0.5}, {"method": "b", "f1": 0.25, "n": 3}])
     assert text.splitlines() == ["| method | f1 | n |", "|---|---|---|", "| a | 0.500 |  |", "| b | 0.250 | 3 |"]
+
+
+def test_default_run_directory_never_touches_committed_results():
+    assert default_out("run_full_suite.py", "tiny") == Path("runs/run_full_suite/tiny")
+    assert default_out("run_full_suite.py", "tiny", 2) == Path("runs/run_full_suite/tiny-subset2")
