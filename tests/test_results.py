@@ -4,12 +4,11 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from dlmkit.errors import UserError
-from pathlib import Path
-
 from dlmkit.results import JsonlLog, Run, atomic_write_json, default_out, markdown_table
 
 
