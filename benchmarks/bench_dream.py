@@ -28,6 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from dlmkit.decoding.diffusion import ALGS, diffusion_generate  # noqa: E402
+from dlmkit.cli import run_main  # noqa: E402
 from dlmkit.errors import UserError  # noqa: E402
 from dlmkit.models.dream import (  # noqa: E402
     DREAM_SIZES,
@@ -184,8 +185,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_main(main)

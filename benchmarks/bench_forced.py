@@ -47,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from dlmkit.anchors import Anchors, anchors_at_fraction  # noqa: E402
 from dlmkit.decoding.forced import forced_decode, forced_decode_naive  # noqa: E402
+from dlmkit.cli import run_main  # noqa: E402
 from dlmkit.errors import UserError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -324,8 +325,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_main(main)
