@@ -10,7 +10,6 @@ Bad input ends the script with one line on stderr that names the fix, and exit s
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import sys
 from pathlib import Path
@@ -149,7 +148,3 @@ def not_built(prog: str, what: str) -> int:
     """The one line an unbuilt script prints before exiting with status 2."""
     print(f"{prog}: {what}", file=sys.stderr)
     return 2
-
-
-def cpu_threads() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -6,7 +6,7 @@ script asks for its roles by name; `--model-ROLE PATH_OR_ID` replaces one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from dlmkit.errors import UserError
@@ -92,7 +92,3 @@ def resolve_models(preset: str, roles: list[str], overrides: dict[str, str | Non
             raise UserError(f"the tiny {role} checkpoint is not shipped yet at {spec.source}; "
                             f"build it with `python -m dlmkit.train.tiny {role}` or pass --model-{role.replace('_', '-')} PATH")
     return specs
-
-
-def with_source(spec: ModelSpec, source: str) -> ModelSpec:
-    return replace(spec, source=source)

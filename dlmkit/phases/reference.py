@@ -19,6 +19,7 @@ import torch
 from dlmkit.anchors import anchors_at_fraction, contiguous_prefix_fraction, steps_done_at
 from dlmkit.decoding.diffusion import diffusion_generate
 from dlmkit.metrics.answers import check_answer
+from dlmkit.phases.scoring import mean
 
 FRACTIONS = (0.10, 0.15, 0.25)
 CURVE_POINTS = (0.05, 0.10, 0.15, 0.20, 0.25, 0.375, 0.50, 0.75, 1.0)
@@ -114,9 +115,9 @@ def reference_run(model, tokenizer, item: dict, settings: DreamSettings, seed: i
     return record
 
 
-def _mean(values) -> float | None:
-    values = [v for v in values if v is not None and v == v]  # drop None and NaN
-    return sum(values) / len(values) if values else None
+def committed_share(record: dict, steps_done: int) -> float:
+    """Share of a run's answer positions committed after `steps_done` steps."""
+    return sum(1 for c in record["commit_step"][:record["gen_len"]] if c < steps_done) / record["gen_len"]
 
 
 def stratum_table(records: list[dict]) -> list[dict]:
@@ -127,11 +128,11 @@ def stratum_table(records: list[dict]) -> list[dict]:
     groups["all"] = records
     rows = []
     for name, rs in groups.items():
-        row = {"stratum": name, "n": len(rs), "accuracy": _mean([float(r["correct"]) for r in rs]),
-               "gen_len": _mean([r["gen_len"] for r in rs]), "s50_frac": _mean([r["s50_frac"] for r in rs])}
+        row = {"stratum": name, "n": len(rs), "accuracy": mean([float(r["correct"]) for r in rs]),
+               "gen_len": mean([r["gen_len"] for r in rs]), "s50_frac": mean([r["s50_frac"] for r in rs])}
         for fraction in FRACTIONS:
-            row[f"coverage@{fraction}"] = _mean([r[f"coverage@{fraction}"] for r in rs])
-        row["contiguous_prefix@0.1"] = _mean([r["contiguous_prefix@0.1"] for r in rs])
+            row[f"coverage@{fraction}"] = mean([r[f"coverage@{fraction}"] for r in rs])
+        row["contiguous_prefix@0.1"] = mean([r["contiguous_prefix@0.1"] for r in rs])
         row["permanence_violations"] = sum(r["permanence_violations"] for r in rs)
         rows.append(row)
     return rows
@@ -146,7 +147,7 @@ def commit_curve(records: list[dict], steps: int) -> list[dict]:
         row = {"step_fraction": point, "steps_done": done}
         for task in tasks + ["all"]:
             rs = [r for r in records if task in ("all", r["task"]) and r["gen_len"]]
-            row[task] = _mean([sum(1 for c in r["commit_step"][:r["gen_len"]] if c < done) / r["gen_len"] for r in rs])
+            row[task] = mean([committed_share(r, done) for r in rs])
         rows.append(row)
     return rows
 
@@ -161,8 +162,7 @@ def plot_commit_curves(records: list[dict], steps: int, path) -> None:
     xs = list(range(steps + 1))
     for task in sorted({r["task"] for r in records}):
         rs = [r for r in records if r["task"] == task and r["gen_len"]]
-        curve = [sum(sum(1 for c in r["commit_step"][:r["gen_len"]] if c < k) / r["gen_len"] for r in rs) / len(rs)
-                 for k in xs]
+        curve = [mean([committed_share(r, k) for r in rs]) for k in xs]
         ax.plot([x / steps for x in xs], curve, label=f"{task} (n={len(rs)})")
     for fraction in FRACTIONS:
         ax.axvline(fraction, color="grey", lw=0.5, ls=":")
