@@ -10,9 +10,7 @@ small/medium/large and drafter/target relations of the paper hold.
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
 from pathlib import Path
 
 import torch
@@ -21,8 +19,8 @@ import torch.nn.functional as F
 from dlmkit.data.tiny_corpus import batch_sampler, chat_pairs, load_tiny_tokenizer, pack_blocks, text_stream
 from dlmkit.data.tinyworld import TinyWorld
 from dlmkit.metrics.answers import check_answer
-from dlmkit.presets import TINY_TOKENIZER
 from dlmkit.train.loop import TrainConfig, train
+from dlmkit.train.recipes.ship import ship, work_dir
 
 BLOCK = 256
 STREAM = dict(n_chat=16000, n_docs=6000, n_math=2000)
@@ -106,7 +104,7 @@ def train_tiny_causal_lm(role: str, out: Path, seed: int = 0, steps: int | None 
         return {"heldout_nll": heldout_nll(m, heldout.to(device))}
 
     cfg = TrainConfig(**{**DEFAULTS, "steps": steps or STEPS[role], "seed": seed})
-    work = Path(out).with_name(Path(out).name + ".train")
+    work = work_dir(out)
     history = train(model, lm_loss, make_batch, cfg, work, eval_fn=eval_fn, device=device, desc=f"tiny {role}")
 
     model.eval()
@@ -114,15 +112,9 @@ def train_tiny_causal_lm(role: str, out: Path, seed: int = 0, steps: int | None 
     strata = [("mmlu", "easy"), ("arc", "easy"), ("gsm8k", "easy"), ("gsm8k", "hard"), ("humaneval", "mixed")]
     accuracy = greedy_task_accuracy(model, tokenizer, [i for t, d in strata for i in world.items(t, d, 12, "test")])
     model.save_pretrained(out, safe_serialization=True)
-    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
-        shutil.copy(TINY_TOKENIZER / name, Path(out) / name)
     card = {"recipe": f"python -m dlmkit.train.tiny {role}", "role": role, "seed": seed, "arch": SIZES[role][0],
             "size": SIZES[role][1], "block": BLOCK, "batch_size": BATCH_SIZE, "stream": STREAM,
             "train": {**DEFAULTS, "steps": cfg.steps}, "parameters": sum(p.numel() for p in model.parameters()),
             "final_train_loss": history[-1]["loss"], "heldout_nll": nll, "heldout_ppl": math.exp(nll),
             "greedy_accuracy": accuracy}
-    (Path(out) / "training.json").write_text(json.dumps(card, indent=2) + "\n")
-    (Path(out) / "train_log.jsonl").write_text((work / "train_log.jsonl").read_text())
-    shutil.rmtree(work, ignore_errors=True)
-    print(json.dumps(card, indent=2))
-    return card
+    return ship(out, card)

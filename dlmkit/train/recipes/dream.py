@@ -13,8 +13,6 @@ masked-diffusion ELBO that Dream and LLaDA fine-tune with).
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import torch
@@ -26,8 +24,9 @@ from dlmkit.metrics.answers import check_answer
 from dlmkit.decoding.diffusion import diffusion_generate
 from dlmkit.models.dream import dream_config, random_dream, save_dream
 from dlmkit.errors import UserError
-from dlmkit.presets import TINY_ROOT, TINY_TOKENIZER
+from dlmkit.presets import TINY_ROOT
 from dlmkit.train.loop import TrainConfig, train
+from dlmkit.train.recipes.ship import ship, work_dir
 
 GEN_LEN = 128  # the canvas the tiny preset generates into
 # The geometry of the tiny ar_medium Qwen2, which the tiny Dream starts from (as Dream-7B
@@ -152,22 +151,16 @@ def train_tiny_dream(out: Path, seed: int = 0, steps: int | None = None, device:
         return greedy_accuracy(m, tokenizer, eval_items)
 
     train_cfg = TrainConfig(**{**DEFAULTS, **({"steps": steps} if steps else {}), "seed": seed})
-    work = Path(out).with_name(Path(out).name + ".train")
+    work = work_dir(out)
     history = train(model, loss_fn, make_batch, train_cfg, work, eval_fn=eval_fn, device=device, desc="tiny dream")
 
     final = {f"test_{k}": v for k, v in greedy_accuracy(
         model, tokenizer, [i for task, levels in STRATA.items() for lv in levels
                            for i in world.items(task, lv, 24, "test")]).items()}
     save_dream(model, out)
-    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
-        shutil.copy(TINY_TOKENIZER / name, Path(out) / name)
     card = {"recipe": "python -m dlmkit.train.tiny dlm", "seed": seed,
             "init_from": str(Path(init_from).relative_to(TINY_ROOT.parent.parent)) if init_from else None, "size": SIZE, "gen_len": GEN_LEN,
             "batch_size": BATCH_SIZE, "train": {**DEFAULTS, "steps": train_cfg.steps},
             "parameters": model.num_parameters(), "final_train_loss": history[-1]["loss"],
             "greedy_128_step_accuracy": final, "chance_multiple_choice": 0.25}
-    (Path(out) / "training.json").write_text(json.dumps(card, indent=2) + "\n")
-    (Path(out) / "train_log.jsonl").write_text((work / "train_log.jsonl").read_text())
-    shutil.rmtree(work, ignore_errors=True)
-    print(json.dumps(card, indent=2))
-    return card
+    return ship(out, card)

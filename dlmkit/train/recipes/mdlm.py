@@ -13,9 +13,7 @@ hundreds of thousands of steps, not two thousand.
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
 import time
 from pathlib import Path
 
@@ -26,8 +24,8 @@ from dlmkit.data.tiny_corpus import batch_sampler, load_tiny_tokenizer
 from dlmkit.errors import UserError
 from dlmkit.models.mdlm import MDLM, MDLMConfig, save_mdlm
 from dlmkit.models.mdlm_diffusion import mdlm_loss, sample_t
-from dlmkit.presets import TINY_TOKENIZER
 from dlmkit.train.loop import TrainConfig, train
+from dlmkit.train.recipes.ship import ship, work_dir
 
 SIZE = dict(model_length=TINY_BLOCK_LEN, hidden_dim=128, cond_dim=64, n_blocks=4, n_heads=4,
             dropout=0.0, time_conditioning=False)
@@ -89,14 +87,12 @@ def train_tiny_mdlm(out: Path, seed: int = 0, steps: int | None = None, device: 
         return {"heldout_nelbo": heldout_nelbo(m, heldout)}
 
     cfg = TrainConfig(**{**DEFAULTS, **({"steps": steps} if steps else {}), "seed": seed})
-    work = Path(out).with_name(Path(out).name + ".train")
+    work = work_dir(out)
     history = train(model, loss_fn, make_batch, cfg, work, eval_fn=eval_fn, device=device, desc="tiny mdlm")
 
     model.eval()
     nelbo = heldout_nelbo(model, heldout)
     save_mdlm(model, out)
-    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
-        shutil.copy(TINY_TOKENIZER / name, Path(out) / name)
     card = {
         "recipe": "python -m dlmkit.train.tiny mdlm", "role": "mdlm", "seed": seed, "arch": "mdlm",
         "size": {"vocab_size": config.vocab_size, **SIZE}, "mask_id": config.mask_id,
@@ -110,8 +106,4 @@ def train_tiny_mdlm(out: Path, seed: int = 0, steps: int | None = None, device: 
         "heldout_nelbo": nelbo, "heldout_ppl_bound": math.exp(nelbo),
         "wall_time_s": round(time.time() - started, 1), "device": device,
     }
-    (Path(out) / "training.json").write_text(json.dumps(card, indent=2) + "\n")
-    (Path(out) / "train_log.jsonl").write_text((work / "train_log.jsonl").read_text())
-    shutil.rmtree(work, ignore_errors=True)
-    print(json.dumps(card, indent=2))
-    return card
+    return ship(out, card)
