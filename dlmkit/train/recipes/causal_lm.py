@@ -31,12 +31,12 @@ SIZES = {
                                num_attention_heads=4, num_key_value_heads=2)),
     "ar_medium": ("qwen2", dict(hidden_size=128, intermediate_size=352, num_hidden_layers=4,
                                 num_attention_heads=4, num_key_value_heads=2)),
-    "ar_large": ("qwen2", dict(hidden_size=192, intermediate_size=512, num_hidden_layers=6,
+    "ar_large": ("qwen2", dict(hidden_size=160, intermediate_size=432, num_hidden_layers=6,
                                num_attention_heads=4, num_key_value_heads=2)),
     "target": ("gpt2", dict(n_embd=128, n_layer=4, n_head=4)),
     "drafter": ("gpt2", dict(n_embd=64, n_layer=2, n_head=2)),
 }
-STEPS = {"ar_small": 1000, "ar_medium": 1000, "ar_large": 1000, "target": 1000, "drafter": 600}
+STEPS = {"ar_small": 1000, "ar_medium": 1000, "ar_large": 600, "target": 1000, "drafter": 600}
 DEFAULTS = dict(lr=3e-3, warmup_steps=100, min_lr_ratio=0.05, weight_decay=0.01, grad_clip=1.0,
                 log_every=25, eval_every=400, checkpoint_every=100)
 BATCH_SIZE = 16
