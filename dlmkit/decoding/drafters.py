@@ -1,0 +1,127 @@
+"""Drafters for speculative decoding, behind one interface:
+
+    drafter.reset()                                    # a new prompt
+    draft = drafter.draft(sequence, gamma, temperature, generator)
+    draft.tokens   # gamma ids
+    draft.probs    # (gamma, vocab) float64: the q each token was drawn from (None at temperature 0)
+    draft.nfe      # network calls this draft cost
+
+ARDrafter: a small causal LM (GPT-2 for gpt2-xl) drafts gamma tokens one forward at a
+time. Its KV cache follows the sequence like the target's (`CachedLM`), so after a
+rejection the next draft crops it back to the accepted prefix.
+
+MDLMDrafter (SpecDiff): the context followed by gamma masks is one MDLM canvas; T
+denoising steps (`ddpm_cache` by default) fill the masks, and the q of each draft is the
+SUBS distribution at the step that unmasked it (recorded by the sampler), which is the
+distribution the token was actually drawn from. The canvas keeps the last
+model_length - gamma context tokens (128 for the tiny MDLM, 1024 for mdlm-owt).
+
+Temperature: both drafters draw from their distribution at the target's temperature
+(logits / T). At temperature 0 they draft greedily: the AR drafter by argmax, the MDLM by
+taking the argmax of the SUBS distribution at the step a position is unmasked (which
+positions unmask at a step stays random, as in the sampler).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from dlmkit.decoding.mdlm_sampler import SAMPLERS, make_canvas, sample
+from dlmkit.decoding.spec_loop import CachedLM, next_token
+from dlmkit.decoding.speculative import probs_from_logits, sample_from, uniforms
+from dlmkit.errors import UserError
+
+
+@dataclass
+class Draft:
+    tokens: list[int]
+    probs: torch.Tensor | None  # (gamma, drafter vocab) float64; None for a greedy draft
+    nfe: int
+
+
+class ARDrafter:
+    """Standard speculative decoding's drafter: a small causal LM with its own KV cache."""
+
+    kind = "ar"
+
+    def __init__(self, model):
+        self.lm = CachedLM(model)
+
+    def reset(self) -> None:
+        self.lm.reset()
+
+    def draft(self, sequence: list[int], gamma: int, temperature: float,
+              generator: torch.Generator | None) -> Draft:
+        sequence = list(sequence)
+        tokens, probs = [], []
+        for _ in range(gamma):
+            logits = self.lm.logits(sequence, 1)[0]
+            if temperature == 0:
+                token = next_token(logits, 0, None)
+            else:
+                q = probs_from_logits(logits, temperature)
+                token = int(sample_from(q, uniforms((), generator, q.device)))
+                probs.append(q)
+            tokens.append(token)
+            sequence.append(token)
+        return Draft(tokens, torch.stack(probs) if probs else None, nfe=gamma)
+
+
+class _TemperedDenoiser:
+    """The MDLM with its logits divided by a temperature, or (temperature 0) replaced by a point
+    mass on the argmax over real tokens, so the sampler's draw at unmask time is the argmax.
+    A plain callable, not a module, so the sampler never toggles train/eval through it."""
+
+    training = False
+
+    def __init__(self, model, temperature: float):
+        self.model = model
+        self.temperature = temperature
+        self.config = model.config
+        self.mask_id = model.mask_id
+
+    def __call__(self, ids, sigma=None):
+        logits = self.model(ids, sigma)
+        if self.temperature > 0:
+            return logits / self.temperature
+        choice = logits.index_fill(-1, torch.tensor([self.mask_id], device=logits.device), float("-inf")).argmax(-1)
+        return torch.full_like(logits, float("-inf")).scatter(-1, choice.unsqueeze(-1), 0.0)
+
+
+class MDLMDrafter:
+    """SpecDiff's drafter: gamma masked positions after the context, `steps` denoising steps."""
+
+    kind = "mdlm"
+
+    def __init__(self, model, steps: int, sampler: str = "ddpm_cache", context: int | None = None):
+        if sampler not in SAMPLERS:
+            raise UserError(f"unknown MDLM sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        if not isinstance(steps, int) or steps < 1:
+            raise UserError(f"denoising steps T must be a positive integer, got {steps!r}")
+        self.model = model
+        self.steps = steps
+        self.sampler = sampler
+        self.model_length = model.config.model_length
+        self.context = context  # canvas positions for context + drafts; None: the model length
+        self.device = next(model.parameters()).device
+
+    def reset(self) -> None:
+        pass  # the canvas is rebuilt every round: nothing carries over
+
+    def draft(self, sequence: list[int], gamma: int, temperature: float,
+              generator: torch.Generator | None) -> Draft:
+        window = min(self.context or self.model_length, self.model_length)
+        if gamma >= window:
+            raise UserError(f"gamma {gamma} leaves no room for context in the MDLM's {window}-position canvas; "
+                            "lower gamma")
+        context = torch.tensor(sequence[-(window - gamma):], dtype=torch.long, device=self.device)
+        canvas = make_canvas(context, context.numel() + gamma, self.model.mask_id)
+        net = self.model if temperature == 1 else _TemperedDenoiser(self.model, temperature)
+        drafted = range(context.numel(), context.numel() + gamma)
+        out = sample(net, canvas, self.steps, sampler=self.sampler, generator=generator,
+                     q_positions=None if temperature == 0 else list(drafted), q_dtype=torch.float64,
+                     mask_id=self.model.mask_id)
+        tokens = out.tokens[0, context.numel():].tolist()
+        return Draft(tokens, None if temperature == 0 else out.q[0], nfe=out.nfe)

@@ -1,0 +1,150 @@
+"""specdiff_bench.py and dlmkit/phases/specdiff.py: the shipped tiny models decode
+losslessly, the script's JSON is seeded, paper-format checkpoints load and verify, and
+bad input ends in one line naming the fix."""
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from dlmkit.errors import UserError
+from dlmkit.models.mdlm import MDLM, MDLMConfig, save_mdlm
+from dlmkit.phases import specdiff
+from dlmkit.presets import TINY_TOKENIZER, ModelSpec, resolve_models
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("specdiff_bench", REPO / "specdiff_bench.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tiny_bench():
+    specs = resolve_models("tiny", ["target", "drafter", "mdlm"])
+    return specdiff.Bench(specs, ["ar", "sd", "specdiff", "hf"], "cpu", torch.float32, "ddpm_cache")
+
+
+def test_shipped_tiny_models_decode_greedily_exactly_as_the_target(tiny_bench):
+    prompts = specdiff.load_prompts("tiny", tiny_bench.tokenizer, ["documents", "chat"], 1, 12)
+    methods = [specdiff.Method("sd", gamma=4), specdiff.Method("specdiff", gamma=8, steps=2),
+               specdiff.Method("specdiff", gamma=4, steps=1), specdiff.Method("hf", gamma=4)]
+    for prompt in prompts:
+        reference, *_ = tiny_bench.generate(specdiff.Method("ar"), prompt["ids"], 40, 0.0, seed=0)
+        assert reference.target_calls == 40
+        for method in methods:
+            out, seconds, cpu_seconds = tiny_bench.generate(method, prompt["ids"], 40, 0.0, seed=0)
+            assert out.tokens == reference.tokens, method.name
+            assert seconds > 0 and cpu_seconds > 0
+            if method.family != "hf":
+                assert out.target_calls == out.rounds < 40  # the trained drafters do save target calls
+
+
+def test_tiny_prompts_are_held_out_and_start_with_endoftext(tiny_bench):
+    prompts = specdiff.load_prompts("tiny", tiny_bench.tokenizer, ["documents", "chat"], 2, 12)
+    assert [(p["set"], p["index"]) for p in prompts] == [("documents", 0), ("documents", 1), ("chat", 0), ("chat", 1)]
+    assert all(p["ids"][0] == tiny_bench.tokenizer.eos_token_id for p in prompts)
+    assert len(prompts[0]["ids"]) == 13
+    with pytest.raises(UserError, match="choose from documents, chat"):
+        specdiff.load_prompts("tiny", tiny_bench.tokenizer, ["owt"], 2, 12)
+
+
+def run_script(out: Path, *extra):
+    argv = ["--subset", "1", "--max-new-tokens", "10", "--gammas", "4", "--steps", "1,2", "--sd-gammas", "3",
+            "--out", str(out), *extra]
+    assert load_script().main(argv) == 0
+    return json.loads((out / "summary.json").read_text())
+
+
+def test_script_writes_seeded_tables_jsonl_plot_and_resumes(tmp_path):
+    first, second = run_script(tmp_path / "a"), run_script(tmp_path / "b")
+    assert first["tables"]["counts"] == second["tables"]["counts"]  # same seed, same counts on any machine
+    tokens = lambda run: {r["id"]: r["tokens"] for f in ("ar", "sd", "specdiff", "hf")  # noqa: E731
+                          for r in map(json.loads, (tmp_path / run / f"{f}.jsonl").read_text().splitlines())}
+    assert tokens("a") == tokens("b") and len(tokens("a")) == 2 * 2 * (1 + 1 + 2 + 1)
+    assert (tmp_path / "a" / "speedup_vs_gamma.png").exists()
+    counts = {(r["temperature"], r["method"]): r for r in first["tables"]["counts"] if r["prompt_set"] == "all"}
+    assert counts[(0.0, "sd/g3")]["greedy_equal_to_ar"] == "2/2"
+    assert counts[(0.0, "specdiff/g4/T2")]["greedy_equal_to_ar"] == "2/2"
+    assert counts[(1.0, "ar")]["target_calls"] == 20 and counts[(1.0, "ar")]["target_calls_saved"] == 1.0
+    assert {r["temperature"] for r in first["tables"]["headline"]} == {0.0, 1.0}
+    assert any("7.2x" in note for note in first["notes"])
+    # --resume finds nothing left to do and keeps the records.
+    before = (tmp_path / "a" / "specdiff.jsonl").read_text()
+    resumed = run_script(tmp_path / "a", "--resume")
+    assert (tmp_path / "a" / "specdiff.jsonl").read_text() == before
+    assert resumed["tables"]["counts"] == first["tables"]["counts"]
+    with pytest.raises(UserError, match="other settings"):
+        run_script(tmp_path / "a", "--resume", "--seed", "7")
+
+
+def test_script_rejects_a_prompt_set_of_the_other_preset(tmp_path):
+    with pytest.raises(UserError, match="owt.*choose from documents,chat"):
+        load_script().main(["--prompt-sets", "owt", "--out", str(tmp_path / "x")])
+
+
+def test_paper_format_checkpoints_load_and_the_mdlm_mask_is_sliced_off(tmp_path):
+    # gpt2-xl / gpt2 / mdlm-owt in miniature: GPT-2 vocab V, MDLM vocab V + 1 (mask last).
+    vocab = 16
+    for name, seed in (("target", 0), ("drafter", 1)):
+        torch.manual_seed(seed)
+        config = GPT2Config(vocab_size=vocab, n_embd=16, n_layer=1, n_head=2, n_positions=128, initializer_range=0.5)
+        GPT2LMHeadModel(config).save_pretrained(tmp_path / name)
+        for f in TINY_TOKENIZER.iterdir():  # load_ar reads a tokenizer beside the weights
+            shutil.copy(f, tmp_path / name / f.name)
+    save_mdlm(MDLM(MDLMConfig(vocab_size=vocab + 1, model_length=32, hidden_dim=16, cond_dim=8, n_blocks=1,
+                              n_heads=2, dropout=0.0)), tmp_path / "mdlm")
+    specs = {role: ModelSpec(role, str(tmp_path / role), "gpt2") for role in ("target", "drafter", "mdlm")}
+    bench = specdiff.Bench(specs, ["ar", "sd", "specdiff"], "cpu", torch.float32, "ddpm")
+    assert bench.mdlm.config.vocab_size == vocab + 1
+    prefix = [0, 3, 5]
+    reference, *_ = bench.generate(specdiff.Method("ar"), prefix, 12, 0.0, seed=0)
+    for temperature in (0.0, 1.0):
+        out, *_ = bench.generate(specdiff.Method("specdiff", gamma=5, steps=2), prefix, 12, temperature, seed=1)
+        assert len(out.tokens) == 12 and max(out.tokens) < vocab
+        if temperature == 0:
+            assert out.tokens == reference.tokens
+    # An MDLM whose vocabulary fits neither V nor V + 1 is refused by name.
+    save_mdlm(MDLM(MDLMConfig(vocab_size=vocab + 3, model_length=32, hidden_dim=16, cond_dim=8, n_blocks=1,
+                              n_heads=2)), tmp_path / "bad")
+    specs["mdlm"] = ModelSpec("mdlm", str(tmp_path / "bad"), "mdlm")
+    with pytest.raises(UserError, match="--model-mdlm"):
+        specdiff.Bench(specs, ["specdiff"], "cpu", torch.float32, "ddpm")
+
+
+def test_missing_cnn_dailymail_offline_is_one_line_naming_the_fix(monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    from dlmkit.data import cnn_dm
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Couldn't reach 'abisee/cnn_dailymail' on the Hub\nmore detail")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(UserError, match="--preset tiny") as err:
+        cnn_dm.load_articles(3)
+    assert "\n" not in str(err.value) and "3.0.0" in str(err.value)
+
+
+def test_cost_benchmark_runs_on_cpu_and_its_cost_model_is_leviathans(tmp_path):
+    spec = importlib.util.spec_from_file_location("bench_specdiff", REPO / "benchmarks" / "bench_specdiff.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.expected_tokens(0.0, 4) == 1.0 and bench.expected_tokens(1.0, 4) == 5.0
+    assert abs(bench.expected_tokens(0.5, 2) - 1.75) < 1e-12
+    out = tmp_path / "costs.json"
+    assert bench.main(["--config", "tiny", "--device", "cpu", "--gammas", "2", "--steps", "1", "--acceptance", "0.8",
+                       "--repeats", "1", "--warmup", "0", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    costs = result["costs"]
+    assert costs["target_step_ms"] > 0 and costs["mdlm_call_ms"] > 0 and costs["drafter_token_ms"] > 0
+    (row,) = result["implied"]
+    expected = costs["target_step_ms"] / ((costs["mdlm_call_ms"] + costs["target_verify_ms"]["2"])
+                                          / bench.expected_tokens(0.8, 2))
+    assert abs(row["specdiff_speedup_vs_ar"] - expected) < 1e-9
