@@ -124,3 +124,14 @@ def test_markdown_table():
 def test_default_run_directory_never_touches_committed_results():
     assert default_out("run_full_suite.py", "tiny") == Path("runs/run_full_suite/tiny")
     assert default_out("run_full_suite.py", "tiny", 2) == Path("runs/run_full_suite/tiny-subset2")
+
+
+def test_atomic_write_gives_ordinary_file_permissions(tmp_path):
+    import os
+
+    from dlmkit.results import atomic_write_json
+
+    atomic_write_json(tmp_path / "s.json", {"a": 1})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "s.json").stat().st_mode & 0o777 == 0o666 & ~umask
