@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Self-speculative masked diffusion: a frozen MDLM drafts, one trained causal layer and
-target head verify, inside masked-diffusion sampling.
+target head verify, inside masked-diffusion sampling (Campbell et al. 2025, 2510.03929).
 
 Phases, in order:
   baseline  the MDLM alone: N unconditional samples with `ddpm` and `ddpm_cache` at each
@@ -9,37 +9,42 @@ Phases, in order:
             beside two references scored the same way: uniformly random tokens (far
             worse) and held-out real text (the floor). NFE is the number of network
             calls actually made per sample batch.
-  train     the causal layer and target head (not built yet, issue #6)
-  sample    self-speculative sampling (not built yet, issue #6)
-  eval      NLL and entropy against NFE beside the baseline (not built yet, issue #6)
+  train     the causal layer and the target head on top of the frozen MDLM (the MDLM's
+            own training data), AdamW + warmup + cosine, checkpoints under
+            OUT/checkpoints (or --ckpt-dir) with resume; validation compares the draft's
+            and the target's cross-entropy on held-out masked tokens.
+  sample    self-speculative sampling at each NFE budget (dtau calibrated to it), and the
+            same cosine windows with the draft alone as a control; scored as in baseline.
+  eval      the table of NLL and entropy against NFE (MDLM beside self-speculation), the
+            MDLM NFE that each self-speculative NLL is worth, and a plot.
 
-Writes summary.json (tables `mdlm_baseline` and `references`), one JSONL record per
-sample (`--resume` skips finished ones) and baseline_nll_vs_steps.png.
+Writes summary.json (tables `mdlm_baseline`, `references`, `self_spec_train`,
+`self_spec_dtau`, `self_spec_vs_mdlm`), one JSONL record per sample (`--resume` skips
+finished ones), self_spec_train_log.jsonl, and two plots.
 
-    python train_self_spec.py                      # tiny preset, CPU, a few minutes
-    python train_self_spec.py --preset paper --phase baseline --device cuda
+    python train_self_spec.py                      # tiny preset, CPU, about half an hour
+    python train_self_spec.py --out results/train_self_spec/tiny --resume --phase train --phase sample --phase eval
+    python train_self_spec.py --preset paper --device cuda   # accelerate launch for several GPUs
 """
 
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 
 import torch
 
-from dlmkit.cli import (build_parser, model_overrides, not_built, resolve_device, resolve_dtype, run_main,
+from dlmkit.cli import (build_parser, model_overrides, positive_int, resolve_device, resolve_dtype, run_main,
                         selected_phases, seed_everything)
 from dlmkit.decoding.mdlm_sampler import SAMPLERS, sample
 from dlmkit.errors import UserError
+from dlmkit.phases.self_spec import SAMPLE_DEFAULTS, TRAIN_DEFAULTS, pooled, standard_error
 from dlmkit.presets import resolve_models
 from dlmkit.results import Run, default_out, echo
 
 PHASES = ["baseline", "train", "sample", "eval"]
-BUILT = ["baseline"]
 ROLES = ["mdlm", "judge"]
-NOT_BUILT = "not built yet (issue #6: the self-speculative MDLM)"
 
 # Per preset: samples, tokens per sample, the step grid, samples drawn together.
 # The paper grid is the proposal's NFE grid {28, 64, 128, 256, 512} plus 32, where MDLM's
@@ -84,6 +89,28 @@ def make_parser():
     own.add_argument("--batch-size", type=int, default=None, metavar="B",
                      help="samples drawn together (default: tiny 1, paper 16); ddpm_cache skips a call only "
                           "when no sample of the batch changed, so NFE depends on it")
+    train = parser.add_argument_group("train phase")
+    train.add_argument("--train-steps", type=positive_int, default=None, metavar="N",
+                       help="optimizer steps (default: tiny 1500, paper 50000)")
+    train.add_argument("--train-batch-size", type=positive_int, default=None, metavar="B",
+                       help="blocks per step (default: tiny 16, paper 256)")
+    train.add_argument("--lr", type=float, default=None,
+                       help="peak learning rate after linear warmup, then cosine to 0 (default: tiny 1e-3, paper 1.5e-4)")
+    train.add_argument("--ckpt-dir", type=Path, default=None, metavar="DIR",
+                       help="training checkpoints and the trained parts (final/) (default: OUT/checkpoints; "
+                            "keep it out of git)")
+    spec = parser.add_argument_group("sample and eval phases")
+    spec.add_argument("--self-spec", type=Path, default=None, metavar="DIR",
+                      help="trained causal layer + target head to sample with (default: CKPT_DIR/final, "
+                           "what --phase train wrote)")
+    spec.add_argument("--nfe", type=step_list, default=None, metavar="N1,N2,...",
+                      help="NFE budgets; dtau is calibrated to each (default: tiny 8,16,32,64,128, matching the "
+                           "baseline steps; paper 28,64,128,256,512)")
+    spec.add_argument("--spec-batch-size", type=positive_int, default=None, metavar="B",
+                      help="self-speculative samples drawn together (default 16; a sample's tokens and NFE do not "
+                           "depend on it: every row has its own generator)")
+    spec.add_argument("--calibration-samples", type=positive_int, default=None, metavar="N",
+                      help="rows (never evaluated) on which dtau is calibrated to each budget (default: tiny 8, paper 16)")
     return parser
 
 
@@ -131,15 +158,6 @@ def score_samples(rows: list[list[int]], tokenizer, judge, judge_tokenizer, leng
              "entropy": entropy}
             for text, row, nll, count, entropy in zip(texts, rows, scored.nll_per_text, scored.tokens_per_text,
                                                       entropies)]
-
-
-def pooled(records: list[dict]) -> dict:
-    """Token-weighted judge NLL over samples (as gen-PPL pools them), its exp, mean entropy."""
-    counted = [r for r in records if r["judge_tokens"]]
-    tokens = sum(r["judge_tokens"] for r in counted)
-    nll = sum(r["judge_nll"] * r["judge_tokens"] for r in counted) / tokens if tokens else float("nan")
-    return {"judge_nll": nll, "gen_ppl": math.exp(nll) if tokens else float("nan"),
-            "entropy": sum(r["entropy"] for r in records) / len(records) if records else float("nan")}
 
 
 # --------------------------------------------------------------------------- the baseline phase
@@ -215,15 +233,6 @@ def run_samples(run: Run, cfg: dict, device: str, tokenizer, mdlm, judge,
     return table, records
 
 
-def standard_error(values: list[float]) -> float:
-    """Standard error of a mean of per-sample values (nan below two samples)."""
-    values = [v for v in values if v is not None]
-    if len(values) < 2:
-        return float("nan")
-    mean = sum(values) / len(values)
-    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1) / len(values))
-
-
 def baseline_notes(table: list[dict], references: list[dict], records: list[dict], cfg: dict) -> list[str]:
     """Plain sentences on what the issue asks to hold, true or not."""
     notes = []
@@ -282,7 +291,8 @@ def plot_baseline(path: Path, table: list[dict], references: list[dict], title: 
     tmp.replace(path)
 
 
-def phase_baseline(run: Run, args, cfg: dict, specs: dict, device: str, dtype) -> None:
+def load_models(args, cfg: dict, specs: dict, device: str, dtype):
+    """The MDLM, its tokenizer and the judge, checked against each other and the length."""
     from dlmkit.models.ar import load_ar
     from dlmkit.models.mdlm import load_mdlm
 
@@ -293,7 +303,11 @@ def phase_baseline(run: Run, args, cfg: dict, specs: dict, device: str, dtype) -
     tokenizer = load_mdlm_tokenizer(specs["mdlm"].source, args.preset)
     check_vocab(mdlm, tokenizer, specs["mdlm"].source)
     judge, judge_tokenizer = load_ar(specs["judge"].source, device=device, dtype=dtype)
+    return mdlm, tokenizer, judge, judge_tokenizer
 
+
+def phase_baseline(run: Run, args, cfg: dict, specs: dict, device: str, dtype) -> None:
+    mdlm, tokenizer, judge, judge_tokenizer = load_models(args, cfg, specs, device, dtype)
     references = run_references(run, cfg, args.preset, tokenizer, mdlm, judge, judge_tokenizer)
     table, records = run_samples(run, cfg, device, tokenizer, mdlm, judge, judge_tokenizer)
     run.add_table("mdlm_baseline", table)
@@ -307,27 +321,64 @@ def phase_baseline(run: Run, args, cfg: dict, specs: dict, device: str, dtype) -
     run.phase_done("baseline")
 
 
+# --------------------------------------------------------------------------- the self-speculative phases
+
+
+def weights_digest(directory: Path) -> str:
+    """sha256 of the trained parts: samples drawn with other weights must not be mixed in on resume."""
+    import hashlib
+
+    return hashlib.sha256((Path(directory) / "model.safetensors").read_bytes()).hexdigest()[:16]
+
+
+def phase_sample(run: Run, args, cfg: dict, specs: dict, device: str, dtype, trained: Path) -> None:
+    from dlmkit.models.self_spec import load_self_spec
+    from dlmkit.phases.self_spec import phase_sample as sample_phase
+
+    mdlm, tokenizer, judge, judge_tokenizer = load_models(args, cfg, specs, device, dtype)
+    model = load_self_spec(trained, mdlm, device=device, dtype=dtype)
+    digest = weights_digest(trained)
+    before = run.summary["config"].get("self_spec_weights")
+    if before and before != digest and run.log("self_spec_samples").records():
+        raise UserError(f"{run.dir} holds samples of other self-spec weights ({before}, now {digest}); remove "
+                        f"{run.dir / 'self_spec_samples.jsonl'} and the self_spec_dtau table, or pass another --out")
+    run.summary["config"]["self_spec_weights"] = digest
+    run.summary["config"]["self_spec_source"] = portable(str(trained))
+    sample_phase(run, model=model, cfg=cfg, device=device,
+                 score=lambda rows: score_samples(rows, tokenizer, judge, judge_tokenizer, cfg["length"]))
+
+
 # --------------------------------------------------------------------------- main
 
 
 def main(argv=None) -> int:
+    from dlmkit.phases.self_spec import phase_eval, phase_train
+
     parser = make_parser()
     args = parser.parse_args(argv)
-    unbuilt = [p for p in (args.phase or []) if p not in BUILT]
-    if unbuilt:
-        return not_built(parser.prog, f"phase {', '.join(unbuilt)} is {NOT_BUILT}; run --phase baseline")
-    phases = [p for p in selected_phases(args) if p in BUILT]
+    phases = selected_phases(args)
 
-    defaults = PRESET_DEFAULTS[args.preset]
+    defaults, tdefaults, sdefaults = PRESET_DEFAULTS[args.preset], TRAIN_DEFAULTS[args.preset], SAMPLE_DEFAULTS[args.preset]
     cfg = {"samples": args.subset or defaults["samples"], "length": args.length or defaults["length"],
            "steps": args.steps or list(defaults["steps"]), "batch_size": args.batch_size or defaults["batch_size"],
-           "samplers": list(SAMPLERS), "seed": args.seed}
+           "samplers": list(SAMPLERS), "seed": args.seed,
+           "nfe": args.nfe or list(sdefaults["nfe"]),
+           "spec_batch_size": args.spec_batch_size or sdefaults["spec_batch_size"],
+           "calibration_samples": args.calibration_samples or sdefaults["calibration_samples"]}
+    tcfg = {**tdefaults, **{k: v for k, v in (("steps", args.train_steps), ("batch_size", args.train_batch_size),
+                                               ("lr", args.lr)) if v is not None}}
     if cfg["length"] < 2 or cfg["batch_size"] < 1:
         raise UserError("--length must be >= 2 and --batch-size >= 1")
+    if not tcfg["lr"] > 0:
+        raise UserError(f"--lr must be > 0, got {tcfg['lr']}")
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     specs = resolve_models(args.preset, ROLES, model_overrides(args))
     out = args.out or default_out(parser.prog, args.preset, args.subset)
+    ckpt_dir = args.ckpt_dir or Path(out) / "checkpoints"
+    trained = args.self_spec or ckpt_dir / "final"
+    if "sample" in phases and "train" not in phases and not (trained / "model.safetensors").exists():
+        raise UserError(f"no trained self-spec parts at {trained}; run --phase train first or pass --self-spec DIR")
 
     # Records carry no seed, length or model: resuming with other ones would mix two runs.
     identity = {"seed": args.seed, "length": cfg["length"], "batch_size": cfg["batch_size"],
@@ -341,14 +392,21 @@ def main(argv=None) -> int:
     seed_everything(args.seed)
     run = Run(out, script=parser.prog, argv=sys.argv[1:] if argv is None else list(argv), preset=args.preset,
               models=specs, device=device, dtype=str(dtype).removeprefix("torch."), seed=args.seed,
-              config={**cfg, "identity": identity, "phases": phases}, resume=args.resume, overwrite=args.overwrite)
+              config={**cfg, "identity": identity, "phases": phases, "train": tcfg}, resume=args.resume,
+              overwrite=args.overwrite)
     for phase in phases:
         if phase == "baseline":
             phase_baseline(run, args, cfg, specs, device, dtype)
+        elif phase == "train":
+            final = phase_train(run, preset=args.preset, seed=args.seed, tcfg=tcfg,
+                                mdlm_source=specs["mdlm"].source, mdlm_label=portable(specs["mdlm"].source),
+                                ckpt_dir=ckpt_dir, device=device, resume=args.resume)
+            trained = args.self_spec or final
+        elif phase == "sample":
+            phase_sample(run, args, cfg, specs, device, dtype, trained)
+        elif phase == "eval":
+            phase_eval(run, cfg=cfg, preset=args.preset)
     run.save()
-    if args.phase is None:
-        echo(f"{parser.prog}: phases {', '.join(p for p in PHASES if p not in BUILT)} are {NOT_BUILT}; "
-             f"ran {', '.join(phases)}")
     return 0
 
 

@@ -61,7 +61,7 @@ def counting_sampler(script, monkeypatch):
     return calls
 
 
-def test_baseline_writes_tables_and_resume_skips_finished_samples(models, tmp_path, monkeypatch, capsys):
+def test_baseline_writes_tables_and_resume_skips_finished_samples(models, tmp_path, monkeypatch):
     script = load_script()
     calls = counting_sampler(script, monkeypatch)
     out = tmp_path / "run"
@@ -96,18 +96,17 @@ def test_baseline_writes_tables_and_resume_skips_finished_samples(models, tmp_pa
     assert all(r["samples"] == 3 for r in summary["tables"]["references"])
 
     calls.clear()
-    assert script.main(argv(models, out, "--subset", "3", "--resume")) == 0
+    assert script.main(argv(models, out, "--subset", "3", "--resume", "--phase", "baseline")) == 0
     assert calls == []
-    assert "train, sample, eval" in capsys.readouterr().err  # no --phase: names the phases not built yet
 
 
-def test_unbuilt_phase_and_bad_resume_are_one_line_errors(models, tmp_path, capsys):
+def test_sampling_without_trained_parts_and_bad_resume_are_one_line_errors(models, tmp_path):
     from dlmkit.errors import UserError
 
     script = load_script()
-    assert script.main(argv(models, tmp_path / "a", "--phase", "train")) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "issue #6" in err[0] and not (tmp_path / "a").exists()
+    with pytest.raises(UserError, match="--phase train first"):
+        script.main(argv(models, tmp_path / "a", "--phase", "sample"))
+    assert not (tmp_path / "a").exists()
 
     out = tmp_path / "b"
     assert script.main(argv(models, out, "--subset", "1", "--steps", "1", "--phase", "baseline")) == 0

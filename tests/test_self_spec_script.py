@@ -1,0 +1,121 @@
+"""train_self_spec.py phases train, sample and eval end to end on a tiny random MDLM and judge
+(the baseline phase first, into the same run directory, as the committed run was made)."""
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from dlmkit.data.tiny_corpus import load_tiny_tokenizer
+from dlmkit.errors import UserError
+from dlmkit.models.mdlm import MDLM, MDLMConfig, save_mdlm
+from dlmkit.presets import TINY_TOKENIZER
+
+REPO = Path(__file__).resolve().parents[1]
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
+LENGTH = 12
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("train_self_spec", REPO / "train_self_spec.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    root = tmp_path_factory.mktemp("models")
+    vocab = len(load_tiny_tokenizer())
+    torch.manual_seed(0)
+    mdlm = MDLM(MDLMConfig(vocab_size=vocab, model_length=16, hidden_dim=32, cond_dim=8, n_blocks=1, n_heads=2,
+                           dropout=0.0))
+    with torch.no_grad():
+        mdlm.backbone.output_layer.linear.weight.normal_(0, 0.5)
+    save_mdlm(mdlm, root / "mdlm")
+    GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_positions=64, n_embd=32, n_layer=1, n_head=2)).save_pretrained(
+        root / "judge")
+    for name in TOKENIZER_FILES:
+        shutil.copy(TINY_TOKENIZER / name, root / "mdlm" / name)
+        shutil.copy(TINY_TOKENIZER / name, root / "judge" / name)
+    return root
+
+
+@pytest.fixture
+def small_data(monkeypatch):
+    """The tiny corpus takes seconds to build: train on a few random blocks instead."""
+    import dlmkit.phases.self_spec as phases
+
+    gen = torch.Generator().manual_seed(0)
+    blocks = torch.randint(0, 1000, (40, LENGTH), generator=gen)
+    monkeypatch.setattr(phases, "train_blocks", lambda preset, tokenizer, seed: (blocks, blocks[:8]))
+
+
+def argv(models, out, *extra):
+    return ["--preset", "tiny", "--model-mdlm", str(models / "mdlm"), "--model-judge", str(models / "judge"),
+            "--steps", "2,4", "--nfe", "2,4", "--length", str(LENGTH), "--out", str(out), "--device", "cpu",
+            "--subset", "3", "--train-steps", "12", "--train-batch-size", "4", "--calibration-samples", "2",
+            "--spec-batch-size", "2", *extra]
+
+
+def test_all_phases_write_their_tables_and_resume_skips_finished_work(models, small_data, tmp_path, monkeypatch):
+    script = load_script()
+    out = tmp_path / "run"
+    assert script.main(argv(models, out, "--phase", "baseline")) == 0
+    assert script.main(argv(models, out, "--resume", "--phase", "train", "--phase", "sample", "--phase", "eval")) == 0
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["phases_done"] == ["baseline", "train", "sample", "eval"]
+    assert {"mdlm_baseline", "references", "self_spec_train", "self_spec_dtau", "self_spec_vs_mdlm"} <= set(
+        summary["tables"])
+    train_rows = summary["tables"]["self_spec_train"]
+    assert train_rows[-1]["step"] == 12 and train_rows[-1]["val_target_loss"] > 0
+    assert (out / "checkpoints" / "final" / "model.safetensors").exists()
+    assert len((out / "self_spec_train_log.jsonl").read_text().splitlines()) >= 1
+
+    records = [json.loads(line) for line in (out / "self_spec_samples.jsonl").read_text().splitlines()]
+    assert len(records) == 2 * 2 * 3  # budgets x methods x samples
+    for r in records:
+        assert len(r["tokens"]) == LENGTH and sum(r["revealed_per_step"]) == LENGTH
+        assert r["nfe"] == len(r["revealed_per_step"]) >= 1
+        assert r["causal_passes"] == (r["nfe"] if r["method"] == "self_spec" else 0)
+        if r["method"] == "draft_only":
+            assert r["accepted"] == r["drafted"] == LENGTH and r["nfe"] == r["target_nfe"]
+    table = summary["tables"]["self_spec_vs_mdlm"]
+    assert [row["nfe_budget"] for row in table] == [2, 4]
+    for row in table:
+        assert row["mdlm_nll"] is not None and row["spec_nll"] > 0 and 0 <= row["spec_acceptance"] <= 1
+        assert row["spec_causal_passes"] == row["spec_nfe"]
+    assert sum("NFE ratio" in n for n in summary["notes"]) == 2  # against MDLM and against the draft alone
+    assert (out / "self_spec_nll_vs_nfe.png").stat().st_size > 1000
+    assert (out / "baseline_nll_vs_steps.png").exists()  # the baseline's files are kept
+
+    # Resume: nothing is sampled or calibrated again; the records stay as they were.
+    import dlmkit.decoding.self_spec_sampler as sampler
+
+    calls = []
+    real = sampler.self_spec_sample
+    monkeypatch.setattr(sampler, "self_spec_sample", lambda *a, **k: calls.append(1) or real(*a, **k))
+    before = (out / "self_spec_samples.jsonl").read_text()
+    assert script.main(argv(models, out, "--resume", "--phase", "sample", "--phase", "eval")) == 0
+    assert calls == [] and (out / "self_spec_samples.jsonl").read_text() == before
+
+
+def test_same_seed_same_samples_and_errors(models, small_data, tmp_path):
+    script = load_script()
+    outs = [tmp_path / "a", tmp_path / "b"]
+    for out in outs:
+        assert script.main(argv(models, out, "--phase", "train", "--phase", "sample", "--subset", "2",
+                                "--nfe", "3")) == 0
+    a, b = [[json.loads(line)["tokens"] for line in (o / "self_spec_samples.jsonl").read_text().splitlines()]
+            for o in outs]
+    assert a == b
+    with pytest.raises(UserError, match="no mdlm_baseline table"):
+        script.main(argv(models, outs[0], "--resume", "--phase", "eval", "--subset", "2", "--nfe", "3"))
+    with pytest.raises(UserError, match="--phase train first"):
+        script.main(argv(models, tmp_path / "c", "--phase", "sample", "--self-spec", str(tmp_path / "none")))
