@@ -170,3 +170,12 @@ def test_bad_inputs(model):
 
 def test_default_end_token_ids_reads_the_model(model):
     assert default_end_token_ids(model) == [EOS]
+
+
+def test_unreachable_hub_model_is_a_one_line_error(monkeypatch):
+    from dlmkit.errors import UserError
+    from dlmkit.models.ar import load_ar
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError, match="cannot load no-such-org/no-such-model.*download it first"):
+        load_ar("no-such-org/no-such-model")

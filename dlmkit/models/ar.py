@@ -32,7 +32,12 @@ def load_ar(path_or_id, device="cpu", dtype=None, *, with_tokenizer: bool = True
             raise UserError(f"{local} holds a {model_type!r} model, not a causal LM ({', '.join(sorted(CAUSAL_TYPES))})")
     elif source.startswith((".", "/")) or source.count("/") > 1:
         raise UserError(f"model directory {source} does not exist; check the path or pass a hub id")
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype or torch.float32, use_safetensors=True)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype or torch.float32, use_safetensors=True)
+        tokenizer = AutoTokenizer.from_pretrained(source) if with_tokenizer else None
+    except OSError as error:  # hub unreachable, unknown id, or no safetensors weights
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"cannot load {source}: {first}; download it first (huggingface-cli download "
+                        f"{source}) and pass its local directory, or check the id") from None
     model.to(device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(source) if with_tokenizer else None
     return model, tokenizer
