@@ -23,10 +23,11 @@ RECIPES = {
     "mdlm": "dlmkit.train.recipes.mdlm:train_tiny_mdlm",
     **{role: "dlmkit.train.recipes.causal_lm:train_tiny_causal_lm"
        for role in ("ar_small", "ar_medium", "ar_large", "target", "drafter")},
+    "verifier": "dlmkit.train.recipes.verifier:train_tiny_verifier",
 }
 # The judge is the target checkpoint (presets.TINY maps both to gpt2_target).
 ALIASES = {"judge": "target"}
-PENDING = {"verifier": "issue #8"}
+PENDING: dict[str, str] = {}
 
 
 def main(argv=None) -> int:
