@@ -39,7 +39,7 @@ from dlmkit.cli import (build_parser, model_overrides, positive_int, resolve_dev
                         selected_phases, seed_everything)
 from dlmkit.errors import UserError
 from dlmkit.presets import resolve_models
-from dlmkit.results import Run, default_out, echo, markdown_table
+from dlmkit.results import Run, default_out, echo, markdown_table, save_figure
 
 PHASES = ["embed", "stage_a", "stage_c", "infer"]
 ROLES = ["verifier"]
@@ -130,10 +130,7 @@ def plot(path: Path, series: list[tuple[str, list, list]], xlabel: str, ylabel: 
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 class Context:
@@ -400,10 +397,7 @@ def phase_infer(run: Run, ctx: Context) -> None:
                  f"threshold {cfg['threshold']}", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = run.dir / "infer_accepted.tmp.png"
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(run.dir / "infer_accepted.png")
+    save_figure(fig, run.dir / "infer_accepted.png")
     run.phase_done("infer")
 
 

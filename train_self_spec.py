@@ -41,7 +41,7 @@ from dlmkit.decoding.mdlm_sampler import SAMPLERS, sample
 from dlmkit.errors import UserError
 from dlmkit.phases.self_spec import SAMPLE_DEFAULTS, TRAIN_DEFAULTS, pooled, standard_error
 from dlmkit.presets import resolve_models
-from dlmkit.results import Run, default_out, echo
+from dlmkit.results import Run, default_out, echo, save_figure
 
 PHASES = ["baseline", "train", "sample", "eval"]
 ROLES = ["mdlm", "judge"]
@@ -285,10 +285,7 @@ def plot_baseline(path: Path, table: list[dict], references: list[dict], title: 
     ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 def load_models(args, cfg: dict, specs: dict, device: str, dtype):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from dlmkit.errors import UserError
 from dlmkit.phases.reference import DreamSettings
+from dlmkit.phases.dream_role import DreamRole
 
 THRESHOLDS = (0.90, 0.95, 0.99)
 PAPER_TAPS = (4, 8, 16, 32, 48, 64)  # of Qwen2.5-32B's 64 layers
@@ -113,7 +114,7 @@ def config_layers(source: str) -> int | None:
 
 
 @dataclass
-class Bridge:
+class Bridge(DreamRole):
     """The inputs of one invocation; models load lazily and stay loaded."""
 
     preset: str
@@ -152,20 +153,6 @@ class Bridge:
 
             self._cache["ar_tokenizer"] = AutoTokenizer.from_pretrained(self.specs["ar_large"].source)
         return self._cache["ar_tokenizer"]
-
-    def dlm(self):
-        if "dlm" not in self._cache:
-            from dlmkit.models.dream import load_dream
-
-            self._cache["dlm"] = load_dream(self.specs["dlm"].source, device=self.device, dtype=self.dtype)
-        return self._cache["dlm"]
-
-    def dlm_tokenizer(self):
-        if "dlm_tokenizer" not in self._cache:
-            from dlmkit.models.dream import load_dream_tokenizer
-
-            self._cache["dlm_tokenizer"] = load_dream_tokenizer(self.specs["dlm"].source)
-        return self._cache["dlm_tokenizer"]
 
     def taps(self, n_layers: int) -> list[int]:
         from dlmkit.models.logit_lens import check_taps

@@ -40,6 +40,7 @@ from dlmkit.metrics.text import word_f1
 from dlmkit.phases.reference import PermanenceCheck, chat_prompt_ids, end_token_ids, item_seed, response_length
 from dlmkit.phases.scoring import is_correct, mean, mean_ci
 from dlmkit.stats import compare_paired
+from dlmkit.results import save_figure
 
 COLD = "cold"
 
@@ -268,8 +269,7 @@ def plot_f1_by_steps(rows: list[dict], path) -> None:
     ax.set_title("Dream seeded with ar_large's confident layer tokens")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 __all__ = ["COLD", "Injection", "condition_name", "difficulty_table", "dream_answer", "f1_table", "inject_prompt",

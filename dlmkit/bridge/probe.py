@@ -42,6 +42,7 @@ from dlmkit.decoding.forced import default_end_token_ids
 from dlmkit.models.logit_lens import num_layers, teacher_forced_lens
 from dlmkit.phases.reference import chat_prompt_ids
 from dlmkit.phases.scoring import is_correct, mean
+from dlmkit.results import save_figure
 
 KIND_CODE = {STRUCTURAL: "s", CONTENT: "c"}
 
@@ -213,8 +214,7 @@ def plot_depth(layer_rows: list[dict], depth_rows: list[dict], thresholds, path)
     bottom.set_ylim(-0.02, 1.02)
     bottom.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 __all__ = ["count", "depth_table", "greedy_answer", "is_viable", "layers_table", "plot_depth", "probe_prompt",

@@ -31,6 +31,7 @@ from dlmkit.data.benchmarks import is_eval_item
 from dlmkit.decoding.forced import forced_decode
 from dlmkit.phases.reference import chat_prompt_ids
 from dlmkit.phases.scoring import mean, mean_ci, not_reproduced, proportion_ci, score_answer
+from dlmkit.results import save_figure
 
 MODELS = ("ar_small", "ar_medium")
 RULES = ("oracle", "committed_end")
@@ -192,8 +193,7 @@ def plot_gapfill(rows: list[dict], path) -> None:
     axes[1].legend(fontsize=7)
     fig.suptitle(f"gap fill, evaluation set (n={rows[0]['n']})")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def records_from_fills(run, suite, name: str, table: str, compute) -> list[dict] | None:

@@ -45,6 +45,7 @@ from dlmkit.decoding.diffusion import diffusion_generate
 from dlmkit.phases.gapfill import gap_fill
 from dlmkit.phases.reference import chat_prompt_ids, end_token_ids, item_seed, response_length
 from dlmkit.phases.scoring import mean, score_answer
+from dlmkit.results import save_figure
 
 GRID_128 = (8, 13, 16, 24, 32, 48, 64, 96, 128)
 KEEP = 0.95
@@ -161,8 +162,7 @@ def plot_pearl(curve: list[dict], threshold: float, path) -> None:
     axes[0].legend(fontsize=8)
     fig.suptitle(f"GSM8K: F1 and accuracy against DLM steps (n={curve[0]['n']})")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def phase_c(run, suite) -> None:

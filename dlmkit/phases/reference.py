@@ -20,6 +20,7 @@ from dlmkit.anchors import anchors_at_fraction, contiguous_prefix_fraction, step
 from dlmkit.decoding.diffusion import diffusion_generate
 from dlmkit.metrics.answers import check_answer
 from dlmkit.phases.scoring import mean
+from dlmkit.results import save_figure
 
 FRACTIONS = (0.10, 0.15, 0.25)
 CURVE_POINTS = (0.05, 0.10, 0.15, 0.20, 0.25, 0.375, 0.50, 0.75, 1.0)
@@ -171,8 +172,7 @@ def plot_commit_curves(records: list[dict], steps: int, path) -> None:
     ax.set_title("Dream commit curves")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def settings_dict(settings: DreamSettings) -> dict:

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from dlmkit.errors import UserError
-from dlmkit.results import echo
+from dlmkit.results import echo, save_figure
 
 SPEC_NOTE = "self-spec: "
 METHODS = ("self_spec", "draft_only")
@@ -378,7 +378,4 @@ def plot(path: Path, mdlm: dict, spec: dict, cfg: dict, references: list[dict], 
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)

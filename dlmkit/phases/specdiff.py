@@ -37,6 +37,7 @@ from dlmkit.decoding.drafters import ARDrafter, MDLMDrafter
 from dlmkit.decoding.spec_loop import CachedLM, Generation, ar_generate, speculative_generate
 from dlmkit.errors import UserError
 from dlmkit.phases.reference import item_seed
+from dlmkit.results import save_figure
 
 FAMILIES = ("ar", "sd", "specdiff", "hf")
 PROMPT_SETS = {"tiny": ("documents", "chat"), "paper": ("owt", "cnn_dm")}
@@ -457,7 +458,4 @@ def plot(path, result: dict, cfg: dict, title: str) -> None:
             ax.legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path, dpi=110)

@@ -17,12 +17,13 @@ from pathlib import Path
 from dlmkit.data.benchmarks import prompt_set
 from dlmkit.errors import UserError
 from dlmkit.phases import reference
+from dlmkit.phases.dream_role import DreamRole
 
 AR_ROLES = ("ar_small", "ar_medium")
 
 
 @dataclass
-class Suite:
+class Suite(DreamRole):
     """The inputs of one invocation; models and tokenizers load lazily and stay loaded."""
 
     preset: str
@@ -53,20 +54,6 @@ class Suite:
         return self._cache["by_id"][item_id]
 
     # ---------------------------------------------------------------- models
-
-    def dlm(self):
-        if "dlm" not in self._cache:
-            from dlmkit.models.dream import load_dream
-
-            self._cache["dlm"] = load_dream(self.specs["dlm"].source, device=self.device, dtype=self.dtype)
-        return self._cache["dlm"]
-
-    def dlm_tokenizer(self):
-        if "dlm_tokenizer" not in self._cache:
-            from dlmkit.models.dream import load_dream_tokenizer
-
-            self._cache["dlm_tokenizer"] = load_dream_tokenizer(self.specs["dlm"].source)
-        return self._cache["dlm_tokenizer"]
 
     def dlm_config(self):
         """The DLM's DreamConfig (vocabulary size, mask id) without loading its weights."""
