@@ -75,3 +75,15 @@ def test_checkpoint_holds_only_trainable_parameters(tmp_path):
 
     train(Tiny(), _loss, _batch, TrainConfig(**{**CFG, "steps": 5}), tmp_path, device="cpu")
     assert set(load_file(str(tmp_path / "checkpoint" / "trainable.safetensors"))) == {"head.weight", "head.bias"}
+
+
+def test_shard_batch_splits_rows_evenly_across_processes():
+    from dlmkit.train.loop import shard_batch
+
+    batch = {"x": torch.arange(12).reshape(6, 2), "pair": (torch.arange(6), torch.arange(6) * 10)}
+    parts = [shard_batch(batch, i, 3) for i in range(3)]
+    assert torch.equal(torch.cat([p["x"] for p in parts]), batch["x"])
+    assert parts[1]["pair"][1].tolist() == [20, 30]
+    assert shard_batch(batch, 0, 1) is batch
+    with pytest.raises(ValueError, match="divisible by the number of processes"):
+        shard_batch(torch.zeros(5, 2), 0, 2)

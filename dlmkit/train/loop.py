@@ -4,7 +4,9 @@ AdamW, linear warmup + cosine decay, gradient clipping, periodic validation, che
 with resume, a tqdm bar and a JSONL log. Batches come from `make_batch(step)`, a pure
 function of the step, so a resumed run sees exactly the batches it would have seen.
 Runs through `accelerate`, so the same code trains on one CPU or on several GPUs
-(`accelerate launch script.py ...`).
+(`accelerate launch script.py ...`): each process takes its share of the step's batch
+(`shard_batch`), so the batch size is global and the averaged gradient is the one-process
+gradient of the whole batch.
 """
 
 from __future__ import annotations
@@ -51,6 +53,24 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
 
 
+def shard_batch(batch, index: int, count: int):
+    """This process's rows of a batch (a tensor, or a tuple / list / dict of tensors with a
+    shared first dimension); the first dimension must divide evenly."""
+    if count == 1:
+        return batch
+    if torch.is_tensor(batch):
+        if batch.shape[0] % count:
+            raise ValueError(f"a batch of {batch.shape[0]} rows does not split over {count} processes; "
+                             "pick a batch size divisible by the number of processes")
+        rows = batch.shape[0] // count
+        return batch[index * rows:(index + 1) * rows]
+    if isinstance(batch, dict):
+        return {k: shard_batch(v, index, count) for k, v in batch.items()}
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(shard_batch(v, index, count) for v in batch)
+    return batch
+
+
 def train(
     model: torch.nn.Module,
     loss_fn: Callable[[torch.nn.Module, object], tuple[torch.Tensor, dict]],
@@ -84,8 +104,9 @@ def train(
         history = [r for r in history if r["step"] <= start]
     else:
         history = []
-    _write_log(log_path, history)
-    (out_dir / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    if accelerator.is_main_process:
+        _write_log(log_path, history)
+        (out_dir / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
 
     model.train()
     bar = tqdm(range(start, cfg.steps), desc=desc, initial=start, total=cfg.steps,
@@ -93,6 +114,11 @@ def train(
     t0, running = time.time(), []
     for step in bar:
         batch = make_batch(step)
+        if accelerator.num_processes > 1:
+            from accelerate.utils import send_to_device
+
+            batch = send_to_device(shard_batch(batch, accelerator.process_index, accelerator.num_processes),
+                                   accelerator.device)
         loss, metrics = loss_fn(model, batch)
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
@@ -114,7 +140,8 @@ def train(
                     record.update({f"val_{k}": float(v) for k, v in eval_fn(accelerator.unwrap_model(model)).items()})
                 model.train()
             history.append(record)
-            _append_log(log_path, record)
+            if accelerator.is_main_process:
+                _append_log(log_path, record)
             bar.set_postfix(loss=f"{record['loss']:.4f}")
         if done == cfg.steps or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0):
             accelerator.wait_for_everyone()
