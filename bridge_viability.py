@@ -23,7 +23,6 @@ The science lives in dlmkit/bridge/ and dlmkit/models/logit_lens.py.
     python bridge_viability.py --layer-taps 2 4 6 --phase probe
 """
 
-import argparse
 import sys
 
 from dlmkit.bridge.context import (DREAM, QUANTIZATIONS, THRESHOLDS, Bridge, BridgeSettings, default_step_grid,
@@ -31,8 +30,8 @@ from dlmkit.bridge.context import (DREAM, QUANTIZATIONS, THRESHOLDS, Bridge, Bri
 from dlmkit.bridge.phases import phase_inject, phase_probe
 from dlmkit.bridge.prompts import PROMPT_SETS, bridge_prompts, default_prompt_set
 from dlmkit.bridge.token_kinds import KINDS
-from dlmkit.cli import (build_parser, model_overrides, positive_int, resolve_device, resolve_dtype, run_main,
-                        seed_everything, selected_phases)
+from dlmkit.cli import (build_parser, model_overrides, positive_int, probability, resolve_device,
+                       resolve_dtype, run_main, seed_everything, selected_phases)
 from dlmkit.errors import UserError
 from dlmkit.presets import resolve_models
 from dlmkit.results import Run, default_out, echo
@@ -43,14 +42,6 @@ PHASE_ROLES = {"probe": ["ar_large"], "inject": ["ar_large", "dlm"]}  # inject r
 RUNNERS = {"probe": phase_probe, "inject": phase_inject}
 
 
-def probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
-    return value
 
 
 def add_flags(parser) -> None:

@@ -35,8 +35,8 @@ import json
 import sys
 from pathlib import Path
 
-from dlmkit.cli import (build_parser, model_overrides, positive_int, resolve_device, resolve_dtype, run_main,
-                        selected_phases, seed_everything)
+from dlmkit.cli import (build_parser, count_list, model_overrides, positive_int, resolve_device,
+                       resolve_dtype, run_main, seed_everything, selected_phases)
 from dlmkit.decoding.mdlm_sampler import SAMPLERS
 from dlmkit.errors import UserError
 from dlmkit.presets import resolve_models
@@ -47,14 +47,6 @@ ROLES = ["mdlm", "target", "drafter"]
 REPO = Path(__file__).resolve().parent
 
 
-def int_list(text: str) -> list[int]:
-    try:
-        values = sorted({int(part) for part in text.split(",") if part.strip()})
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
-    if not values or values[0] < 1:
-        raise argparse.ArgumentTypeError(f"values must be >= 1, got {text!r}")
-    return values
 
 
 def float_list(text: str) -> list[float]:
@@ -81,11 +73,11 @@ def make_parser():
                      help="tokens of each document or article used as the prompt (default: tiny 12, paper 128)")
     own.add_argument("--max-new-tokens", type=positive_int, default=None, metavar="N",
                      help="tokens generated per prompt, a fixed length (default: tiny 64, paper 256)")
-    own.add_argument("--gammas", type=int_list, default=None, metavar="G1,G2",
+    own.add_argument("--gammas", type=count_list, default=None, metavar="G1,G2",
                      help="SpecDiff draft lengths (default: tiny 4,8,16; paper 5,10,15,20)")
-    own.add_argument("--steps", type=int_list, default=None, metavar="T1,T2",
+    own.add_argument("--steps", type=count_list, default=None, metavar="T1,T2",
                      help="SpecDiff denoising steps per draft (default: tiny 1,2,4; paper 1,2,4,8)")
-    own.add_argument("--sd-gammas", type=int_list, default=None, metavar="G1,G2",
+    own.add_argument("--sd-gammas", type=count_list, default=None, metavar="G1,G2",
                      help="draft lengths of the AR drafter (phases sd and hf) (default: tiny 2,4,8; paper 3,5,8)")
     own.add_argument("--temperatures", type=float_list, default=None, metavar="T1,T2",
                      help="sampling temperatures; 0 = greedy (default: 0,1)")

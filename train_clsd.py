@@ -35,8 +35,8 @@ from pathlib import Path
 
 import torch
 
-from dlmkit.cli import (build_parser, model_overrides, positive_int, resolve_device, resolve_dtype, run_main,
-                        selected_phases, seed_everything)
+from dlmkit.cli import (build_parser, model_overrides, positive_int, probability, resolve_device,
+                       resolve_dtype, run_main, seed_everything, selected_phases)
 from dlmkit.errors import UserError
 from dlmkit.presets import resolve_models
 from dlmkit.results import Run, default_out, echo, markdown_table, save_figure
@@ -67,11 +67,6 @@ def index_list(text: str) -> list[int]:
     return values
 
 
-def probability(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {value}")
-    return value
 
 
 def make_parser():

@@ -35,8 +35,8 @@ from pathlib import Path
 
 import torch
 
-from dlmkit.cli import (build_parser, model_overrides, positive_int, resolve_device, resolve_dtype, run_main,
-                        selected_phases, seed_everything)
+from dlmkit.cli import (build_parser, count_list, model_overrides, positive_int, resolve_device,
+                       resolve_dtype, run_main, seed_everything, selected_phases)
 from dlmkit.decoding.mdlm_sampler import SAMPLERS, sample
 from dlmkit.errors import UserError
 from dlmkit.phases.self_spec import SAMPLE_DEFAULTS, TRAIN_DEFAULTS, pooled, standard_error
@@ -67,22 +67,12 @@ def portable(source: str) -> str:
         return source
 
 
-def step_list(text: str) -> list[int]:
-    import argparse
-
-    try:
-        steps = sorted({int(part) for part in text.split(",") if part.strip()})
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
-    if not steps or steps[0] < 1:
-        raise argparse.ArgumentTypeError(f"step counts must be >= 1, got {text!r}")
-    return steps
 
 
 def make_parser():
     parser = build_parser("train_self_spec.py", __doc__, phases=PHASES, roles=ROLES)
     own = parser.add_argument_group("baseline phase")
-    own.add_argument("--steps", type=step_list, default=None, metavar="S1,S2,...",
+    own.add_argument("--steps", type=count_list, default=None, metavar="S1,S2,...",
                      help="denoising step counts (default: tiny 8,16,32,64,128; paper 28,32,64,128,256,512)")
     own.add_argument("--length", type=int, default=None, metavar="L",
                      help="tokens per sample (default: tiny 128, paper 1024; at most the MDLM's model_length)")
@@ -103,7 +93,7 @@ def make_parser():
     spec.add_argument("--self-spec", type=Path, default=None, metavar="DIR",
                       help="trained causal layer + target head to sample with (default: CKPT_DIR/final, "
                            "what --phase train wrote)")
-    spec.add_argument("--nfe", type=step_list, default=None, metavar="N1,N2,...",
+    spec.add_argument("--nfe", type=count_list, default=None, metavar="N1,N2,...",
                       help="NFE budgets; dtau is calibrated to each (default: tiny 8,16,32,64,128, matching the "
                            "baseline steps; paper 28,64,128,256,512)")
     spec.add_argument("--spec-batch-size", type=positive_int, default=None, metavar="B",

@@ -48,6 +48,27 @@ def positive_int(text: str) -> int:
     return value
 
 
+def count_list(text: str) -> list[int]:
+    """'8,16,4' -> [4, 8, 16]: distinct whole numbers >= 1, sorted (step counts, draft lengths, NFE budgets)."""
+    try:
+        values = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
+    if not values or values[0] < 1:
+        raise argparse.ArgumentTypeError(f"values must be >= 1, got {text!r}")
+    return values
+
+
+def probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {value}")
+    return value
+
+
 def build_parser(prog: str, description: str, *, phases: list[str], roles: list[str],
                  default_seed: int = 42) -> OneLineParser:
     """A parser with the shared flags; scripts add their own flags to what it returns."""

@@ -79,3 +79,18 @@ def test_model_override_flags_exist_per_role():
     parser = build_parser("x.py", "", phases=["A"], roles=["dlm", "ar_small"])
     args = parser.parse_args(["--model-ar-small", "/x"])
     assert args.model_ar_small == "/x" and args.model_dlm is None
+
+
+def test_list_and_probability_flag_types():
+    import argparse
+
+    from dlmkit.cli import count_list, probability
+
+    assert count_list("16,4,8,4") == [4, 8, 16]
+    for bad in ("0,4", "a,b", ""):
+        with pytest.raises(argparse.ArgumentTypeError):
+            count_list(bad)
+    assert probability("0.9") == 0.9
+    for bad in ("1.5", "-0.1", "high"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            probability(bad)
