@@ -49,21 +49,23 @@ def argv(models, out, *extra):
             "--steps", "2,4", "--length", str(LENGTH), "--out", str(out), "--device", "cpu", *extra]
 
 
-def counting_sampler(script, monkeypatch):
+def counting_sampler(monkeypatch):
+    from dlmkit.phases import mdlm_baseline
+
     calls = []
-    real = script.sample
+    real = mdlm_baseline.sample
 
     def counted(model, canvas, steps, **kwargs):
         calls.append((kwargs["sampler"], steps, canvas.shape[0]))
         return real(model, canvas, steps, **kwargs)
 
-    monkeypatch.setattr(script, "sample", counted)
+    monkeypatch.setattr(mdlm_baseline, "sample", counted)
     return calls
 
 
 def test_baseline_writes_tables_and_resume_skips_finished_samples(models, tmp_path, monkeypatch):
     script = load_script()
-    calls = counting_sampler(script, monkeypatch)
+    calls = counting_sampler(monkeypatch)
     out = tmp_path / "run"
     assert script.main(argv(models, out, "--subset", "2", "--phase", "baseline")) == 0
     assert len(calls) == 2 * 2 * 2  # 2 samplers x 2 step counts x 2 samples (batch 1)

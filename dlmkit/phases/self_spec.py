@@ -250,6 +250,33 @@ def phase_sample(run, *, model, cfg: dict, score, device: str) -> None:
     run.phase_done("sample")
 
 
+def weights_digest(directory: Path) -> str:
+    """sha256 of the trained parts: samples drawn with other weights must not be mixed in on resume."""
+    import hashlib
+
+    return hashlib.sha256((Path(directory) / "model.safetensors").read_bytes()).hexdigest()[:16]
+
+
+def phase_sample_trained(run, args, cfg: dict, specs: dict, device: str, dtype, trained: Path,
+                         source_label: str) -> None:
+    """Phase sample as the script runs it: load the MDLM, the judge and the trained parts at
+    `trained` (recorded as `source_label`), refuse to mix samples of other weights, then sample."""
+    from dlmkit.models.self_spec import load_self_spec
+    from dlmkit.phases.mdlm_baseline import load_models, score_samples
+
+    mdlm, tokenizer, judge, judge_tokenizer = load_models(args, cfg, specs, device, dtype)
+    model = load_self_spec(trained, mdlm, device=device, dtype=dtype)
+    digest = weights_digest(trained)
+    before = run.summary["config"].get("self_spec_weights")
+    if before and before != digest and run.log("self_spec_samples").records():
+        raise UserError(f"{run.dir} holds samples of other self-spec weights ({before}, now {digest}); remove "
+                        f"{run.dir / 'self_spec_samples.jsonl'} and the self_spec_dtau table, or pass another --out")
+    run.summary["config"]["self_spec_weights"] = digest
+    run.summary["config"]["self_spec_source"] = source_label
+    phase_sample(run, model=model, cfg=cfg, device=device,
+                 score=lambda rows: score_samples(rows, tokenizer, judge, judge_tokenizer, cfg["length"]))
+
+
 # --------------------------------------------------------------------------- eval
 
 
@@ -297,7 +324,8 @@ def phase_eval(run, *, cfg: dict, preset: str) -> None:
             "spec_nfe": s.get("nfe"), "spec_causal_passes": s.get("causal_passes"), "spec_dtau": s.get("dtau"),
             "spec_acceptance": s.get("acceptance"), "spec_tokens_per_nfe": s.get("tokens_per_nfe"),
             "spec_nll": s.get("judge_nll"), "spec_nll_se": s.get("nll_se"), "spec_entropy": s.get("entropy"),
-            "draft_only_nfe": d.get("nfe"), "draft_only_nll": d.get("judge_nll"), "draft_only_entropy": d.get("entropy"),
+            "draft_only_nfe": d.get("nfe"), "draft_only_nll": d.get("judge_nll"),
+            "draft_only_entropy": d.get("entropy"),
             "mdlm_nfe_for_spec_nll": worth, "nfe_ratio": worth / s["nfe"] if worth and s.get("nfe") else None,
             "draft_only_nfe_for_spec_nll": worth_control,
             "nfe_ratio_vs_draft_only": worth_control / s["nfe"] if worth_control and s.get("nfe") else None,
