@@ -1,49 +1,19 @@
 """train_self_spec.py phases train, sample and eval end to end on a tiny random MDLM and judge
 (the baseline phase first, into the same run directory, as the committed run was made)."""
 
-import importlib.util
 import json
-import shutil
-from pathlib import Path
 
 import pytest
 import torch
 
-from dlmkit.data.tiny_corpus import load_tiny_tokenizer
 from dlmkit.errors import UserError
-from dlmkit.models.mdlm import MDLM, MDLMConfig, save_mdlm
-from dlmkit.presets import TINY_TOKENIZER
 
-REPO = Path(__file__).resolve().parents[1]
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
 LENGTH = 12
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("train_self_spec", REPO / "train_self_spec.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    root = tmp_path_factory.mktemp("models")
-    vocab = len(load_tiny_tokenizer())
-    torch.manual_seed(0)
-    mdlm = MDLM(MDLMConfig(vocab_size=vocab, model_length=16, hidden_dim=32, cond_dim=8, n_blocks=1, n_heads=2,
-                           dropout=0.0))
-    with torch.no_grad():
-        mdlm.backbone.output_layer.linear.weight.normal_(0, 0.5)
-    save_mdlm(mdlm, root / "mdlm")
-    GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_positions=64, n_embd=32, n_layer=1, n_head=2)).save_pretrained(
-        root / "judge")
-    for name in TOKENIZER_FILES:
-        shutil.copy(TINY_TOKENIZER / name, root / "mdlm" / name)
-        shutil.copy(TINY_TOKENIZER / name, root / "judge" / name)
-    return root
+def models(tmp_path_factory, write_mdlm_and_judge):
+    return write_mdlm_and_judge(tmp_path_factory.mktemp("models"), model_length=16)
 
 
 @pytest.fixture
@@ -63,8 +33,9 @@ def argv(models, out, *extra):
             "--spec-batch-size", "2", *extra]
 
 
-def test_all_phases_write_their_tables_and_resume_skips_finished_work(models, small_data, tmp_path, monkeypatch):
-    script = load_script()
+def test_all_phases_write_their_tables_and_resume_skips_finished_work(models, small_data, tmp_path, monkeypatch,
+                                                                      load_script):
+    script = load_script("train_self_spec.py")
     out = tmp_path / "run"
     assert script.main(argv(models, out, "--phase", "baseline")) == 0
     assert script.main(argv(models, out, "--resume", "--phase", "train", "--phase", "sample", "--phase", "eval")) == 0
@@ -106,8 +77,8 @@ def test_all_phases_write_their_tables_and_resume_skips_finished_work(models, sm
     assert calls == [] and (out / "self_spec_samples.jsonl").read_text() == before
 
 
-def test_same_seed_same_samples_and_errors(models, small_data, tmp_path):
-    script = load_script()
+def test_same_seed_same_samples_and_errors(models, small_data, tmp_path, load_script):
+    script = load_script("train_self_spec.py")
     outs = [tmp_path / "a", tmp_path / "b"]
     for out in outs:
         assert script.main(argv(models, out, "--phase", "train", "--phase", "sample", "--subset", "2",

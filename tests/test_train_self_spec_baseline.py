@@ -1,47 +1,16 @@
 """train_self_spec.py --phase baseline end to end on a tiny random MDLM and a tiny random GPT-2 judge."""
 
-import importlib.util
 import json
-import shutil
-from pathlib import Path
 
 import pytest
 import torch
 
-from dlmkit.data.tiny_corpus import load_tiny_tokenizer
-from dlmkit.models.mdlm import MDLM, MDLMConfig, save_mdlm
-from dlmkit.presets import TINY_TOKENIZER
-
-REPO = Path(__file__).resolve().parents[1]
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
 LENGTH = 16
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("train_self_spec", REPO / "train_self_spec.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    root = tmp_path_factory.mktemp("models")
-    vocab = len(load_tiny_tokenizer())  # <|mask|> is its last id, as MDLM wants
-    torch.manual_seed(0)
-    mdlm = MDLM(MDLMConfig(vocab_size=vocab, model_length=32, hidden_dim=32, cond_dim=8, n_blocks=1, n_heads=2,
-                           dropout=0.0))
-    with torch.no_grad():  # the output layer starts at zero: give it some shape
-        mdlm.backbone.output_layer.linear.weight.normal_(0, 0.5)
-    save_mdlm(mdlm, root / "mdlm")
-    judge = GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_positions=64, n_embd=32, n_layer=1, n_head=2))
-    judge.save_pretrained(root / "judge")
-    for name in TOKENIZER_FILES:
-        shutil.copy(TINY_TOKENIZER / name, root / "mdlm" / name)
-        shutil.copy(TINY_TOKENIZER / name, root / "judge" / name)
-    return root
+def models(tmp_path_factory, write_mdlm_and_judge):
+    return write_mdlm_and_judge(tmp_path_factory.mktemp("models"), model_length=32)
 
 
 def argv(models, out, *extra):
@@ -63,8 +32,9 @@ def counting_sampler(monkeypatch):
     return calls
 
 
-def test_baseline_writes_tables_and_resume_skips_finished_samples(models, tmp_path, monkeypatch):
-    script = load_script()
+def test_baseline_writes_tables_and_resume_skips_finished_samples(models, tmp_path, monkeypatch,
+                                                                    load_script):
+    script = load_script("train_self_spec.py")
     calls = counting_sampler(monkeypatch)
     out = tmp_path / "run"
     assert script.main(argv(models, out, "--subset", "2", "--phase", "baseline")) == 0
@@ -102,10 +72,10 @@ def test_baseline_writes_tables_and_resume_skips_finished_samples(models, tmp_pa
     assert calls == []
 
 
-def test_sampling_without_trained_parts_and_bad_resume_are_one_line_errors(models, tmp_path):
+def test_sampling_without_trained_parts_and_bad_resume_are_one_line_errors(models, tmp_path, load_script):
     from dlmkit.errors import UserError
 
-    script = load_script()
+    script = load_script("train_self_spec.py")
     with pytest.raises(UserError, match="--phase train first"):
         script.main(argv(models, tmp_path / "a", "--phase", "sample"))
     assert not (tmp_path / "a").exists()
