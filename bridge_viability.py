@@ -42,8 +42,6 @@ PHASE_ROLES = {"probe": ["ar_large"], "inject": ["ar_large", "dlm"]}  # inject r
 RUNNERS = {"probe": phase_probe, "inject": phase_inject}
 
 
-
-
 def add_flags(parser) -> None:
     own = parser.add_argument_group("bridge")
     own.add_argument("--layer-taps", type=positive_int, nargs="+", default=None, metavar="L",

@@ -47,8 +47,6 @@ ROLES = ["mdlm", "target", "drafter"]
 REPO = Path(__file__).resolve().parent
 
 
-
-
 def float_list(text: str) -> list[float]:
     try:
         values = sorted({float(part) for part in text.split(",") if part.strip()})

@@ -100,7 +100,6 @@ def test_trained_parts_round_trip_and_the_loop_checkpoints(trained, tmp_path):
     assert (out / "checkpoint" / "trainable.safetensors").exists()
 
 
-
 def test_resume_after_a_crash_is_bit_identical(tmp_path):
     straight, _ = run(tmp_path / "straight", steps=40)
 
