@@ -32,6 +32,7 @@ from dlmkit.decoding.mdlm_sampler import SAMPLERS, make_canvas, sample
 from dlmkit.decoding.spec_loop import CachedLM, next_token
 from dlmkit.decoding.speculative import probs_from_logits, sample_from, uniforms
 from dlmkit.errors import UserError
+from dlmkit.models.mdlm_diffusion import mask_out
 
 
 @dataclass
@@ -86,7 +87,7 @@ class _TemperedDenoiser:
         logits = self.model(ids, sigma)
         if self.temperature > 0:
             return logits / self.temperature
-        choice = logits.index_fill(-1, torch.tensor([self.mask_id], device=logits.device), float("-inf")).argmax(-1)
+        choice = mask_out(logits, self.mask_id).argmax(-1)
         return torch.full_like(logits, float("-inf")).scatter(-1, choice.unsqueeze(-1), 0.0)
 
 

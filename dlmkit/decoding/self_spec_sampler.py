@@ -36,6 +36,7 @@ import torch
 
 from dlmkit.decoding.speculative import PAD, sample_from, speculative_verify, uniforms
 from dlmkit.errors import UserError
+from dlmkit.models.mdlm_diffusion import mask_out
 
 
 @dataclass
@@ -79,8 +80,7 @@ def _generators(generator, batch: int) -> list:
 
 def _subs_probs(logits: torch.Tensor, mask_id: int) -> torch.Tensor:
     """float64 probabilities with the mask excluded (SUBS at a masked position)."""
-    logits = logits.double().index_fill(-1, torch.tensor([mask_id], device=logits.device), float("-inf"))
-    return logits.softmax(-1)
+    return mask_out(logits.double(), mask_id).softmax(-1)
 
 
 def _pad(rows: list[torch.Tensor]) -> torch.Tensor:

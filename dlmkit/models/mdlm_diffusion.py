@@ -40,14 +40,18 @@ class LogLinearSchedule:
         return self.dsigma(t) / torch.expm1(self.sigma(t))
 
 
+def mask_out(logits: torch.Tensor, mask_id: int) -> torch.Tensor:
+    """The logits with the mask id at -inf: SUBS never predicts the mask."""
+    return logits.index_fill(-1, torch.tensor([mask_id], device=logits.device), float("-inf"))
+
+
 def subs_log_probs(logits: torch.Tensor, xt: torch.Tensor, mask_id: int) -> torch.Tensor:
     """SUBS log-probabilities of x0 given x_t: shape (..., vocab) for xt of shape (...).
 
     The mask gets probability 0 everywhere; an unmasked position is a point mass on its
     own token; a masked position gets softmax over the other logits.
     """
-    logits = logits.index_fill(-1, torch.tensor([mask_id], device=logits.device), float("-inf"))
-    log_probs = logits.log_softmax(dim=-1)
+    log_probs = mask_out(logits, mask_id).log_softmax(dim=-1)
     carried = torch.full_like(log_probs, float("-inf")).scatter(-1, xt.unsqueeze(-1), 0.0)
     return torch.where((xt != mask_id).unsqueeze(-1), carried, log_probs)
 
@@ -109,7 +113,7 @@ def mdlm_loss(
     logits = model(xt, schedule.sigma(t))
     # At a masked position SUBS gives log p(x0) = CE over the logits without the mask;
     # at an unmasked one it gives log 1 = 0, so only masked positions carry loss.
-    logits = logits.float().index_fill(-1, torch.tensor([mask_id], device=x0.device), float("-inf"))
+    logits = mask_out(logits.float(), mask_id)
     ce = F.cross_entropy(logits.transpose(1, 2), x0, reduction="none")
     ce = torch.where(xt == mask_id, ce, torch.zeros_like(ce))
     nlls = ce * schedule.loss_weight(t).to(ce.dtype)[:, None]

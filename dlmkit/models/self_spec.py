@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 from dlmkit.errors import UserError
 from dlmkit.models.mdlm import MDLM, LayerNorm, RotaryEmbedding, apply_rotary, modulate
-from dlmkit.models.mdlm_diffusion import LogLinearSchedule, mask_tokens, sample_t
+from dlmkit.models.mdlm_diffusion import LogLinearSchedule, mask_out, mask_tokens, sample_t
 
 CONFIG_NAME = "config.json"
 SAFETENSORS_NAME = "model.safetensors"
@@ -285,8 +285,7 @@ def random_order(masked: torch.Tensor, generator=None) -> tuple[torch.Tensor, to
 
 
 def _ce(logits, targets, mask_id):
-    logits = logits.float().index_fill(-1, torch.tensor([mask_id], device=logits.device), float("-inf"))
-    return F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
+    return F.cross_entropy(mask_out(logits.float(), mask_id).transpose(1, 2), targets, reduction="none")
 
 
 @dataclass
