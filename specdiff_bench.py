@@ -31,20 +31,17 @@ speedup_vs_gamma.png.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
 from dlmkit.cli import (build_parser, count_list, model_overrides, positive_int, resolve_device,
                        resolve_dtype, run_main, seed_everything, selected_phases)
 from dlmkit.decoding.mdlm_sampler import SAMPLERS
 from dlmkit.errors import UserError
 from dlmkit.presets import resolve_models
-from dlmkit.results import Run, default_out, echo, markdown_table
+from dlmkit.results import Run, default_out, echo, markdown_table, portable_source
 
 PHASES = ["ar", "sd", "specdiff", "hf"]
 ROLES = ["mdlm", "target", "drafter"]
-REPO = Path(__file__).resolve().parent
 
 
 def float_list(text: str) -> list[float]:
@@ -84,13 +81,6 @@ def make_parser():
     return parser
 
 
-def portable(source: str) -> str:
-    try:
-        return str(Path(source).resolve().relative_to(REPO))
-    except (ValueError, OSError):
-        return source
-
-
 def main(argv=None) -> int:
     from dlmkit.phases import specdiff
 
@@ -120,21 +110,12 @@ def main(argv=None) -> int:
 
     # Records carry no model or length: resuming with other ones would mix two runs.
     identity = {"seed": args.seed, "prompt_tokens": cfg["prompt_tokens"], "max_new_tokens": cfg["max_new_tokens"],
-                "sampler": cfg["sampler"], "models": {role: portable(spec.source) for role, spec in specs.items()}}
-    previous = Path(out) / "summary.json"
-    if args.resume and previous.exists():
-        before = json.loads(previous.read_text()).get("config", {}).get("identity")
-        if before and {k: v for k, v in before.items() if k != "models"} != {k: v for k, v in identity.items()
-                                                                           if k != "models"}:
-            raise UserError(f"{out} holds a run with other settings ({before}); resume with the same --seed, "
-                            "--prompt-tokens, --max-new-tokens and --sampler, or pass --overwrite")
-        if before and any(before["models"].get(r, s) != s for r, s in identity["models"].items()):
-            raise UserError(f"{out} was run with other models ({before['models']}); pass the same --model-* "
-                            "flags, or --overwrite")
+                "sampler": cfg["sampler"],
+                "models": {role: portable_source(spec.source) for role, spec in specs.items()}}
     seed_everything(args.seed)
     run = Run(out, script=parser.prog, argv=sys.argv[1:] if argv is None else list(argv), preset=args.preset,
               models=specs, device=device, dtype=str(dtype).removeprefix("torch."), seed=args.seed,
-              config={**cfg, "identity": identity, "phases": phases}, resume=args.resume, overwrite=args.overwrite)
+              config={**cfg, "phases": phases}, identity=identity, resume=args.resume, overwrite=args.overwrite)
 
     bench = specdiff.Bench(specs, phases, device, dtype, cfg["sampler"])
     prompts = specdiff.load_prompts(args.preset, bench.tokenizer, cfg["prompt_sets"], cfg["prompts"],

@@ -29,7 +29,6 @@ finished ones), self_spec_train_log.jsonl, and two plots.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -40,7 +39,7 @@ from dlmkit.errors import UserError
 from dlmkit.phases.mdlm_baseline import phase_baseline
 from dlmkit.phases.self_spec import SAMPLE_DEFAULTS, TRAIN_DEFAULTS, phase_eval, phase_sample_trained, phase_train
 from dlmkit.presets import resolve_models
-from dlmkit.results import Run, default_out
+from dlmkit.results import Run, default_out, portable_source
 
 PHASES = ["baseline", "train", "sample", "eval"]
 ROLES = ["mdlm", "judge"]
@@ -52,16 +51,6 @@ PRESET_DEFAULTS = {
     "tiny": dict(samples=64, length=128, steps=(8, 16, 32, 64, 128), batch_size=1),
     "paper": dict(samples=1000, length=1024, steps=(28, 32, 64, 128, 256, 512), batch_size=16),
 }
-REPO = Path(__file__).resolve().parent
-
-
-def portable(source: str) -> str:
-    """A model source as the resume check compares it: relative to the repo when inside it,
-    so a run resumes from another clone of the repo."""
-    try:
-        return str(Path(source).resolve().relative_to(REPO))
-    except (ValueError, OSError):
-        return source
 
 
 def make_parser():
@@ -134,28 +123,22 @@ def main(argv=None) -> int:
 
     # Records carry no seed, length or model: resuming with other ones would mix two runs.
     identity = {"seed": args.seed, "length": cfg["length"], "batch_size": cfg["batch_size"],
-                "models": {role: portable(spec.source) for role, spec in specs.items()}}
-    previous = Path(out) / "summary.json"
-    if args.resume and previous.exists():
-        before = json.loads(previous.read_text()).get("config", {}).get("identity")
-        if before and before != identity:
-            raise UserError(f"{out} holds a run with other settings ({before}); resume with the same --seed, "
-                            "--length, --batch-size and models, or pass --overwrite")
+                "models": {role: portable_source(spec.source) for role, spec in specs.items()}}
     seed_everything(args.seed)
     run = Run(out, script=parser.prog, argv=sys.argv[1:] if argv is None else list(argv), preset=args.preset,
               models=specs, device=device, dtype=str(dtype).removeprefix("torch."), seed=args.seed,
-              config={**cfg, "identity": identity, "phases": phases, "train": tcfg}, resume=args.resume,
+              config={**cfg, "phases": phases, "train": tcfg}, identity=identity, resume=args.resume,
               overwrite=args.overwrite)
     for phase in phases:
         if phase == "baseline":
             phase_baseline(run, args, cfg, specs, device, dtype)
         elif phase == "train":
             final = phase_train(run, preset=args.preset, seed=args.seed, tcfg=tcfg,
-                                mdlm_source=specs["mdlm"].source, mdlm_label=portable(specs["mdlm"].source),
+                                mdlm_source=specs["mdlm"].source, mdlm_label=portable_source(specs["mdlm"].source),
                                 ckpt_dir=ckpt_dir, device=device, resume=args.resume)
             trained = args.self_spec or final
         elif phase == "sample":
-            phase_sample_trained(run, args, cfg, specs, device, dtype, trained, portable(str(trained)))
+            phase_sample_trained(run, args, cfg, specs, device, dtype, trained, portable_source(str(trained)))
         elif phase == "eval":
             phase_eval(run, cfg=cfg, preset=args.preset)
     run.save()

@@ -132,8 +132,20 @@ class JsonlLog:
 # --------------------------------------------------------------------------- provenance
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+def portable_source(source: str) -> str:
+    """A model source as a resumed run compares it: relative to the repo when inside it, so a
+    run made in one clone of the repo resumes in another."""
+    try:
+        return str(Path(source).resolve().relative_to(REPO))
+    except (ValueError, OSError):
+        return source
+
+
 def git_state(repo: Path | None = None) -> dict:
-    repo = repo or Path(__file__).resolve().parents[1]
+    repo = repo or REPO
     try:
         sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
                              text=True, timeout=10).stdout.strip() or None
@@ -188,12 +200,32 @@ def markdown_table(rows: list[dict], floatfmt: str = ".3f") -> str:
 # --------------------------------------------------------------------------- the run
 
 
+def _check_identity(out: Path, before: dict | None, now: dict) -> None:
+    """Per-item records carry no seed, lengths or models, so resuming with other ones would mix two
+    runs. `identity` holds those settings; its "models" entry is compared on the roles both runs
+    loaded (a resume may run phases that need other roles)."""
+    if not before:
+        return
+    differ = {k for k in before.keys() | now.keys() if k != "models" and before.get(k) != now.get(k)}
+    models_before, models_now = before.get("models", {}), now.get("models", {})
+    differ |= {f"models.{r}" for r in models_before.keys() & models_now.keys() if models_before[r] != models_now[r]}
+    if differ:
+        was = ", ".join(f"{k} {_lookup(before, k)!r} -> {_lookup(now, k)!r}" for k in sorted(differ))
+        raise UserError(f"{out} holds a run with other settings ({was}); resume with the same flags and models, "
+                        "or pass --overwrite")
+
+
+def _lookup(identity: dict, key: str):
+    head, _, role = key.partition(".")
+    return identity.get(head, {}).get(role) if role else identity.get(head)
+
+
 class Run:
     """One invocation of a script: its directory, its summary and its per-item logs."""
 
     def __init__(self, out: Path, *, script: str, argv: list[str], preset: str, models: dict,
                  device: str, dtype: str, seed: int, config: dict | None = None,
-                 resume: bool = False, overwrite: bool = False):
+                 identity: dict | None = None, resume: bool = False, overwrite: bool = False):
         self.dir = Path(out)
         if self.dir.exists() and any(self.dir.iterdir()) and not (resume or overwrite):
             raise UserError(f"{self.dir} already holds a run; pass --resume to continue it, "
@@ -203,6 +235,9 @@ class Run:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.started = time.time()
         previous = self._load_previous() if resume else {}
+        if identity is not None:
+            _check_identity(self.dir, previous.get("config", {}).get("identity"), identity)
+            config = {**(config or {}), "identity": identity}
         self.summary = {
             "provenance": {
                 "script": script, "argv": list(argv), "preset": preset,
