@@ -135,3 +135,14 @@ def test_atomic_write_gives_ordinary_file_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (tmp_path / "s.json").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_resume_refuses_other_identity_but_allows_other_roles(tmp_path):
+    first = {"seed": 0, "length": 8, "models": {"mdlm": "a", "judge": "j"}}
+    _run(tmp_path, identity=first)
+    run = _run(tmp_path, identity={"seed": 0, "length": 8, "models": {"mdlm": "a", "target": "t"}}, resume=True)
+    assert run.summary["config"]["identity"]["models"] == {"mdlm": "a", "target": "t"}
+    with pytest.raises(UserError, match=r"other settings \(length 8 -> 16\)"):
+        _run(tmp_path, identity={**first, "length": 16}, resume=True)
+    with pytest.raises(UserError, match=r"models.mdlm 'a' -> 'b'"):
+        _run(tmp_path, identity={**first, "models": {"mdlm": "b"}}, resume=True)
