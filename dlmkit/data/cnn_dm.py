@@ -8,17 +8,12 @@ Offline, without the cached dataset, loading ends with one line naming the fix.
 
 from __future__ import annotations
 
+from dlmkit.data.owt import offline_error
 from dlmkit.errors import UserError
 
 DATASET_NAME = "abisee/cnn_dailymail"
 DATASET_CONFIG = "3.0.0"
 SPLIT = "test"
-
-
-def _offline_error(what: str, exc: Exception) -> UserError:
-    reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else "no detail"
-    return UserError(f"{what} is not available here ({type(exc).__name__}: {reason}); pass --preset tiny, "
-                     "or run where the hub is reachable with `pip install 'dlmkit[paper]'`")
 
 
 def load_articles(n: int, *, split: str = SPLIT, cache_dir=None) -> list[dict]:
@@ -28,11 +23,11 @@ def load_articles(n: int, *, split: str = SPLIT, cache_dir=None) -> list[dict]:
     try:
         import datasets
     except ImportError as exc:
-        raise _offline_error("the `datasets` package (CNN/DailyMail)", exc) from None
+        raise offline_error("the `datasets` package (CNN/DailyMail)", exc) from None
     try:
         data = datasets.load_dataset(DATASET_NAME, DATASET_CONFIG, split=split, cache_dir=cache_dir)
     except Exception as exc:  # offline, no cache, hub refused
-        raise _offline_error(f"CNN/DailyMail ({DATASET_NAME!r} {DATASET_CONFIG}, split {split})", exc) from None
+        raise offline_error(f"CNN/DailyMail ({DATASET_NAME!r} {DATASET_CONFIG}, split {split})", exc) from None
     if len(data) < n:
         raise UserError(f"CNN/DailyMail {split} has only {len(data)} articles; lower --subset to {len(data)}")
     rows = data.select(range(n))

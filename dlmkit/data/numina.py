@@ -15,18 +15,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dlmkit.errors import UserError
+from dlmkit.errors import UserError, unavailable
 
 DATASET_NAME = "AI-MO/NuminaMath-CoT"
 FIELDS = ("problem", "solution", "messages")
 
 
 def _offline_error(exc: Exception) -> UserError:
-    reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
-    return UserError(f"NuminaMath-CoT ({DATASET_NAME}) is not available here ({type(exc).__name__}: {reason}); "
-                     f"pre-download it where the hub is reachable (python -c \"import datasets; "
-                     f"datasets.load_dataset('{DATASET_NAME}')\") and rerun with HF_DATASETS_OFFLINE=1, "
-                     "pass --data-dir DIR with a local copy, or pass --preset tiny")
+    return unavailable(f"NuminaMath-CoT ({DATASET_NAME})", exc,
+                       f"pre-download it where the hub is reachable (python -c \"import datasets; "
+                       f"datasets.load_dataset('{DATASET_NAME}')\") and rerun with HF_DATASETS_OFFLINE=1, "
+                       "pass --data-dir DIR with a local copy, or pass --preset tiny")
 
 
 def load_numina(split: str = "train", *, n: int | None = None, data_dir: Path | None = None):

@@ -31,7 +31,7 @@ from typing import Sequence
 
 import torch
 
-from dlmkit.errors import UserError
+from dlmkit.errors import UserError, unavailable
 
 DATASET_NAME = "openwebtext"
 TOKENIZER_NAME = "gpt2"
@@ -135,10 +135,9 @@ def tiny_blocks(split: str = "train", *, tokenizer=None, block_len: int = TINY_B
 # --------------------------------------------------------------------------- paper preset
 
 
-def _offline_error(what: str, exc: Exception) -> UserError:
-    reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else "no detail"
-    return UserError(f"{what} is not available here ({type(exc).__name__}: {reason}); pass --preset tiny, "
-                     "or run where the hub is reachable with `pip install 'dlmkit[paper]'`")
+def offline_error(what: str, exc: Exception) -> UserError:
+    return unavailable(what, exc, "pass --preset tiny, or run where the hub is reachable with "
+                                  "`pip install 'dlmkit[paper]'`")
 
 
 def load_owt_tokenizer(name: str = TOKENIZER_NAME):
@@ -148,7 +147,7 @@ def load_owt_tokenizer(name: str = TOKENIZER_NAME):
 
         return AutoTokenizer.from_pretrained(name)
     except Exception as exc:  # offline, no cache
-        raise _offline_error(f"the {name} tokenizer", exc) from None
+        raise offline_error(f"the {name} tokenizer", exc) from None
 
 
 def load_owt_documents(split: str, *, cache_dir=None, streaming: bool = False):
@@ -158,11 +157,11 @@ def load_owt_documents(split: str, *, cache_dir=None, streaming: bool = False):
     try:
         import datasets
     except ImportError as exc:
-        raise _offline_error("the `datasets` package (OpenWebText)", exc) from None
+        raise offline_error("the `datasets` package (OpenWebText)", exc) from None
     try:
         return datasets.load_dataset(DATASET_NAME, split=SPLITS[split], cache_dir=cache_dir, streaming=streaming)
     except Exception as exc:  # offline, no cache, hub refused
-        raise _offline_error(f"OpenWebText ({DATASET_NAME!r}, split {SPLITS[split]})", exc) from None
+        raise offline_error(f"OpenWebText ({DATASET_NAME!r}, split {SPLITS[split]})", exc) from None
 
 
 def wrap_dataset(documents, tokenizer, *, block_len: int = BLOCK_LEN, num_proc: int | None = None):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from dlmkit.errors import UserError
+from dlmkit.errors import UserError, first_line
 
 CAUSAL_TYPES = {"qwen2", "gpt2", "llama", "qwen3", "mistral"}
 
@@ -36,8 +36,7 @@ def load_ar(path_or_id, device="cpu", dtype=None, *, with_tokenizer: bool = True
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype or torch.float32, use_safetensors=True)
         tokenizer = AutoTokenizer.from_pretrained(source) if with_tokenizer else None
     except OSError as error:  # hub unreachable, unknown id, or no safetensors weights
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"cannot load {source}: {first}; download it first (huggingface-cli download "
+        raise UserError(f"cannot load {source}: {first_line(error, limit=None)}; download it first (huggingface-cli download "
                         f"{source}) and pass its local directory, or check the id") from None
     model.to(device).eval()
     return model, tokenizer

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from dlmkit.errors import UserError
+from dlmkit.errors import UserError, first_line
 
 # The 9B text tower (REFERENCE.md section 4; the rest are transformers' defaults, which
 # are Qwen3.5-9B's): hidden 4096, 32 layers, every 4th full attention, vocab 248320.
@@ -110,8 +110,7 @@ def _download(repo_id: str) -> Path:
 
         return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.jinja", "*.txt"]))
     except Exception as exc:  # offline, no cache, gated
-        reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"the verifier {repo_id} cannot be fetched ({reason}); pass --preset tiny, or "
+        raise UserError(f"the verifier {repo_id} cannot be fetched ({first_line(exc)}); pass --preset tiny, or "
                         "--model-verifier DIR with a downloaded copy") from None
 
 
