@@ -29,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from dlmkit.cli import resolve_device, resolve_dtype, run_main  # noqa: E402
+from dlmkit.cli import resolve_device, resolve_dtype, run_main, synchronize  # noqa: E402
 from dlmkit.errors import UserError  # noqa: E402
 from dlmkit.models.clsd import PAPER_SOURCE_INDICES, CLSDDiT, DiTConfig, nearest_tokens, scale_source_indices  # noqa: E402
 from dlmkit.models.qwen35 import TINY_VERIFIER, expand_cache, qwen35_9b_config, text_config  # noqa: E402
@@ -70,28 +70,23 @@ def build_models(config, device: str, dtype):
     return verifier, dit
 
 
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 @torch.no_grad()
 def one_block(verifier, dit, cache, cond, candidates: int, block_len: int, euler_steps: int, device: str):
     """(draft ms, score ms) of one round."""
     embedding = verifier.get_input_embeddings().weight
-    sync(device)
+    synchronize(device)
     t0 = time.perf_counter()
     noise = torch.randn(candidates, block_len, embedding.shape[1], device=device, dtype=embedding.dtype)
     drafts = dit.to_embeddings(draft(dit, cond, noise, euler_steps))
     tokens = nearest_tokens(drafts, embedding)
-    sync(device)
+    synchronize(device)
     t1 = time.perf_counter()
     hidden = verifier.model(input_ids=tokens, past_key_values=expand_cache(cache, candidates),
                             use_cache=True).last_hidden_state
     logprobs = verifier.lm_head(hidden[:, :-1]).float().log_softmax(-1)
     scores = logprobs.gather(-1, tokens[:, 1:, None])[..., 0].mean(-1)
     int(scores.argmax())
-    sync(device)
+    synchronize(device)
     return 1000 * (t1 - t0), 1000 * (time.perf_counter() - t1)
 
 

@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from dlmkit.anchors import Anchors, anchors_at_fraction  # noqa: E402
 from dlmkit.decoding.forced import forced_decode, forced_decode_naive  # noqa: E402
-from dlmkit.cli import run_main  # noqa: E402
+from dlmkit.cli import run_main, synchronize  # noqa: E402
 from dlmkit.errors import UserError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -158,16 +158,11 @@ def build_model(args):
 # --------------------------------------------------------------------------- timing
 
 
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def timed(fn, device):
-    sync(device)
+    synchronize(device)
     start = time.perf_counter()
     out = fn()
-    sync(device)
+    synchronize(device)
     return out, time.perf_counter() - start
 
 
@@ -212,7 +207,7 @@ def warm_up(model, device, vocab):
         forced_decode_naive(model, prompt, [{1: 3}], max_new_tokens=4, rule="fixed")
         forced_decode(model, prompt, [{1: 3}], max_new_tokens=4, rule="fixed")
         forced_decode(model, prompt * 2, [{1: 3}, {}], max_new_tokens=4, rule="fixed", chunked=False)
-    sync(device)
+    synchronize(device)
 
 
 # --------------------------------------------------------------------------- report

@@ -46,7 +46,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from dlmkit.cli import resolve_device, run_main  # noqa: E402
+from dlmkit.cli import (OneLineParser, positive_int, probability, resolve_device, resolve_dtype,  # noqa: E402
+                        run_main, synchronize)
 from dlmkit.errors import UserError  # noqa: E402
 from dlmkit.results import atomic_write_json, markdown_table  # noqa: E402
 
@@ -69,23 +70,23 @@ CONFIGS = {
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", choices=sorted(CONFIGS), default="tiny",
                    help="model geometries: paper (gpt2-xl, gpt2, mdlm-owt; a GPU) or tiny (CPU) (default tiny)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
                    help="auto: bfloat16 on CUDA, float32 on CPU (default auto)")
-    p.add_argument("--context", type=int, default=None,
+    p.add_argument("--context", type=positive_int, default=None,
                    help="tokens already in the KV caches (default: paper 512, tiny 64)")
-    p.add_argument("--gammas", type=int, nargs="+", default=[2, 4, 8, 16], help="draft lengths (default 2 4 8 16)")
-    p.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4, 8], help="MDLM steps T (default 1 2 4 8)")
-    p.add_argument("--acceptance", type=float, nargs="+", default=[0.5, 0.7, 0.9],
+    p.add_argument("--gammas", type=positive_int, nargs="+", default=[2, 4, 8, 16], help="draft lengths (default 2 4 8 16)")
+    p.add_argument("--steps", type=positive_int, nargs="+", default=[1, 2, 4, 8], help="MDLM steps T (default 1 2 4 8)")
+    p.add_argument("--acceptance", type=probability, nargs="+", default=[0.5, 0.7, 0.9],
                    help="SpecDiff per-draft acceptance rates to evaluate (default 0.5 0.7 0.9)")
-    p.add_argument("--sd-acceptance", type=float, default=None,
+    p.add_argument("--sd-acceptance", type=probability, default=None,
                    help="the AR drafter's acceptance (default: the same as each --acceptance)")
     p.add_argument("--summary", type=Path, default=None,
                    help="a specdiff_bench.py summary.json: use its measured accepted drafts and drafter calls per round")
-    p.add_argument("--repeats", type=int, default=10, help="timed calls per measurement (default 10)")
+    p.add_argument("--repeats", type=positive_int, default=10, help="timed calls per measurement (default 10)")
     p.add_argument("--warmup", type=int, default=3, help="untimed calls first (default 3)")
     p.add_argument("--stat", choices=["median", "min"], default="median",
                    help="summary of the timed calls: median, or min on a loaded machine (default median)")
@@ -96,11 +97,6 @@ def parse_args(argv=None):
 # --------------------------------------------------------------------------- timing
 
 
-def _sync(device) -> None:
-    if str(device).startswith("cuda"):
-        torch.cuda.synchronize(device)
-
-
 STAT = {"median": statistics.median, "min": min}
 
 
@@ -109,10 +105,10 @@ def time_ms(fn, device, repeats: int, warmup: int, stat: str = "median") -> floa
         fn()
     times = []
     for _ in range(repeats):
-        _sync(device)
+        synchronize(device)
         start = time.perf_counter()
         fn()
-        _sync(device)
+        synchronize(device)
         times.append(1000 * (time.perf_counter() - start))
     return STAT[stat](times)
 
@@ -229,13 +225,11 @@ def summary_rows(costs: dict, summary_path: Path) -> list[dict]:
 def main(argv=None) -> int:
     args = parse_args(argv)
     device = resolve_device(args.device)
-    dtype = {"auto": torch.bfloat16 if device.startswith("cuda") else torch.float32}.get(args.dtype) or getattr(torch, args.dtype)
+    dtype = resolve_dtype(args.dtype, device)
     config = CONFIGS[args.config]
     context = args.context or config["context"]
     if context + max(args.gammas) + 1 > config["target"]["n_positions"]:
         raise UserError(f"--context {context} + gamma exceeds the target's {config['target']['n_positions']} positions")
-    if any(not 0 <= a <= 1 for a in args.acceptance):
-        raise UserError("--acceptance values must lie in [0, 1]")
     if device == "cpu" and args.config == "paper":
         print("note: the paper config on a CPU takes minutes per MDLM call; pass --config tiny for a quick run",
               file=sys.stderr)

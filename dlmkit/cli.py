@@ -131,6 +131,14 @@ def resolve_device(name: str = "auto") -> str:
     raise UserError(f"unknown --device {name!r}; pass auto, cpu, cuda or cuda:N")
 
 
+def synchronize(device) -> None:
+    """Wait for the GPU's queued work (a timing must cover work done, not work queued); a no-op on CPU."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def resolve_dtype(name: str, device: str):
     import torch
 

@@ -45,8 +45,6 @@ class Draft:
 class ARDrafter:
     """Standard speculative decoding's drafter: a small causal LM with its own KV cache."""
 
-    kind = "ar"
-
     def __init__(self, model):
         self.lm = CachedLM(model)
 
@@ -94,9 +92,7 @@ class _TemperedDenoiser:
 class MDLMDrafter:
     """SpecDiff's drafter: gamma masked positions after the context, `steps` denoising steps."""
 
-    kind = "mdlm"
-
-    def __init__(self, model, steps: int, sampler: str = "ddpm_cache", context: int | None = None):
+    def __init__(self, model, steps: int, sampler: str = "ddpm_cache"):
         if sampler not in SAMPLERS:
             raise UserError(f"unknown MDLM sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
         if not isinstance(steps, int) or steps < 1:
@@ -105,7 +101,6 @@ class MDLMDrafter:
         self.steps = steps
         self.sampler = sampler
         self.model_length = model.config.model_length
-        self.context = context  # canvas positions for context + drafts; None: the model length
         self.device = next(model.parameters()).device
 
     def reset(self) -> None:
@@ -113,7 +108,7 @@ class MDLMDrafter:
 
     def draft(self, sequence: list[int], gamma: int, temperature: float,
               generator: torch.Generator | None) -> Draft:
-        window = min(self.context or self.model_length, self.model_length)
+        window = self.model_length
         if gamma >= window:
             raise UserError(f"gamma {gamma} leaves no room for context in the MDLM's {window}-position canvas; "
                             "lower gamma")

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
+from dlmkit.decoding.speculative import uniforms
 from dlmkit.errors import UserError
 from dlmkit.models.mdlm_diffusion import LogLinearSchedule, subs_log_probs
 
@@ -52,17 +53,11 @@ def make_canvas(prefix: torch.Tensor, length: int, mask_id: int) -> torch.Tensor
     return torch.cat([prefix, suffix], dim=1)
 
 
-def _uniform(shape, generator, device) -> torch.Tensor:
-    """float64 uniforms drawn where the generator lives, so a seed gives the same draws on any device."""
-    source = generator.device if generator is not None else device
-    return torch.rand(shape, dtype=torch.float64, generator=generator, device=source).to(device)
-
-
 def _draw_tokens(log_probs: torch.Tensor, generator) -> torch.Tensor:
     """One categorical draw per row by Gumbel-max in float64."""
     out = []
     for rows in log_probs.split(_ROWS_PER_DRAW):
-        u = _uniform(rows.shape, generator, rows.device)
+        u = uniforms(rows.shape, generator, rows.device)
         gumbel = -torch.log(-torch.log(u.clamp_min(1e-300)))
         out.append((rows + gumbel).argmax(dim=-1))
     return torch.cat(out) if out else log_probs.new_zeros(0, dtype=torch.long)
@@ -159,7 +154,7 @@ def sample(
         masked = x == mask_id
         # From t to s a masked token is revealed with probability 1 - mc(s)/mc(t).
         reveal_prob = 1 - schedule.move_chance(s) / schedule.move_chance(t)
-        u = _uniform((batch, seq), generator, device)
+        u = uniforms((batch, seq), generator, device)
         reveal = masked & (u < reveal_prob)
         rows, cols = reveal.nonzero(as_tuple=True)
         if rows.numel():

@@ -47,6 +47,7 @@ def probs_from_logits(logits: torch.Tensor, temperature: float) -> torch.Tensor:
 
 
 def uniforms(shape, generator: torch.Generator | None, device) -> torch.Tensor:
+    """float64 uniforms drawn where the generator lives, so a seed gives the same draws on any device."""
     source = generator.device if generator is not None else device
     return torch.rand(shape, dtype=torch.float64, generator=generator, device=source).to(device)
 

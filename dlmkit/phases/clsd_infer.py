@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from dlmkit.cli import synchronize
 from dlmkit.models.clsd import nearest_tokens
 from dlmkit.models.qwen35 import expand_cache
 from dlmkit.phases.clsd_train import draft
@@ -43,11 +44,6 @@ class Generation:
     verifier_calls: int
     rounds: list[dict] = field(default_factory=list)
     seconds: float = 0.0
-
-
-def _sync(device) -> None:
-    if str(device).startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 @torch.no_grad()
@@ -69,7 +65,7 @@ def _finish(tokens: list[int], max_new: int, stop_ids: set[int]) -> tuple[list[i
 def ar_generate(verifier, prompt_ids: list[int], max_new: int, stop_ids: set[int]) -> Generation:
     """Plain greedy decoding with the verifier and its cache: one call per token."""
     device = verifier.get_input_embeddings().weight.device
-    _sync(device)
+    synchronize(device)
     start = time.perf_counter()
     cache, _, logits = verifier_step(verifier, torch.tensor([prompt_ids], device=device))
     calls, out = 1, []
@@ -80,7 +76,7 @@ def ar_generate(verifier, prompt_ids: list[int], max_new: int, stop_ids: set[int
             break
         cache, _, logits = verifier_step(verifier, torch.tensor([[token]], device=device), cache)
         calls += 1
-    _sync(device)
+    synchronize(device)
     return Generation(out, calls, seconds=time.perf_counter() - start)
 
 
@@ -90,7 +86,7 @@ def clsd_generate(verifier, dit, prompt_ids: list[int], max_new: int, stop_ids: 
     device = verifier.get_input_embeddings().weight.device
     embedding = verifier.get_input_embeddings().weight
     length = dit.config.block_len
-    _sync(device)
+    synchronize(device)
     start = time.perf_counter()
     cache, hidden, logits = verifier_step(verifier, torch.tensor([prompt_ids], device=device))
     calls, out, rounds = 1, [], []
@@ -100,7 +96,7 @@ def clsd_generate(verifier, dit, prompt_ids: list[int], max_new: int, stop_ids: 
         noise = torch.randn((candidates, length, embedding.shape[1]), generator=generator).to(device, dit_dtype(dit))
         drafts = dit.to_embeddings(draft(dit, cond, noise, euler_steps))
         tokens = nearest_tokens(drafts, embedding)  # (N, L)
-        _sync(device)
+        synchronize(device)
         t1 = time.perf_counter()
         _, _, scored = verifier_step(verifier, tokens, expand_cache(cache, candidates))
         calls += 1
@@ -111,7 +107,7 @@ def clsd_generate(verifier, dit, prompt_ids: list[int], max_new: int, stop_ids: 
         kept = guillotine(token_logprobs[best].exp(), threshold)
         next_logits = logits[0, -1] if kept == 0 else scored[best, kept - 1]
         emitted = tokens[best, :kept].tolist() + [int(next_logits.argmax())]
-        _sync(device)
+        synchronize(device)
         t2 = time.perf_counter()
         emitted, done = _finish(emitted, max_new - len(out), stop_ids)
         out += emitted
@@ -122,7 +118,7 @@ def clsd_generate(verifier, dit, prompt_ids: list[int], max_new: int, stop_ids: 
             break
         cache, hidden, logits = verifier_step(verifier, torch.tensor([emitted], device=device), cache)
         calls += 1
-    _sync(device)
+    synchronize(device)
     return Generation(out, calls, rounds, seconds=time.perf_counter() - start)
 
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from dlmkit.cli import synchronize
 from dlmkit.decoding.drafters import ARDrafter, MDLMDrafter
 from dlmkit.decoding.spec_loop import CachedLM, Generation, ar_generate, speculative_generate
 from dlmkit.errors import UserError
@@ -155,13 +156,8 @@ class Bench:
         from dlmkit.models.ar import load_ar
         from dlmkit.models.mdlm import load_mdlm
 
-        def load_causal(role: str, **kwargs):
-            try:
-                return load_ar(specs[role].source, device=device, dtype=dtype, **kwargs)
-            except OSError as exc:  # offline without a cached copy, or an unknown hub id
-                reason = str(exc).strip().splitlines()[0][:100] if str(exc).strip() else type(exc).__name__
-                raise UserError(f"cannot load the {role} {specs[role].source!r} ({reason}); pass --preset tiny, run "
-                                f"where the hub is reachable, or pass --model-{role} DIR") from None
+        def load_causal(role: str, **kwargs):  # load_ar turns an unreachable hub id into a one-line error
+            return load_ar(specs[role].source, device=device, dtype=dtype, **kwargs)
 
         self.device = device
         self.target_model, self.tokenizer = load_causal("target")
@@ -177,17 +173,13 @@ class Bench:
         models = {"target": self.target_model, "AR drafter": self.drafter_model, "MDLM": self.mdlm}
         return {role: sum(p.numel() for p in m.parameters()) for role, m in models.items() if m is not None}
 
-    def _sync(self) -> None:
-        if str(self.device).startswith("cuda"):
-            torch.cuda.synchronize(self.device)
-
     def generate(self, method: Method, prefix: list[int], max_new_tokens: int, temperature: float,
                  seed: int) -> tuple[Generation, float, float]:
         """(generation, wall seconds, CPU seconds of this process) of one method on one prompt. On a
         shared CPU the process time is the steadier measure: it does not count time other processes
         held the cores."""
         generator = torch.Generator().manual_seed(seed)
-        self._sync()
+        synchronize(self.device)
         start, start_cpu = time.perf_counter(), time.process_time()
         if method.family == "ar":
             out = ar_generate(self.target, prefix, max_new_tokens, temperature, generator)
@@ -202,7 +194,7 @@ class Bench:
             out = self._assisted(prefix, max_new_tokens, method.gamma, temperature, seed)
         else:
             raise ValueError(method.family)
-        self._sync()
+        synchronize(self.device)
         return out, time.perf_counter() - start, time.process_time() - start_cpu
 
     def _assisted(self, prefix: list[int], max_new_tokens: int, gamma: int, temperature: float,

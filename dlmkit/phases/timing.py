@@ -39,6 +39,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dlmkit.anchors import Anchors, steps_done_at
+from dlmkit.cli import synchronize
 from dlmkit.data.benchmarks import is_eval_item
 from dlmkit.decoding.diffusion import diffusion_generate
 from dlmkit.decoding.forced import forced_decode
@@ -55,11 +56,6 @@ class _Stop(Exception):
         self.canvas = canvas
 
 
-def _sync(device) -> None:
-    if str(device).startswith("cuda"):
-        torch.cuda.synchronize(device)
-
-
 def dream_run(suite, item: dict, stop_after: int | None = None) -> tuple[float, torch.Tensor | None]:
     """(seconds, generation region) of the reference run, optionally stopped after `stop_after` steps."""
     model, tokenizer, settings = suite.dlm(), suite.dlm_tokenizer(), suite.settings
@@ -72,7 +68,7 @@ def dream_run(suite, item: dict, stop_after: int | None = None) -> tuple[float, 
 
     if stop_after == 0:
         return 0.0, torch.full((settings.max_new_tokens,), model.mask_token_id)
-    _sync(model.device)
+    synchronize(model.device)
     start = time.perf_counter()
     try:
         out = diffusion_generate(model, input_ids, max_new_tokens=settings.max_new_tokens, steps=settings.steps,
@@ -82,17 +78,17 @@ def dream_run(suite, item: dict, stop_after: int | None = None) -> tuple[float, 
         canvas = out.generated[0]
     except _Stop as stopped:
         canvas = stopped.canvas[0, input_ids.shape[1]:]
-    _sync(model.device)
+    synchronize(model.device)
     return time.perf_counter() - start, canvas.cpu()
 
 
 def _timed_fill(suite, prompt: list[int], anchors: dict) -> tuple[float, int, int]:
     model, _ = suite.ar(ROLE)
-    _sync(suite.device)
+    synchronize(suite.device)
     start = time.perf_counter()
     result = forced_decode(model, [prompt], [anchors], max_new_tokens=suite.settings.max_new_tokens,
                            rule="committed_end", end_token_ids=suite.ar_end_ids(ROLE), batch_size=1)
-    _sync(suite.device)
+    synchronize(suite.device)
     return time.perf_counter() - start, len(result.rows[0].tokens), result.forward_passes
 
 
@@ -100,10 +96,10 @@ def _timed_fill(suite, prompt: list[int], anchors: dict) -> tuple[float, int, in
 def _timed_prefill(suite, prompt: list[int]) -> float:
     model, _ = suite.ar(ROLE)
     ids = torch.tensor([prompt], device=suite.device)
-    _sync(suite.device)
+    synchronize(suite.device)
     start = time.perf_counter()
     model(input_ids=ids, use_cache=True, logits_to_keep=1)
-    _sync(suite.device)
+    synchronize(suite.device)
     return time.perf_counter() - start
 
 
