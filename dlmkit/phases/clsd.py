@@ -245,6 +245,7 @@ def phase_infer(run: Run, ctx: Context) -> None:
     done = log.done_ids()
     prompts = infer_prompts(ctx)
     dits = {name: load_dit(path, device=ctx.device, dtype=ctx.dtype) for name, path in drafters}
+    ar_tokens = {r["id"]: r["tokens"] for r in log.records() if r["drafter"] == "ar"}  # read once, not per prompt
     for item in tqdm(prompts, desc="infer", unit="prompt"):
         ar_id = f"ar/{item['id']}"
         if ar_id not in done:
@@ -252,7 +253,8 @@ def phase_infer(run: Run, ctx: Context) -> None:
             log.append({"id": ar_id, "drafter": "ar", "prompt": item["id"], "tokens": ar.tokens,
                         "verifier_calls": ar.verifier_calls, "seconds": ar.seconds})
             done.add(ar_id)
-        reference = next(r for r in log.records() if r["id"] == ar_id)["tokens"]
+            ar_tokens[ar_id] = ar.tokens
+        reference = ar_tokens[ar_id]
         for name, dit in dits.items():
             record_id = f"{name}/{item['id']}"
             if record_id in done:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import torch
 
 from dlmkit.cli import synchronize
-from dlmkit.models.clsd import nearest_tokens
+from dlmkit.models.clsd import NearestEmbedding
 from dlmkit.models.qwen35 import expand_cache
 from dlmkit.phases.clsd_train import draft
 
@@ -86,6 +86,7 @@ def clsd_generate(verifier, dit, prompt_ids: list[int], max_new: int, stop_ids: 
     device = verifier.get_input_embeddings().weight.device
     embedding = verifier.get_input_embeddings().weight
     length = dit.config.block_len
+    read_tokens = NearestEmbedding(embedding)
     synchronize(device)
     start = time.perf_counter()
     cache, hidden, logits = verifier_step(verifier, torch.tensor([prompt_ids], device=device))
@@ -95,7 +96,7 @@ def clsd_generate(verifier, dit, prompt_ids: list[int], max_new: int, stop_ids: 
         cond = hidden[:, -1]
         noise = torch.randn((candidates, length, embedding.shape[1]), generator=generator).to(device, dit_dtype(dit))
         drafts = dit.to_embeddings(draft(dit, cond, noise, euler_steps))
-        tokens = nearest_tokens(drafts, embedding)  # (N, L)
+        tokens = read_tokens(drafts)  # (N, L)
         synchronize(device)
         t1 = time.perf_counter()
         _, _, scored = verifier_step(verifier, tokens, expand_cache(cache, candidates))
