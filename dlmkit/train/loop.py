@@ -5,8 +5,9 @@ with resume, a tqdm bar and a JSONL log. Batches come from `make_batch(step)`, a
 function of the step, so a resumed run sees exactly the batches it would have seen.
 Runs through `accelerate`, so the same code trains on one CPU or on several GPUs
 (`accelerate launch script.py ...`): each process takes its share of the step's batch
-(`shard_batch`), so the batch size is global and the averaged gradient is the one-process
-gradient of the whole batch.
+(`shard_batch`), so the batch size is global. Noise a loss draws from a generator keyed on
+the step alone (masking times, orders) repeats across processes, one pattern per shard: a
+valid but more correlated estimate than one process drawing noise for the whole batch.
 """
 
 from __future__ import annotations
