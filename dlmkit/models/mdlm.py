@@ -231,13 +231,17 @@ class DiTBackbone(nn.Module):
         self.blocks = nn.ModuleList(DDiTBlock(config) for _ in range(config.n_blocks))
         self.output_layer = DDiTFinalLayer(config)
 
-    def forward(self, ids, sigma):
+    def features(self, ids, sigma):
+        """The last block's hidden states and the conditioning vector (what the output layer reads)."""
         x = self.vocab_embed(ids)
         c = F.silu(self.sigma_map(sigma))
         cos, sin = self.rotary_emb(ids.shape[1], ids.device)
         for block in self.blocks:
             x = block(x, cos, sin, c)
-        return self.output_layer(x, c)
+        return x, c
+
+    def forward(self, ids, sigma):
+        return self.output_layer(*self.features(ids, sigma))
 
 
 class MDLM(nn.Module):
@@ -252,16 +256,21 @@ class MDLM(nn.Module):
     def mask_id(self) -> int:
         return self.config.mask_id
 
-    def forward(self, input_ids: torch.Tensor, sigma=None) -> torch.Tensor:
-        """input_ids (batch, seq) long; sigma a float, (batch,) or (batch, 1) tensor, or None (0)."""
+    def _sigma(self, input_ids: torch.Tensor, sigma) -> torch.Tensor:
         batch = input_ids.shape[0]
         if sigma is None or not self.config.time_conditioning:
             # MDLM's released model ignores time: its conditioning is the embedding of 0.
-            sigma = torch.zeros(batch, device=input_ids.device)
-        else:
-            sigma = torch.as_tensor(sigma, dtype=torch.float32, device=input_ids.device)
-            sigma = sigma.reshape(-1).expand(batch) if sigma.numel() == 1 else sigma.reshape(batch)
-        return self.backbone(input_ids, sigma)
+            return torch.zeros(batch, device=input_ids.device)
+        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=input_ids.device)
+        return sigma.reshape(-1).expand(batch) if sigma.numel() == 1 else sigma.reshape(batch)
+
+    def features(self, input_ids: torch.Tensor, sigma=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(hidden states after the last block, conditioning vector): what `forward` feeds its output layer."""
+        return self.backbone.features(input_ids, self._sigma(input_ids, sigma))
+
+    def forward(self, input_ids: torch.Tensor, sigma=None) -> torch.Tensor:
+        """input_ids (batch, seq) long; sigma a float, (batch,) or (batch, 1) tensor, or None (0)."""
+        return self.backbone(input_ids, self._sigma(input_ids, sigma))
 
 
 # ----------------------------------------------------------------------------- checkpoints

@@ -222,19 +222,9 @@ class SelfSpecMDLM(nn.Module):
 
     def draft(self, ids: torch.Tensor, sigma=None) -> Draft:
         """One pass of the frozen MDLM: hidden states and draft logits (what `MDLM.forward` computes)."""
-        net = self.backbone.backbone
-        batch = ids.shape[0]
-        if sigma is None or not self.backbone.config.time_conditioning:
-            sigma = torch.zeros(batch, device=ids.device)
-        else:
-            sigma = torch.as_tensor(sigma, dtype=torch.float32, device=ids.device).reshape(-1).expand(batch)
         with torch.no_grad():
-            x = net.vocab_embed(ids)
-            cond = F.silu(net.sigma_map(sigma))
-            cos, sin = net.rotary_emb(ids.shape[1], ids.device)
-            for block in net.blocks:
-                x = block(x, cos, sin, cond)
-            return Draft(hidden=x, cond=cond, logits=net.output_layer(x, cond))
+            x, cond = self.backbone.features(ids, sigma)
+            return Draft(hidden=x, cond=cond, logits=self.backbone.backbone.output_layer(x, cond))
 
     def target_logits(self, draft: Draft, order: torch.Tensor, tokens: torch.Tensor,
                       valid: torch.Tensor | None = None) -> torch.Tensor:
