@@ -25,11 +25,11 @@ The science lives in dlmkit/bridge/ and dlmkit/models/logit_lens.py.
 
 import sys
 
-from dlmkit.bridge.context import (DREAM, QUANTIZATIONS, THRESHOLDS, Bridge, BridgeSettings, default_step_grid,
+from dlmkit.experiments.bridge.context import (DREAM, QUANTIZATIONS, THRESHOLDS, Bridge, BridgeSettings, default_step_grid,
                                    resolve_quantization)
-from dlmkit.bridge.phases import phase_inject, phase_probe
-from dlmkit.bridge.prompts import PROMPT_SETS, bridge_prompts, default_prompt_set
-from dlmkit.bridge.token_kinds import KINDS
+from dlmkit.experiments.bridge.phases import phase_inject, phase_probe
+from dlmkit.experiments.bridge.prompts import PROMPT_SETS, bridge_prompts, default_prompt_set
+from dlmkit.experiments.bridge.token_kinds import KINDS
 from dlmkit.cli import (build_parser, model_overrides, positive_int, probability, resolve_device,
                        resolve_dtype, run_main, seed_everything, selected_phases)
 from dlmkit.errors import UserError

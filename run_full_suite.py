@@ -33,8 +33,8 @@ from dlmkit.anchors import steps_done_at
 from dlmkit.cli import (build_parser, model_overrides, resolve_device, resolve_dtype, run_main,
                         seed_everything, selected_phases)
 from dlmkit.errors import UserError
-from dlmkit.phases import ablation, gap_only, gapfill, payload, pearl, reference, size, timing
-from dlmkit.phases.suite import Suite
+from dlmkit.experiments.inverse import ablation, fill, gap, payload, pearl, reference, size, timing
+from dlmkit.experiments.inverse.context import Suite
 from dlmkit.presets import resolve_models
 from dlmkit.results import Run, default_out
 
@@ -64,8 +64,8 @@ def phase_a(run, suite):
         run.note("PERMANENCE VIOLATED: a committed token changed during denoising (see A.jsonl)")
 
 
-RUNNERS = {"A": phase_a, "B": gapfill.phase_b, "C": pearl.phase_c, "ablation": ablation.phase_ablation,
-           "gap": gap_only.phase_gap, "size": size.phase_size, "payload": payload.phase_payload,
+RUNNERS = {"A": phase_a, "B": fill.phase_b, "C": pearl.phase_c, "ablation": ablation.phase_ablation,
+           "gap": gap.phase_gap, "size": size.phase_size, "payload": payload.phase_payload,
            "timing": timing.phase_timing}
 
 

@@ -82,7 +82,7 @@ def make_parser():
 
 
 def main(argv=None) -> int:
-    from dlmkit.phases import specdiff
+    from dlmkit.experiments.specdiff import bench as specdiff
 
     parser = make_parser()
     args = parser.parse_args(argv)

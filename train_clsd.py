@@ -35,7 +35,7 @@ from pathlib import Path
 from dlmkit.cli import (build_parser, model_overrides, positive_int, probability, resolve_device,
                        resolve_dtype, run_main, seed_everything, selected_phases)
 from dlmkit.errors import UserError
-from dlmkit.phases.clsd import Context, phase_embed, phase_infer, phase_stage_a, phase_stage_c
+from dlmkit.experiments.clsd.phases import Context, phase_embed, phase_infer, phase_stage_a, phase_stage_c
 from dlmkit.presets import resolve_models
 from dlmkit.results import Run, default_out
 

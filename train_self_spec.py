@@ -36,8 +36,8 @@ from dlmkit.cli import (build_parser, count_list, model_overrides, positive_int,
                        resolve_dtype, run_main, seed_everything, selected_phases)
 from dlmkit.decoding.mdlm_sampler import SAMPLERS
 from dlmkit.errors import UserError
-from dlmkit.phases.mdlm_baseline import phase_baseline
-from dlmkit.phases.self_spec import SAMPLE_DEFAULTS, TRAIN_DEFAULTS, phase_eval, phase_sample_trained, phase_train
+from dlmkit.experiments.self_spec.baseline import phase_baseline
+from dlmkit.experiments.self_spec.phases import SAMPLE_DEFAULTS, TRAIN_DEFAULTS, phase_eval, phase_sample_trained, phase_train
 from dlmkit.presets import resolve_models
 from dlmkit.results import Run, default_out, portable_source
 

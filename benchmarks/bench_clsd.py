@@ -33,7 +33,7 @@ from dlmkit.cli import resolve_device, resolve_dtype, run_main, synchronize  # n
 from dlmkit.errors import UserError  # noqa: E402
 from dlmkit.models.clsd import PAPER_SOURCE_INDICES, CLSDDiT, DiTConfig, NearestEmbedding, scale_source_indices  # noqa: E402
 from dlmkit.models.qwen35 import TINY_VERIFIER, expand_cache, qwen35_9b_config, text_config  # noqa: E402
-from dlmkit.phases.clsd_train import draft  # noqa: E402
+from dlmkit.decoding.clsd import draft  # noqa: E402
 
 TARGET_MS = 500.0
 

@@ -7,15 +7,15 @@ import pytest
 import torch
 
 import bridge_viability
-from dlmkit.bridge import context, inject, probe
-from dlmkit.bridge.token_kinds import CONTENT, STRUCTURAL, kind_of_text
-from dlmkit.bridge.translate import same_vocabulary, token_spans, translate_tokens
+from dlmkit.experiments.bridge import context, inject, probe
+from dlmkit.experiments.bridge.token_kinds import CONTENT, STRUCTURAL, kind_of_text
+from dlmkit.experiments.bridge.translate import same_vocabulary, token_spans, translate_tokens
 from dlmkit.data.tiny_corpus import load_tiny_tokenizer
 from dlmkit.decoding.diffusion import diffusion_generate
 from dlmkit.errors import UserError
 from dlmkit.models.dream import dream_config, random_dream, save_dream
 from dlmkit.models.logit_lens import LayerTaps, check_taps, lens_logits, teacher_forced_lens
-from dlmkit.phases.reference import DreamSettings
+from dlmkit.experiments.inverse.reference import DreamSettings
 from dlmkit.presets import TINY_TOKENIZER
 
 

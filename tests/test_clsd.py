@@ -10,8 +10,8 @@ from dlmkit.decoding.flow import euler_sample, rectified_flow_loss
 from dlmkit.errors import UserError
 from dlmkit.models.clsd import PAPER_SOURCE_INDICES, graft, load_dit, nearest_tokens, save_dit, scale_source_indices
 from dlmkit.models.qwen35 import expand_cache, load_verifier, qwen35_9b_config, text_config
-from dlmkit.phases.clsd_infer import ar_generate, clsd_generate, guillotine
-from dlmkit.phases.clsd_train import StageC, beta_at, stage_a_loss, stage_c_loss
+from dlmkit.decoding.clsd import ar_generate, clsd_generate, guillotine
+from dlmkit.experiments.clsd.objectives import StageC, beta_at, stage_a_loss, stage_c_loss
 
 VOCAB = 61
 SIZE = dict(hidden_size=32, intermediate_size=48, num_attention_heads=2, num_key_value_heads=1, head_dim=16,
@@ -301,7 +301,7 @@ def test_numina_reads_a_local_parquet_copy(tmp_path):
 
 
 def test_windows_cut_the_stream_in_blocks():
-    from dlmkit.phases.clsd_data import windows
+    from dlmkit.experiments.clsd.data import windows
 
     prefix, chunk = windows(list(range(20)), prefix_len=3, block_len=4)
     assert prefix.tolist()[0] == [0, 1, 2] and chunk.tolist()[0] == [3, 4, 5, 6]

@@ -5,11 +5,11 @@ import math
 import pytest
 
 from dlmkit.errors import UserError
-from dlmkit.phases.ablation import control_anchors
-from dlmkit.phases.gap_only import gap_table
-from dlmkit.phases.pearl import GRID_128, anchors_after, pearl_table, step_grid
-from dlmkit.phases.scoring import mean_ci, not_reproduced, proportion_ci
-from dlmkit.phases.suite import check_shared_vocabulary
+from dlmkit.experiments.inverse.ablation import control_anchors
+from dlmkit.experiments.inverse.gap import gap_table
+from dlmkit.experiments.inverse.pearl import GRID_128, anchors_after, pearl_table, step_grid
+from dlmkit.metrics.scoring import mean_ci, not_reproduced, proportion_ci
+from dlmkit.experiments.inverse.context import check_shared_vocabulary
 from run_full_suite import checked_fractions
 
 # --------------------------------------------------------------------------- vocabulary check

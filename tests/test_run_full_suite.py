@@ -9,7 +9,7 @@ from dlmkit.cli import run_main
 from dlmkit.errors import UserError
 from dlmkit.data.tiny_corpus import load_tiny_tokenizer
 from dlmkit.models.dream import dream_config, random_dream, save_dream
-from dlmkit.phases import gapfill, reference
+from dlmkit.experiments.inverse import fill as gapfill, reference
 from dlmkit.presets import TINY_TOKENIZER
 
 SHORT = reference.DreamSettings(max_new_tokens=24, steps=12)

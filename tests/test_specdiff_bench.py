@@ -13,7 +13,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from dlmkit.errors import UserError
 from dlmkit.models.mdlm import MDLM, MDLMConfig, save_mdlm
-from dlmkit.phases import specdiff
+from dlmkit.experiments.specdiff import bench as specdiff
 from dlmkit.presets import TINY_TOKENIZER, ModelSpec, resolve_models
 
 REPO = Path(__file__).resolve().parents[1]

@@ -19,7 +19,7 @@ def argv(models, out, *extra):
 
 
 def counting_sampler(monkeypatch):
-    from dlmkit.phases import mdlm_baseline
+    from dlmkit.experiments.self_spec import baseline as mdlm_baseline
 
     calls = []
     real = mdlm_baseline.sample

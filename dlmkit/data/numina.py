@@ -3,7 +3,7 @@
 Records have `problem`, `solution` and `messages` (a user turn and the assistant's
 solution). CLSD renders `messages` with the verifier's chat template, tokenizes with the
 verifier's tokenizer, packs the transcripts into one stream (each ended by EOS) and cuts
-it into windows (see dlmkit.phases.clsd_data). The tiny preset uses the tiny world's
+it into windows (see dlmkit.experiments.clsd.data). The tiny preset uses the tiny world's
 `math_cot` records, which have the same fields.
 
 Offline, loading fails with one line naming the fixes: pre-download the dataset where the

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from tqdm.auto import tqdm
 
-from dlmkit.bridge import inject, probe
-from dlmkit.bridge.translate import same_vocabulary
+from dlmkit.experiments.bridge import inject, probe
+from dlmkit.experiments.bridge.translate import same_vocabulary
 from dlmkit.errors import UserError
 from dlmkit.models.logit_lens import num_layers
-from dlmkit.phases.scoring import mean
+from dlmkit.metrics.scoring import mean
 
 
 def _records(log, items) -> list[dict]:

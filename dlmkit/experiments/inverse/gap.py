@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from dlmkit.anchors import Anchors
 from dlmkit.metrics.text import gap_token_accuracy, gap_word_f1
-from dlmkit.phases.gapfill import ALONE, RULES, anchors_for, pick, records_from_fills
-from dlmkit.phases.scoring import mean, mean_ci, not_reproduced
+from dlmkit.experiments.inverse.fill import ALONE, RULES, anchors_for, pick, records_from_fills
+from dlmkit.metrics.scoring import mean, mean_ci, not_reproduced
 from dlmkit.stats import cohens_d, spearman, wilcoxon
 
 ROLE = "ar_small"

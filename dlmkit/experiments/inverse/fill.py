@@ -29,8 +29,8 @@ from tqdm.auto import tqdm
 from dlmkit.anchors import Anchors, anchors_at_fraction
 from dlmkit.data.benchmarks import is_eval_item
 from dlmkit.decoding.forced import forced_decode
-from dlmkit.phases.reference import chat_prompt_ids
-from dlmkit.phases.scoring import mean, mean_ci, not_reproduced, proportion_ci, score_answer
+from dlmkit.experiments.inverse.reference import chat_prompt_ids
+from dlmkit.metrics.scoring import mean, mean_ci, not_reproduced, proportion_ci, score_answer
 from dlmkit.results import save_figure
 
 MODELS = ("ar_small", "ar_medium")

@@ -8,7 +8,7 @@ the published hook wrote at step 0's end and indexed from the prompt's start, ov
 the prompt). Dream never re-masks a committed token, so they stay fixed; the hook checks at
 every step that they do (`injected_changed`, always 0) and that no committed token changes
 (`permanence_violations`). Positions beyond the canvas are dropped. When the two models'
-vocabularies differ, the tokens go through text first (dlmkit.bridge.translate).
+vocabularies differ, the tokens go through text first (dlmkit.experiments.bridge.translate).
 
 Every condition (cold Dream, and each injected configuration) runs at every step budget of
 the grid, with the same seed per (prompt, budget) across conditions, so the comparisons are
@@ -31,14 +31,14 @@ import statistics
 
 import torch
 
-from dlmkit.bridge.probe import qualifying
-from dlmkit.bridge.prompts import has_ground_truth
-from dlmkit.bridge.translate import translate_tokens
+from dlmkit.experiments.bridge.probe import qualifying
+from dlmkit.experiments.bridge.prompts import has_ground_truth
+from dlmkit.experiments.bridge.translate import translate_tokens
 from dlmkit.decoding.diffusion import diffusion_generate
 from dlmkit.errors import UserError
 from dlmkit.metrics.text import word_f1
-from dlmkit.phases.reference import PermanenceCheck, chat_prompt_ids, end_token_ids, item_seed, response_length
-from dlmkit.phases.scoring import is_correct, mean, mean_ci
+from dlmkit.experiments.inverse.reference import PermanenceCheck, chat_prompt_ids, end_token_ids, item_seed, response_length
+from dlmkit.metrics.scoring import is_correct, mean, mean_ci
 from dlmkit.stats import compare_paired
 from dlmkit.results import save_figure
 

@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlmkit.decoding.flow import euler_sample, rectified_flow_loss
+from dlmkit.decoding.clsd import draft
+from dlmkit.decoding.flow import rectified_flow_loss
 from dlmkit.models.clsd import nearest_tokens
 
 
@@ -43,11 +44,6 @@ def flow_batch(shards, step: int, batch_size: int, seed: int, device: str, scale
 def stage_a_loss(dit, batch: dict):
     loss = rectified_flow_loss(lambda x, t: dit(x, t, batch["cond"]), batch["target"], batch["noise"], batch["t"])
     return loss, {}
-
-
-def draft(dit, cond: torch.Tensor, noise: torch.Tensor, euler_steps: int) -> torch.Tensor:
-    """Scaled draft embeddings from noise in `euler_steps` Euler steps (differentiable)."""
-    return euler_sample(lambda x, t: dit(x, t, cond), noise, euler_steps)
 
 
 def verifier_logits_on(verifier, prefix_ids: torch.Tensor, block_embeds: torch.Tensor) -> torch.Tensor:

@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from dlmkit.errors import UserError
-from dlmkit.phases.reference import DreamSettings
-from dlmkit.phases.dream_role import DreamRole
+from dlmkit.experiments.inverse.reference import DreamSettings
+from dlmkit.models.roles import DreamRole
 
 THRESHOLDS = (0.90, 0.95, 0.99)
 PAPER_TAPS = (4, 8, 16, 32, 48, 64)  # of Qwen2.5-32B's 64 layers

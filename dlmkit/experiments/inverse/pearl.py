@@ -42,9 +42,9 @@ from tqdm.auto import tqdm
 
 from dlmkit.anchors import Anchors
 from dlmkit.decoding.diffusion import diffusion_generate
-from dlmkit.phases.gapfill import gap_fill
-from dlmkit.phases.reference import chat_prompt_ids, end_token_ids, item_seed, response_length
-from dlmkit.phases.scoring import mean, score_answer
+from dlmkit.experiments.inverse.fill import gap_fill
+from dlmkit.experiments.inverse.reference import chat_prompt_ids, end_token_ids, item_seed, response_length
+from dlmkit.metrics.scoring import mean, score_answer
 from dlmkit.results import save_figure
 
 GRID_128 = (8, 13, 16, 24, 32, 48, 64, 96, 128)

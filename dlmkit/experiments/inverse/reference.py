@@ -19,7 +19,7 @@ import torch
 from dlmkit.anchors import anchors_at_fraction, contiguous_prefix_fraction, steps_done_at
 from dlmkit.decoding.diffusion import diffusion_generate
 from dlmkit.metrics.answers import check_answer
-from dlmkit.phases.scoring import mean
+from dlmkit.metrics.scoring import mean
 from dlmkit.results import save_figure
 
 FRACTIONS = (0.10, 0.15, 0.25)

@@ -11,8 +11,8 @@ evaluation set, so n differs.
 
 from __future__ import annotations
 
-from dlmkit.phases.gapfill import ALONE, RULES, pick, records_from_fills
-from dlmkit.phases.scoring import mean, mean_ci, not_reproduced
+from dlmkit.experiments.inverse.fill import ALONE, RULES, pick, records_from_fills
+from dlmkit.metrics.scoring import mean, mean_ci, not_reproduced
 from dlmkit.stats import cohens_d, wilcoxon
 
 SMALL, MEDIUM = "ar_small", "ar_medium"

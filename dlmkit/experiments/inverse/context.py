@@ -16,8 +16,8 @@ from pathlib import Path
 
 from dlmkit.data.benchmarks import prompt_set
 from dlmkit.errors import UserError
-from dlmkit.phases import reference
-from dlmkit.phases.dream_role import DreamRole
+from dlmkit.experiments.inverse import reference
+from dlmkit.models.roles import DreamRole
 
 AR_ROLES = ("ar_small", "ar_medium")
 

@@ -27,9 +27,9 @@ from tqdm.auto import tqdm
 
 from dlmkit.anchors import Anchors, random_position_control, random_token_control
 from dlmkit.data.benchmarks import is_eval_item
-from dlmkit.phases.gapfill import ALONE, RULES, anchors_for, gap_fill
-from dlmkit.phases.reference import item_seed
-from dlmkit.phases.scoring import mean_ci, not_reproduced, proportion_ci
+from dlmkit.experiments.inverse.fill import ALONE, RULES, anchors_for, gap_fill
+from dlmkit.experiments.inverse.reference import item_seed
+from dlmkit.metrics.scoring import mean_ci, not_reproduced, proportion_ci
 from dlmkit.stats import cohens_d, wilcoxon
 
 ROLE = "ar_small"

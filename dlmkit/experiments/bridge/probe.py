@@ -14,7 +14,7 @@ Per prompt:
 Per layer L and threshold tau, over the answer positions whose lens probability is >= tau
 ("qualifying tokens"): how many there are, and their accuracy = share whose lens token
 equals the final answer's token. The split into structural and content tokens
-(dlmkit.bridge.token_kinds) classifies the lens's token, the one a deployment would inject,
+(dlmkit.experiments.bridge.token_kinds) classifies the lens's token, the one a deployment would inject,
 not the answer's. At the last layer the lens is the model itself, so every position agrees
 (a check the tables make visible).
 
@@ -36,12 +36,12 @@ import time
 
 import torch
 
-from dlmkit.bridge.prompts import has_ground_truth
-from dlmkit.bridge.token_kinds import CONTENT, STRUCTURAL, token_kind
+from dlmkit.experiments.bridge.prompts import has_ground_truth
+from dlmkit.experiments.bridge.token_kinds import CONTENT, STRUCTURAL, token_kind
 from dlmkit.decoding.forced import default_end_token_ids
 from dlmkit.models.logit_lens import num_layers, teacher_forced_lens
-from dlmkit.phases.reference import chat_prompt_ids
-from dlmkit.phases.scoring import is_correct, mean
+from dlmkit.experiments.inverse.reference import chat_prompt_ids
+from dlmkit.metrics.scoring import is_correct, mean
 from dlmkit.results import save_figure
 
 KIND_CODE = {STRUCTURAL: "s", CONTENT: "c"}

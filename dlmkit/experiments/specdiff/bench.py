@@ -37,7 +37,7 @@ from dlmkit.cli import synchronize
 from dlmkit.decoding.drafters import ARDrafter, MDLMDrafter
 from dlmkit.decoding.spec_loop import CachedLM, Generation, ar_generate, speculative_generate
 from dlmkit.errors import UserError
-from dlmkit.phases.reference import item_seed
+from dlmkit.experiments.inverse.reference import item_seed
 from dlmkit.results import save_figure
 
 FAMILIES = ("ar", "sd", "specdiff", "hf")

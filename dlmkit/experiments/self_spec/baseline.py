@@ -15,7 +15,7 @@ import torch
 
 from dlmkit.decoding.mdlm_sampler import SAMPLERS, sample
 from dlmkit.errors import UserError
-from dlmkit.phases.self_spec import pooled, standard_error
+from dlmkit.experiments.self_spec.phases import pooled, standard_error
 from dlmkit.results import Run, echo, save_figure
 
 JUDGE_CONTEXT = 1024  # MDLM scores gen-PPL in chunks of gpt2-large's context

@@ -13,8 +13,8 @@ paper's "119 B vs 209 B vs 402 B" (template, gzip text, raw text) sits on the 10
 from __future__ import annotations
 
 from dlmkit.errors import UserError
-from dlmkit.phases.gapfill import anchors_for
-from dlmkit.phases.scoring import mean, not_reproduced
+from dlmkit.experiments.inverse.fill import anchors_for
+from dlmkit.metrics.scoring import mean, not_reproduced
 
 PUBLISHED_PAYLOAD = {"gzip_template_bytes": 119, "gzip_text_bytes": 209, "raw_text_bytes": 402}
 SIZES = ("gzip_template_bytes", "varint_bytes", "fixed_bytes")

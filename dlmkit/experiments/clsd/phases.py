@@ -77,7 +77,7 @@ class Context:
         return self._tokenizer
 
     def val_batch(self, shards, scale: float) -> dict:
-        from dlmkit.phases.clsd_train import flow_batch
+        from dlmkit.experiments.clsd.objectives import flow_batch
 
         return flow_batch(shards, 0, min(self.cfg["val_batch"], len(shards)), self.cfg["seed"] + 1, self.device, scale)
 
@@ -86,7 +86,7 @@ class Context:
 
 
 def phase_embed(run: Run, ctx: Context) -> None:
-    from dlmkit.phases.clsd_data import encode_windows, token_stream, transcripts, windows, write_shards
+    from dlmkit.experiments.clsd.data import encode_windows, token_stream, transcripts, windows, write_shards
     from dlmkit.results import atomic_write_json
 
     cfg, directory = ctx.cfg, ctx.ckpt / "embed"
@@ -124,8 +124,8 @@ def _train_rows(history: list[dict]) -> list[dict]:
 
 def phase_stage_a(run: Run, ctx: Context) -> None:
     from dlmkit.models.clsd import graft, save_dit
-    from dlmkit.phases.clsd_data import Shards, read_meta
-    from dlmkit.phases.clsd_train import evaluate_drafts, flow_batch, stage_a_loss
+    from dlmkit.experiments.clsd.data import Shards, read_meta
+    from dlmkit.experiments.clsd.objectives import evaluate_drafts, flow_batch, stage_a_loss
     from dlmkit.train.loop import TrainConfig, train
 
     cfg, work = ctx.cfg, ctx.ckpt / "stage_a"
@@ -168,8 +168,8 @@ def phase_stage_a(run: Run, ctx: Context) -> None:
 
 def phase_stage_c(run: Run, ctx: Context) -> None:
     from dlmkit.models.clsd import load_dit, save_dit
-    from dlmkit.phases.clsd_data import Shards, read_meta
-    from dlmkit.phases.clsd_train import (StageC, beta_at, evaluate_drafts, flow_batch, reference_ce,
+    from dlmkit.experiments.clsd.data import Shards, read_meta
+    from dlmkit.experiments.clsd.objectives import (StageC, beta_at, evaluate_drafts, flow_batch, reference_ce,
                                           stage_c_loss)
     from dlmkit.train.loop import TrainConfig, train
 
@@ -217,7 +217,7 @@ def phase_stage_c(run: Run, ctx: Context) -> None:
 
 def infer_prompts(ctx: Context) -> list[dict]:
     """Held-out math problems as chat prompts (the tiny world's test split / NuminaMath test)."""
-    from dlmkit.phases.clsd_data import transcripts
+    from dlmkit.experiments.clsd.data import transcripts
 
     conversations = transcripts(ctx.args.preset, "val", ctx.cfg["prompts"], seed=ctx.cfg["seed"],
                                 data_dir=ctx.args.data_dir)[:ctx.cfg["prompts"]]
@@ -232,7 +232,7 @@ def phase_infer(run: Run, ctx: Context) -> None:
     from tqdm.auto import tqdm
 
     from dlmkit.models.clsd import load_dit
-    from dlmkit.phases.clsd_infer import ar_generate, clsd_generate
+    from dlmkit.decoding.clsd import ar_generate, clsd_generate
 
     cfg = ctx.cfg
     tokenizer, verifier = ctx.tokenizer, ctx.verifier

@@ -262,7 +262,7 @@ def phase_sample_trained(run, args, cfg: dict, specs: dict, device: str, dtype, 
     """Phase sample as the script runs it: load the MDLM, the judge and the trained parts at
     `trained` (recorded as `source_label`), refuse to mix samples of other weights, then sample."""
     from dlmkit.models.self_spec import load_self_spec
-    from dlmkit.phases.mdlm_baseline import load_models, score_samples
+    from dlmkit.experiments.self_spec.baseline import load_models, score_samples
 
     mdlm, tokenizer, judge, judge_tokenizer = load_models(args, cfg, specs, device, dtype)
     model = load_self_spec(trained, mdlm, device=device, dtype=dtype)

@@ -43,8 +43,8 @@ from dlmkit.cli import synchronize
 from dlmkit.data.benchmarks import is_eval_item
 from dlmkit.decoding.diffusion import diffusion_generate
 from dlmkit.decoding.forced import forced_decode
-from dlmkit.phases.reference import chat_prompt_ids, item_seed
-from dlmkit.phases.scoring import mean
+from dlmkit.experiments.inverse.reference import chat_prompt_ids, item_seed
+from dlmkit.metrics.scoring import mean
 
 ROLE = "ar_small"
 PER_STRATUM = 1

@@ -27,9 +27,14 @@ from dataclasses import dataclass, field
 import torch
 
 from dlmkit.cli import synchronize
+from dlmkit.decoding.flow import euler_sample
 from dlmkit.models.clsd import NearestEmbedding
 from dlmkit.models.qwen35 import expand_cache
-from dlmkit.phases.clsd_train import draft
+
+
+def draft(dit, cond: torch.Tensor, noise: torch.Tensor, euler_steps: int) -> torch.Tensor:
+    """Scaled draft embeddings from noise in `euler_steps` Euler steps (differentiable)."""
+    return euler_sample(lambda x, t: dit(x, t, cond), noise, euler_steps)
 
 
 def guillotine(confidence: torch.Tensor, threshold: float) -> int:
