@@ -73,20 +73,6 @@ def to_json(obj) -> str:
     return json.dumps(_jsonable(obj), indent=2, sort_keys=False, allow_nan=False) + "\n"
 
 
-def save_figure(fig, path: Path, dpi: int = 120) -> None:
-    """Save a matplotlib figure atomically (a reader never sees half a PNG) and close it."""
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    try:
-        fig.savefig(tmp, dpi=dpi)
-        tmp.replace(path)
-    finally:
-        plt.close(fig)
-        tmp.unlink(missing_ok=True)
-
-
 def atomic_write_json(path: Path, obj) -> None:
     atomic_write_text(path, to_json(obj))
 

@@ -15,7 +15,7 @@ from dlmkit.decoding.diffusion import diffusion_generate
 from dlmkit.errors import UserError
 from dlmkit.models.dream import dream_config, random_dream, save_dream
 from dlmkit.models.logit_lens import LayerTaps, check_taps, lens_logits, teacher_forced_lens
-from dlmkit.experiments.inverse.reference import DreamSettings
+from dlmkit.decoding.diffusion import DreamSettings
 from dlmkit.presets import TINY_TOKENIZER
 
 

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from dlmkit.anchors import Anchors
+from dlmkit.data.chat import default_end_token_ids
 from dlmkit.decoding.forced import (
-    default_end_token_ids,
     forced_decode,
     forced_decode_naive,
     plan_end,

@@ -10,7 +10,7 @@ from dlmkit.experiments.inverse.gap import gap_table
 from dlmkit.experiments.inverse.pearl import GRID_128, anchors_after, pearl_table, step_grid
 from dlmkit.metrics.scoring import mean_ci, not_reproduced, proportion_ci
 from dlmkit.experiments.inverse.context import check_shared_vocabulary
-from run_full_suite import checked_fractions
+from dlmkit.experiments.inverse.settings import checked_fractions
 
 # --------------------------------------------------------------------------- vocabulary check
 

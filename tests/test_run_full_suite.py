@@ -5,14 +5,16 @@ import pytest
 import torch
 
 import run_full_suite
+from dlmkit.experiments import inverse
 from dlmkit.cli import run_main
+from dlmkit.decoding.diffusion import DreamSettings
 from dlmkit.errors import UserError
 from dlmkit.data.tiny_corpus import load_tiny_tokenizer
 from dlmkit.models.dream import dream_config, random_dream, save_dream
 from dlmkit.experiments.inverse import fill as gapfill, reference
 from dlmkit.presets import TINY_TOKENIZER
 
-SHORT = reference.DreamSettings(max_new_tokens=24, steps=12)
+SHORT = DreamSettings(max_new_tokens=24, steps=12)
 
 
 @pytest.fixture(scope="module")
@@ -57,16 +59,14 @@ def ar_dirs(tmp_path_factory):
 def _suite(dream_dir, ar_dirs, out, *extra, small=None):
     return run_full_suite.main(["--model-dlm", str(dream_dir), "--model-ar-small", str(small or ar_dirs["ar_small"]),
                                 "--model-ar-medium", str(ar_dirs["ar_medium"]), "--subset", "1", "--out", str(out),
-                                *extra])
+                                *extra], dream=SHORT)
 
 
 @pytest.fixture(scope="module")
 def full_run(dream_dir, ar_dirs, tmp_path_factory):
     """Every phase in order on one prompt per stratum (8 prompts, 5 in the evaluation set)."""
     out = tmp_path_factory.mktemp("full") / "run"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(reference.SETTINGS, "tiny", SHORT)
-        assert _suite(dream_dir, ar_dirs, out) == 0
+    assert _suite(dream_dir, ar_dirs, out) == 0
     return out
 
 
@@ -74,14 +74,9 @@ def _jsonl(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-@pytest.fixture(autouse=True)
-def short_runs(monkeypatch):
-    monkeypatch.setitem(reference.SETTINGS, "tiny", SHORT)
-
-
 def _run(dream_dir, out, *extra):
     return run_full_suite.main(["--model-dlm", str(dream_dir), "--subset", "1", "--out", str(out),
-                                "--phase", "A", *extra])
+                                "--phase", "A", *extra], dream=SHORT)
 
 
 def test_phase_a_writes_tables_records_and_plot(dream_dir, tmp_path):
@@ -144,7 +139,7 @@ TABLES = ["phaseA_reference", "commit_curve", "table2_pipeline", "pearl_point", 
 
 def test_every_phase_runs_and_writes_its_table(full_run):
     summary = json.loads((full_run / "summary.json").read_text())
-    assert summary["phases_done"] == run_full_suite.PHASES
+    assert summary["phases_done"] == list(inverse.PHASES)
     assert list(summary["tables"]) == TABLES
     for name, rows in summary["tables"].items():
         assert rows and all("n" in row for row in rows), name
@@ -179,7 +174,7 @@ def test_phase_b_records_hold_both_end_rules_and_respect_the_anchors(full_run):
 
 
 def test_every_phase_same_seed_same_tables(dream_dir, ar_dirs, full_run, tmp_path):
-    phases = [arg for p in run_full_suite.PHASES if p != "timing" for arg in ("--phase", p)]
+    phases = [arg for p in inverse.PHASES if p != "timing" for arg in ("--phase", p)]
     assert _suite(dream_dir, ar_dirs, tmp_path / "again", *phases) == 0
     first = json.loads((full_run / "summary.json").read_text())["tables"]
     again = json.loads((tmp_path / "again" / "summary.json").read_text())["tables"]
@@ -223,7 +218,7 @@ def test_vocabulary_mismatch_is_one_line_naming_the_roles(dream_dir, ar_dirs, tm
     argv = ["--model-dlm", str(dream_dir), "--model-ar-small", str(ar_dirs["ar_600"]),
             "--model-ar-medium", str(ar_dirs["ar_medium"]), "--subset", "1", "--out", str(tmp_path / "r")]
     with pytest.raises(SystemExit) as exit_info:
-        run_main(run_full_suite.main, argv)
+        run_main(lambda a: run_full_suite.main(a, dream=SHORT), argv)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1

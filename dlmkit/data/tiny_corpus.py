@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from dlmkit.data.tinyworld import TinyWorld
+from dlmkit.seeds import indexed_seed
 from dlmkit.tokenizer import IM_END, render_chat
 
 
@@ -58,7 +59,7 @@ def batch_sampler(n_rows: int, batch_size: int, seed: int):
     """Row indices for a step, a pure function of (seed, step) so resumed runs match."""
 
     def indices(step: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        g = torch.Generator().manual_seed(indexed_seed(seed, step))
         return torch.randint(0, n_rows, (batch_size,), generator=g)
 
     return indices

@@ -39,6 +39,34 @@ from dlmkit.errors import UserError
 ALGS = ("origin", "maskgit_plus", "topk_margin", "entropy")
 
 
+@dataclass(frozen=True)
+class DreamSettings:
+    """Dream's generation settings (the paper: 128 entropy-ordered steps, T=0.2, top_p 0.95)."""
+
+    max_new_tokens: int
+    steps: int = 128
+    alg: str = "entropy"
+    temperature: float = 0.2
+    top_p: float | None = 0.95
+    # The published runs loaded Dream with from_pretrained, which inherits top_k=50 from
+    # transformers' defaults unless the caller passes top_k; we make it explicit.
+    top_k: int | None = 50
+    eps: float = 1e-3
+
+
+class PermanenceCheck:
+    """A tokens hook that counts committed positions whose token later changes."""
+
+    def __init__(self, mask_id: int):
+        self.mask_id, self.previous, self.violations = mask_id, None, 0
+
+    def __call__(self, step, x, logits):
+        if self.previous is not None:
+            committed = self.previous != self.mask_id
+            self.violations += int((x[committed] != self.previous[committed]).sum())
+        self.previous = x.clone()
+
+
 @dataclass
 class DiffusionOutput:
     sequences: torch.LongTensor  # (B, P + max_new_tokens): the (left-padded) prompt, then the answer
@@ -271,4 +299,4 @@ def _or_same(returned, original):
     return original if returned is None else returned
 
 
-__all__ = ["ALGS", "DiffusionOutput", "diffusion_generate", "sample_tokens", "top_k_filter", "top_p_filter"]
+__all__ = ["ALGS", "DiffusionOutput", "DreamSettings", "PermanenceCheck", "diffusion_generate", "sample_tokens", "top_k_filter", "top_p_filter"]

@@ -46,6 +46,7 @@ from typing import Mapping
 
 import torch
 
+from dlmkit.data.chat import default_end_token_ids
 from dlmkit.errors import UserError
 
 END_RULES = ("committed_end", "oracle", "fixed")
@@ -148,25 +149,6 @@ class ForcedResult:
 
 
 # --------------------------------------------------------------------------- shared helpers
-
-
-def default_end_token_ids(model, tokenizer=None) -> list[int]:
-    """End tokens: the model's eos id(s), plus <|endoftext|> and <|im_end|> when the
-    tokenizer knows them (Qwen2 chat models end turns with <|im_end|>)."""
-    ids: set[int] = set()
-    for source in (getattr(model, "generation_config", None), getattr(model, "config", None)):
-        eos = getattr(source, "eos_token_id", None)
-        if eos is not None:
-            ids.update([eos] if isinstance(eos, int) else eos)
-    if tokenizer is not None:
-        unk = getattr(tokenizer, "unk_token_id", None)
-        for name in ("<|endoftext|>", "<|im_end|>"):
-            tid = tokenizer.convert_tokens_to_ids(name)
-            if isinstance(tid, int) and tid != unk:
-                ids.add(tid)
-        if tokenizer.eos_token_id is not None:
-            ids.add(tokenizer.eos_token_id)
-    return sorted(ids)
 
 
 def _prepare(model, prompts, anchors, max_new_tokens, rule, gen_lens, end_token_ids):
@@ -389,6 +371,6 @@ def _decode_batch(model, rows: list[_Row], chunked: bool, pad_token_id: int, res
 
 
 __all__ = [
-    "END_RULES", "EndPlan", "ForcedResult", "ForcedRow", "default_end_token_ids", "forced_decode",
+    "END_RULES", "EndPlan", "ForcedResult", "ForcedRow", "forced_decode",
     "forced_decode_naive", "greedy_token", "plan_end",
 ]

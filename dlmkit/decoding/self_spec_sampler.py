@@ -37,6 +37,7 @@ import torch
 from dlmkit.decoding.speculative import PAD, sample_from, speculative_verify, uniforms
 from dlmkit.errors import UserError
 from dlmkit.models.mdlm_diffusion import mask_out
+from dlmkit.seeds import indexed_seed
 
 
 @dataclass
@@ -180,7 +181,7 @@ def calibrate_dtau(model, canvas: torch.Tensor, target_nfe: float, *, seed: int 
     tried = []
 
     def mean_nfe(dtau):
-        gens = [torch.Generator().manual_seed(seed * 1_000_003 + row) for row in range(canvas.shape[0])]
+        gens = [torch.Generator().manual_seed(indexed_seed(seed, row)) for row in range(canvas.shape[0])]
         out = self_spec_sample(model, canvas, dtau, generator=gens)
         value = float(out.nfe.double().mean())
         tried.append((dtau, value))

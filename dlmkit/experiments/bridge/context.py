@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from dlmkit.errors import UserError
-from dlmkit.experiments.inverse.reference import DreamSettings
+from dlmkit.decoding.diffusion import DreamSettings
 from dlmkit.models.roles import DreamRole
 
 THRESHOLDS = (0.90, 0.95, 0.99)

@@ -31,16 +31,17 @@ import statistics
 
 import torch
 
+from dlmkit.data.chat import chat_prompt_ids, end_token_ids, response_length
 from dlmkit.experiments.bridge.probe import qualifying
 from dlmkit.experiments.bridge.prompts import has_ground_truth
 from dlmkit.experiments.bridge.translate import translate_tokens
-from dlmkit.decoding.diffusion import diffusion_generate
+from dlmkit.decoding.diffusion import PermanenceCheck, diffusion_generate
 from dlmkit.errors import UserError
 from dlmkit.metrics.text import word_f1
-from dlmkit.experiments.inverse.reference import PermanenceCheck, chat_prompt_ids, end_token_ids, item_seed, response_length
 from dlmkit.metrics.scoring import is_correct, mean, mean_ci
+from dlmkit.seeds import item_seed
 from dlmkit.stats import compare_paired
-from dlmkit.results import save_figure
+from dlmkit.plots import pyplot, save_figure
 
 COLD = "cold"
 
@@ -251,10 +252,7 @@ def paired_table(records: list[dict], full: int) -> list[dict]:
 
 
 def plot_f1_by_steps(rows: list[dict], path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for name in dict.fromkeys(r["condition"] for r in rows):

@@ -38,11 +38,10 @@ import torch
 
 from dlmkit.experiments.bridge.prompts import has_ground_truth
 from dlmkit.experiments.bridge.token_kinds import CONTENT, STRUCTURAL, token_kind
-from dlmkit.decoding.forced import default_end_token_ids
+from dlmkit.data.chat import chat_prompt_ids, default_end_token_ids
 from dlmkit.models.logit_lens import num_layers, teacher_forced_lens
-from dlmkit.experiments.inverse.reference import chat_prompt_ids
 from dlmkit.metrics.scoring import is_correct, mean
-from dlmkit.results import save_figure
+from dlmkit.plots import pyplot, save_figure
 
 KIND_CODE = {STRUCTURAL: "s", CONTENT: "c"}
 
@@ -191,10 +190,7 @@ def viable_configs(layer_rows: list[dict], limit: int) -> list[dict]:
 
 def plot_depth(layer_rows: list[dict], depth_rows: list[dict], thresholds, path) -> None:
     """Accuracy of qualifying tokens (and top-1 agreement) against layer depth; coverage below."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(6, 6.5), sharex=True)
     for threshold in thresholds:

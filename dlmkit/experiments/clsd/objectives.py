@@ -23,10 +23,11 @@ from torch import nn
 from dlmkit.decoding.clsd import draft
 from dlmkit.decoding.flow import rectified_flow_loss
 from dlmkit.models.clsd import nearest_tokens
+from dlmkit.seeds import flow_batch_seed
 
 
 def step_generator(seed: int, step: int, salt: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 1_000_003 + step * 7 + salt)
+    return torch.Generator().manual_seed(flow_batch_seed(seed, step, salt))
 
 
 def flow_batch(shards, step: int, batch_size: int, seed: int, device: str, scale: float) -> dict:

@@ -18,8 +18,11 @@ from pathlib import Path
 
 import torch
 
+from dlmkit.data.chat import end_token_ids
 from dlmkit.errors import UserError
-from dlmkit.results import Run, echo, markdown_table, save_figure
+from dlmkit.results import Run, echo, markdown_table
+from dlmkit.plots import pyplot, save_figure
+from dlmkit.seeds import indexed_seed
 
 # The model card's stage A flow MSE after 50K steps at 9B scale (units not stated).
 PUBLISHED_STAGE_A_MSE = 0.013
@@ -30,10 +33,7 @@ PUBLISHED_STAGE_A_MSE = 0.013
 
 def plot(path: Path, series: list[tuple[str, list, list]], xlabel: str, ylabel: str, title: str,
          hlines: list[tuple[str, float]] = (), logy: bool = False) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, xs, ys in series:
@@ -236,7 +236,7 @@ def phase_infer(run: Run, ctx: Context) -> None:
 
     cfg = ctx.cfg
     tokenizer, verifier = ctx.tokenizer, ctx.verifier
-    stop_ids = {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")} - {None}
+    stop_ids = end_token_ids(tokenizer)
     drafters = [(name, ctx.ckpt / name / "dit") for name in ("stage_a", "stage_c")
                 if (ctx.ckpt / name / "dit" / "config.json").exists()]
     if not drafters:
@@ -259,7 +259,7 @@ def phase_infer(run: Run, ctx: Context) -> None:
             record_id = f"{name}/{item['id']}"
             if record_id in done:
                 continue
-            gen = torch.Generator().manual_seed(cfg["seed"] * 1_000_003 + item["id"])
+            gen = torch.Generator().manual_seed(indexed_seed(cfg["seed"], item["id"]))
             out = clsd_generate(verifier, dit, item["prompt_ids"], cfg["gen_length"], stop_ids,
                                 candidates=cfg["candidates"], euler_steps=cfg["euler_steps"],
                                 threshold=cfg["threshold"], generator=gen)
@@ -301,10 +301,7 @@ def phase_infer(run: Run, ctx: Context) -> None:
                  f"{row['outputs_equal_to_ar']:.0%} of prompts")
     run.note("infer: timings (infer_timing) are wall-clock on this device and vary between runs; the "
              "model card's target is < 500 ms per 128-token block on a B200 at 9B (see benchmarks/bench_clsd.py)")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 4))
     bins = range(0, cfg["block_len"] + 2)

@@ -28,8 +28,8 @@ from tqdm.auto import tqdm
 from dlmkit.anchors import Anchors, random_position_control, random_token_control
 from dlmkit.data.benchmarks import is_eval_item
 from dlmkit.experiments.inverse.fill import ALONE, RULES, anchors_for, gap_fill
-from dlmkit.experiments.inverse.reference import item_seed
 from dlmkit.metrics.scoring import mean_ci, not_reproduced, proportion_ci
+from dlmkit.seeds import item_seed
 from dlmkit.stats import cohens_d, wilcoxon
 
 ROLE = "ar_small"
@@ -64,19 +64,19 @@ def control_anchors(record: dict, fraction: float, steps: int, *, vocab_size: in
     return {"real": real, "random_token": with_tail(random_token), "random_position": with_tail(random_position)}
 
 
-def ablate_prompt(suite, item: dict, record: dict) -> dict:
+def ablate_prompt(context, item: dict, record: dict) -> dict:
     """The ablation record of one prompt: every condition, fraction and end rule, and the AR alone."""
-    tokenizer = suite.dlm_tokenizer()
-    special = special_token_ids(tokenizer, suite.dlm_config().mask_token_id) | set(suite.ar_end_ids(ROLE))
+    tokenizer = context.dlm_tokenizer()
+    special = special_token_ids(tokenizer, context.dlm_config().mask_token_id) | set(context.ar_end_ids(ROLE))
     jobs, controls = [({"anchors": ALONE, "fraction": None}, None, ALONE)], {}
     for fraction in FRACTIONS:
-        sets = control_anchors(record, fraction, suite.settings.steps, vocab_size=len(tokenizer),
-                               special_ids=special, seed=suite.seed)
+        sets = control_anchors(record, fraction, context.dream.steps, vocab_size=len(tokenizer),
+                               special_ids=special, seed=context.seed)
         controls[str(fraction)] = {c: {"positions": list(a.positions), "tokens": list(a.tokens)}
                                    for c, a in sets.items() if c != "real"}
         jobs += [({"anchors": c, "fraction": fraction}, sets[c], rule) for rule in RULES for c in CONDITIONS]
     return {"id": item["id"], "task": item["task"], "difficulty": item["difficulty"], "eval": is_eval_item(item),
-            "gen_len": record["gen_len"], "fills": gap_fill(suite, ROLE, item, record, jobs), "controls": controls}
+            "gen_len": record["gen_len"], "fills": gap_fill(context, ROLE, item, record, jobs), "controls": controls}
 
 
 def _fill(record: dict, condition: str, fraction, rule: str) -> dict:
@@ -128,14 +128,14 @@ def findings(rows: list[dict]) -> list[str]:
     return out
 
 
-def phase_ablation(run, suite) -> None:
-    a_records = suite.phase_a_records(run.dir, "ablation")
+def phase_ablation(run, context) -> None:
+    a_records = context.phase_a_records(run.dir, "ablation")
     log = run.log("ablation")
     have = {r["id"]: r for r in log.records()}
-    items = [i for i in suite.items() if is_eval_item(i)]  # the table's prompts: nothing else is run
+    items = [i for i in context.items() if is_eval_item(i)]  # the table's prompts: nothing else is run
     todo = [i for i in items if i["id"] not in have]
     for item in tqdm(todo, desc="ablation: random controls", disable=not todo):
-        record = ablate_prompt(suite, item, a_records[item["id"]])
+        record = ablate_prompt(context, item, a_records[item["id"]])
         log.append(record)
         have[item["id"]] = record
     evaluation = [have[i["id"]] for i in items]
@@ -150,7 +150,7 @@ def phase_ablation(run, suite) -> None:
     misses = not_reproduced(rows, {"f1": "published_f1"},
                             lambda r: f"{r['anchors']} @{r['fraction']} ({r['end_rule']})")
     if misses:
-        run.note(f"table4_ablation ({suite.preset} preset, n={len(evaluation)}) does not reproduce: "
+        run.note(f"table4_ablation ({context.preset} preset, n={len(evaluation)}) does not reproduce: "
                  + "; ".join(misses))
 
 

@@ -11,47 +11,39 @@ special tokens, which it never commits as answer text.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from dlmkit.data.benchmarks import prompt_set
+from dlmkit.data.chat import default_end_token_ids
 from dlmkit.errors import UserError
-from dlmkit.experiments.inverse import reference
 from dlmkit.models.roles import DreamRole
+from dlmkit.results import JsonlLog
 
 AR_ROLES = ("ar_small", "ar_medium")
 
 
-@dataclass
-class Suite(DreamRole):
-    """The inputs of one invocation; models and tokenizers load lazily and stay loaded."""
+class Context(DreamRole):
+    """What the phases share: the settings, the prompts, the models and tokenizers (loaded on
+    first use, then kept). Made before the run directory is touched, so it checks first what
+    would otherwise fail an hour in: the vocabularies, then phase A's records."""
 
-    preset: str
-    subset: int | None
-    seed: int
-    device: str
-    dtype: object
-    specs: dict
-    fractions: tuple[float, ...] = reference.FRACTIONS
-    published_dir: Path | None = None
-    prog: str = "run_full_suite.py"
-    _cache: dict = field(default_factory=dict, repr=False)
-
-    # ---------------------------------------------------------------- inputs
-
-    @property
-    def settings(self) -> reference.DreamSettings:
-        return reference.SETTINGS[self.preset]  # looked up per call: tests shorten it
+    def __init__(self, job, settings, specs: dict):
+        self.job, self.settings, self.specs = job, settings, specs
+        self.preset, self.subset, self.seed, self.device, self.dtype = (job.preset, job.subset, job.seed, job.device,
+                                                                        job.dtype)
+        self.dream, self.fractions, self.published_dir = settings.dream, settings.fractions, settings.published_dir
+        self._cache: dict = {}
+        self.check_vocabularies(list(specs))
+        if job.phases and "A" not in job.phases:
+            if job.overwrite:
+                raise UserError(f"--overwrite would discard phase A's records in {job.out} that phase "
+                                f"{job.phases[0]} reads; pass --resume instead")
+            self.phase_a_records(job.out, job.phases[0])
 
     def items(self) -> list[dict]:
         if "items" not in self._cache:
             self._cache["items"] = prompt_set(self.preset, self.subset)
         return self._cache["items"]
-
-    def item(self, item_id: str) -> dict:
-        if "by_id" not in self._cache:
-            self._cache["by_id"] = {i["id"]: i for i in self.items()}
-        return self._cache["by_id"][item_id]
 
     # ---------------------------------------------------------------- models
 
@@ -72,8 +64,6 @@ class Suite(DreamRole):
         return self._cache[role]
 
     def ar_end_ids(self, role: str) -> list[int]:
-        from dlmkit.decoding.forced import default_end_token_ids
-
         model, tokenizer = self.ar(role)
         return default_end_token_ids(model, tokenizer)
 
@@ -97,19 +87,17 @@ class Suite(DreamRole):
 
     def phase_a_records(self, out_dir: Path, phase: str) -> dict[str, dict]:
         """Phase A's record of every selected prompt, by id; a one-line error when any is missing."""
-        from dlmkit.results import JsonlLog
-
         path = Path(out_dir) / "A.jsonl"
         records = {r["id"]: r for r in JsonlLog(path).records()}
         wanted = [i["id"] for i in self.items()]
         missing = [i for i in wanted if i not in records]
-        width = self.settings.max_new_tokens
+        width = self.dream.max_new_tokens
         stale = [i for i in wanted if i in records and len(records[i]["commit_step"]) != width]
         if missing or stale:
             what = (f"{len(missing)} of {len(wanted)} prompts have no phase A record in {path}" if missing else
                     f"{len(stale)} phase A records in {path} have another canvas width than {width}")
             raise UserError(f"phase {phase} reads phase A's records but {what}; run phase A first: "
-                            f"{self.prog} --phase A --out {out_dir} --resume")
+                            f"{self.job.prog} --phase A --out {out_dir} --resume")
         return {i: records[i] for i in wanted}
 
 

@@ -29,9 +29,9 @@ from tqdm.auto import tqdm
 from dlmkit.anchors import Anchors, anchors_at_fraction
 from dlmkit.data.benchmarks import is_eval_item
 from dlmkit.decoding.forced import forced_decode
-from dlmkit.experiments.inverse.reference import chat_prompt_ids
+from dlmkit.data.chat import chat_prompt_ids
 from dlmkit.metrics.scoring import mean, mean_ci, not_reproduced, proportion_ci, score_answer
-from dlmkit.results import save_figure
+from dlmkit.plots import pyplot, save_figure
 
 MODELS = ("ar_small", "ar_medium")
 RULES = ("oracle", "committed_end")
@@ -55,7 +55,7 @@ def anchors_for(record: dict, fraction: float, steps: int) -> Anchors:
     return anchors_at_fraction(record["commit_step"], record["tokens"], fraction, steps)
 
 
-def gap_fill(suite, role: str, item: dict, record: dict, jobs: list[tuple[dict, Anchors | None, str]]) -> list[dict]:
+def gap_fill(context, role: str, item: dict, record: dict, jobs: list[tuple[dict, Anchors | None, str]]) -> list[dict]:
     """Forced-decode one prompt under several anchor sets with the AR `role`; score each output.
 
     jobs: (labels, anchors, rule) with rule "alone" (anchors None: the AR's greedy answer),
@@ -63,20 +63,20 @@ def gap_fill(suite, role: str, item: dict, record: dict, jobs: list[tuple[dict, 
     do not depend on which other prompts ran (resuming changes nothing).
     Returns one row per job, in job order: the labels plus the fill and its scores.
     """
-    model, tokenizer = suite.ar(role)
+    model, tokenizer = context.ar(role)
     prompt = chat_prompt_ids(tokenizer, item["prompt"])
-    end_ids = suite.ar_end_ids(role)
+    end_ids = context.ar_end_ids(role)
     gen_len = record["gen_len"]
     rows: list[dict | None] = [None] * len(jobs)
     for rule in dict.fromkeys("committed_end" if r == ALONE else r for _, _, r in jobs):
         picked = [k for k, (_, _, r) in enumerate(jobs) if ("committed_end" if r == ALONE else r) == rule]
         anchor_sets = [jobs[k][1].as_dict() if jobs[k][1] is not None else {} for k in picked]
-        result = forced_decode(model, [prompt] * len(picked), anchor_sets, max_new_tokens=suite.settings.max_new_tokens,
+        result = forced_decode(model, [prompt] * len(picked), anchor_sets, max_new_tokens=context.dream.max_new_tokens,
                                rule=rule, gen_lens=[gen_len] * len(picked), end_token_ids=end_ids)
         for k, out in zip(picked, result.rows):
             labels, anchors, job_rule = jobs[k]
             answer_anchors = anchors.truncated(gen_len) if anchors is not None else None
-            text = suite.decode(out.tokens)
+            text = context.decode(out.tokens)
             rows[k] = {
                 "model": role, **labels, "rule": job_rule,
                 "n_anchors": len(answer_anchors) if answer_anchors is not None else 0,
@@ -91,38 +91,38 @@ def gap_fill(suite, role: str, item: dict, record: dict, jobs: list[tuple[dict, 
 # --------------------------------------------------------------------------- phase B records
 
 
-def fill_prompt(suite, item: dict, record: dict) -> dict:
+def fill_prompt(context, item: dict, record: dict) -> dict:
     """Phase B's record of one prompt: every gap-filler alone and at every fraction and end rule."""
-    steps = suite.settings.steps
+    steps = context.dream.steps
     fills = []
     for role in MODELS:
         jobs = [({"fraction": None}, None, ALONE)]
-        for fraction in suite.fractions:
+        for fraction in context.fractions:
             anchors = anchors_for(record, fraction, steps)
             jobs += [({"fraction": fraction}, anchors, rule) for rule in RULES]
-        fills += gap_fill(suite, role, item, record, jobs)
+        fills += gap_fill(context, role, item, record, jobs)
     return {"id": item["id"], "task": item["task"], "difficulty": item["difficulty"], "eval": is_eval_item(item),
             "gen_len": record["gen_len"], "dream_correct": record["correct"],
             **({"dream_correct_strict": record["correct_strict"]} if "correct_strict" in record else {}),
-            "fractions": list(suite.fractions),
+            "fractions": list(context.fractions),
             "models": list(MODELS), "fills": fills}
 
 
-def _current(record: dict, suite) -> bool:
-    return record.get("fractions") == list(suite.fractions) and record.get("models") == list(MODELS)
+def _current(record: dict, context) -> bool:
+    return record.get("fractions") == list(context.fractions) and record.get("models") == list(MODELS)
 
 
-def ensure_fills(run, suite, a_records: dict, desc: str = "phase B: gap fill") -> dict[str, dict]:
+def ensure_fills(run, context, a_records: dict, desc: str = "phase B: gap fill") -> dict[str, dict]:
     """Phase B's record of every selected prompt, computing (and logging to B.jsonl) the missing
     ones. Phases gap and size read these records; run alone they fill in what B has not done."""
     log = run.log("B")
-    have = {r["id"]: r for r in log.records() if _current(r, suite)}
-    todo = [i for i in suite.items() if i["id"] not in have]
+    have = {r["id"]: r for r in log.records() if _current(r, context)}
+    todo = [i for i in context.items() if i["id"] not in have]
     for item in tqdm(todo, desc=desc, disable=not todo):
-        record = fill_prompt(suite, item, a_records[item["id"]])
+        record = fill_prompt(context, item, a_records[item["id"]])
         log.append(record)
         have[item["id"]] = record
-    return {i["id"]: have[i["id"]] for i in suite.items()}
+    return {i["id"]: have[i["id"]] for i in context.items()}
 
 
 def pick(record: dict, model: str, fraction: float | None, rule: str) -> dict:
@@ -168,10 +168,7 @@ def pipeline_table(records: list[dict], fractions) -> list[dict]:
 
 def plot_gapfill(rows: list[dict], path) -> None:
     """F1 and accuracy against the step fraction, per gap-filler and end rule."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     panels = ((axes[0], "f1", "word F1 vs Dream's full answer"), (axes[1], "accuracy", "ground-truth accuracy"))
@@ -196,35 +193,35 @@ def plot_gapfill(rows: list[dict], path) -> None:
     save_figure(fig, path)
 
 
-def records_from_fills(run, suite, name: str, table: str, compute) -> list[dict] | None:
+def records_from_fills(run, context, name: str, table: str, compute) -> list[dict] | None:
     """The evaluation-set records of a phase derived per prompt from phase A's record and
     phase B's fills (`compute(a_record, b_record)`), logged to NAME.jsonl and resumed from it.
     None, with a note, when the selection holds no prompt of the evaluation set."""
-    a_records = suite.phase_a_records(run.dir, name)
-    b_records = ensure_fills(run, suite, a_records, desc=f"{name}: phase B fills it reads")
+    a_records = context.phase_a_records(run.dir, name)
+    b_records = ensure_fills(run, context, a_records, desc=f"{name}: phase B fills it reads")
     log = run.log(name)
-    have = {r["id"]: r for r in log.records() if r.get("fractions") == list(suite.fractions)}
-    for item in suite.items():
+    have = {r["id"]: r for r in log.records() if r.get("fractions") == list(context.fractions)}
+    for item in context.items():
         if item["id"] not in have:
             have[item["id"]] = compute(a_records[item["id"]], b_records[item["id"]])
             log.append(have[item["id"]])
-    evaluation = [have[i["id"]] for i in suite.items() if have[i["id"]]["eval"]]
+    evaluation = [have[i["id"]] for i in context.items() if have[i["id"]]["eval"]]
     if not evaluation:
         run.note(f"{table}: no prompt of the evaluation set was selected")
         return None
     return evaluation
 
 
-def phase_b(run, suite) -> None:
-    a_records = suite.phase_a_records(run.dir, "B")
-    records = ensure_fills(run, suite, a_records)
+def phase_b(run, context) -> None:
+    a_records = context.phase_a_records(run.dir, "B")
+    records = ensure_fills(run, context, a_records)
     evaluation = [r for r in records.values() if r["eval"]]
-    run.summary["config"]["gap_fill"] = {"fractions": list(suite.fractions), "models": list(MODELS),
-                                         "end_rules": list(RULES), "max_new_tokens": suite.settings.max_new_tokens}
+    run.summary["config"]["gap_fill"] = {"fractions": list(context.fractions), "models": list(MODELS),
+                                         "end_rules": list(RULES), "max_new_tokens": context.dream.max_new_tokens}
     if not evaluation:
         run.note("table2_pipeline: no prompt of the evaluation set (hard, medium, mixed strata) was selected")
         return
-    rows = pipeline_table(evaluation, suite.fractions)
+    rows = pipeline_table(evaluation, context.fractions)
     run.add_table("table2_pipeline", rows)
     plot_gapfill(rows, run.dir / "gapfill_f1_accuracy.png")
     for model in MODELS:
@@ -237,7 +234,7 @@ def phase_b(run, suite) -> None:
     misses = not_reproduced(rows, {"f1": "published_f1", "accuracy": "published_accuracy"},
                             lambda r: f"{r['method']} @{r['fraction']} ({r['end_rule']})")
     if misses:
-        run.note(f"table2_pipeline ({suite.preset} preset, n={len(evaluation)}) does not reproduce: "
+        run.note(f"table2_pipeline ({context.preset} preset, n={len(evaluation)}) does not reproduce: "
                  + "; ".join(misses))
 
 

@@ -29,22 +29,22 @@ ROLE = "ar_small"
 PUBLISHED_TABLE5 = {"gap_f1": 0.475, "gap_f1_alone": 0.231, "rho": -0.037}
 
 
-def gap_scores(suite, a_record: dict, b_record: dict) -> dict:
+def gap_scores(context, a_record: dict, b_record: dict) -> dict:
     """Per fraction and end rule: gap F1 and gap token accuracy of the fill and of the AR alone."""
     gen_len = a_record["gen_len"]
     reference = a_record["tokens"][:gen_len]
     alone = pick(b_record, ROLE, None, ALONE)["tokens"]
     rows = []
     for fraction in b_record["fractions"]:
-        answer: Anchors = anchors_for(a_record, fraction, suite.settings.steps).truncated(gen_len)
+        answer: Anchors = anchors_for(a_record, fraction, context.dream.steps).truncated(gen_len)
         gaps = gen_len - len(answer)
         for rule in RULES:
             filled = pick(b_record, ROLE, fraction, rule)["tokens"]
             row = {"fraction": fraction, "rule": rule, "coverage": answer.coverage, "gap_positions": gaps}
             if gaps:
-                row.update(gap_f1=gap_word_f1(filled, reference, answer.positions, suite.decode),
+                row.update(gap_f1=gap_word_f1(filled, reference, answer.positions, context.decode),
                            gap_token_acc=gap_token_accuracy(filled, reference, answer.positions),
-                           gap_f1_alone=gap_word_f1(alone, reference, answer.positions, suite.decode),
+                           gap_f1_alone=gap_word_f1(alone, reference, answer.positions, context.decode),
                            gap_token_acc_alone=gap_token_accuracy(alone, reference, answer.positions))
             rows.append(row)
     return {"id": a_record["id"], "eval": b_record["eval"], "fractions": b_record["fractions"], "rows": rows}
@@ -74,17 +74,17 @@ def gap_table(records: list[dict], fractions) -> list[dict]:
     return out
 
 
-def phase_gap(run, suite) -> None:
-    evaluation = records_from_fills(run, suite, "gap", "table5_gap_only", lambda a, b: gap_scores(suite, a, b))
+def phase_gap(run, context) -> None:
+    evaluation = records_from_fills(run, context, "gap", "table5_gap_only", lambda a, b: gap_scores(context, a, b))
     if evaluation is None:
         return
-    rows = gap_table(evaluation, suite.fractions)
+    rows = gap_table(evaluation, context.fractions)
     run.add_table("table5_gap_only", rows)
     misses = not_reproduced(rows, {"gap_f1": "published_gap_f1", "gap_f1_alone": "published_gap_f1_alone",
                                    "rho_coverage_gap_f1": "published_rho"},
                             lambda r: f"@{r['fraction']} ({r['end_rule']})", tolerance=0.1)
     if misses:
-        run.note(f"table5_gap_only ({suite.preset} preset, n={rows[0]['n']}) does not reproduce: " + "; ".join(misses))
+        run.note(f"table5_gap_only ({context.preset} preset, n={rows[0]['n']}) does not reproduce: " + "; ".join(misses))
 
 
 __all__ = ["gap_scores", "gap_table", "phase_gap"]

@@ -20,14 +20,14 @@ PUBLISHED_PAYLOAD = {"gzip_template_bytes": 119, "gzip_text_bytes": 209, "raw_te
 SIZES = ("gzip_template_bytes", "varint_bytes", "fixed_bytes")
 
 
-def payload_record(suite, a_record: dict) -> dict:
+def payload_record(context, a_record: dict) -> dict:
     from dlmkit.anchors import encode_gzip_template, gzip_text_size, pack_anchors
 
-    tokenizer = suite.dlm_tokenizer()
+    tokenizer = context.dlm_tokenizer()
     gen_len = a_record["gen_len"]
     rows = []
-    for fraction in suite.fractions:
-        anchors = anchors_for(a_record, fraction, suite.settings.steps).truncated(gen_len)
+    for fraction in context.fractions:
+        anchors = anchors_for(a_record, fraction, context.dream.steps).truncated(gen_len)
         try:
             template = len(encode_gzip_template(anchors, tokenizer.decode))
         except UserError:  # an anchor decodes to the NULL the template reserves for gaps
@@ -37,7 +37,7 @@ def payload_record(suite, a_record: dict) -> dict:
                      "fixed_bytes": len(pack_anchors(anchors, "fixed")),
                      "raw_text_bytes": len(a_record["text"].encode("utf-8")),
                      "gzip_text_bytes": gzip_text_size(a_record["text"])})
-    return {"id": a_record["id"], "gen_len": gen_len, "fractions": list(suite.fractions), "rows": rows}
+    return {"id": a_record["id"], "gen_len": gen_len, "fractions": list(context.fractions), "rows": rows}
 
 
 def payload_table(records: list[dict], fractions) -> list[dict]:
@@ -57,15 +57,15 @@ def payload_table(records: list[dict], fractions) -> list[dict]:
     return out
 
 
-def phase_payload(run, suite) -> None:
-    a_records = suite.phase_a_records(run.dir, "payload")
+def phase_payload(run, context) -> None:
+    a_records = context.phase_a_records(run.dir, "payload")
     log = run.log("payload")
-    have = {r["id"]: r for r in log.records() if r.get("fractions") == list(suite.fractions)}
-    for item in suite.items():
+    have = {r["id"]: r for r in log.records() if r.get("fractions") == list(context.fractions)}
+    for item in context.items():
         if item["id"] not in have:
-            have[item["id"]] = payload_record(suite, a_records[item["id"]])
+            have[item["id"]] = payload_record(context, a_records[item["id"]])
             log.append(have[item["id"]])
-    rows = payload_table([have[i["id"]] for i in suite.items()], suite.fractions)
+    rows = payload_table([have[i["id"]] for i in context.items()], context.fractions)
     run.add_table("payload", rows)
     if any(r["n_no_template"] for r in rows):
         run.note("payload: some anchors decode to a NULL character, which the gzip template reserves for gaps; "
@@ -73,7 +73,7 @@ def phase_payload(run, suite) -> None:
     misses = not_reproduced(rows, {k: f"published_{k}" for k in PUBLISHED_PAYLOAD}, lambda r: f"@{r['fraction']}",
                             tolerance=0.0)
     if misses:
-        run.note(f"payload ({suite.preset} preset: other models, other answer lengths) differs from the paper's "
+        run.note(f"payload ({context.preset} preset: other models, other answer lengths) differs from the paper's "
                  "bytes: " + "; ".join(misses))
 
 

@@ -41,11 +41,12 @@ import torch
 from tqdm.auto import tqdm
 
 from dlmkit.anchors import Anchors
+from dlmkit.data.chat import chat_prompt_ids, end_token_ids, response_length
 from dlmkit.decoding.diffusion import diffusion_generate
 from dlmkit.experiments.inverse.fill import gap_fill
-from dlmkit.experiments.inverse.reference import chat_prompt_ids, end_token_ids, item_seed, response_length
 from dlmkit.metrics.scoring import mean, score_answer
-from dlmkit.results import save_figure
+from dlmkit.plots import pyplot, save_figure
+from dlmkit.seeds import item_seed
 
 GRID_128 = (8, 13, 16, 24, 32, 48, 64, 96, 128)
 KEEP = 0.95
@@ -65,9 +66,9 @@ def anchors_after(record: dict, steps_done: int) -> Anchors:
     return Anchors(positions, tuple(record["tokens"][p] for p in positions), len(commits))
 
 
-def dream_answer(suite, item: dict, steps: int, seed: int) -> dict:
+def dream_answer(context, item: dict, steps: int, seed: int) -> dict:
     """Dream's answer to one prompt with `steps` total steps (otherwise the reference settings)."""
-    model, tokenizer, settings = suite.dlm(), suite.dlm_tokenizer(), suite.settings
+    model, tokenizer, settings = context.dlm(), context.dlm_tokenizer(), context.dream
     input_ids = torch.tensor([chat_prompt_ids(tokenizer, item["prompt"])], device=model.device)
     generator = torch.Generator(device=model.device).manual_seed(seed)
     out = diffusion_generate(model, input_ids, max_new_tokens=settings.max_new_tokens, steps=steps, alg=settings.alg,
@@ -78,18 +79,18 @@ def dream_answer(suite, item: dict, steps: int, seed: int) -> dict:
     return {"gen_len": length, "text": tokenizer.decode(tokens[:length], skip_special_tokens=True)}
 
 
-def pearl_prompt(suite, item: dict, record: dict) -> dict:
+def pearl_prompt(context, item: dict, record: dict) -> dict:
     """Phase C's record of one GSM8K prompt: both methods at every step count of the grid."""
-    full = suite.settings.steps
+    full = context.dream.steps
     grid = step_grid(full)
     runs = []
     for n in grid:
-        answer = dream_answer(suite, item, n, item_seed(suite.seed, f"{item['id']}/steps={n}"))
+        answer = dream_answer(context, item, n, item_seed(context.seed, f"{item['id']}/steps={n}"))
         runs.append({"method": METHODS[0], "steps": n, "fraction": n / full, "gen_len": answer["gen_len"],
                      "text": answer["text"], **score_answer(item, answer["text"], record["text"])})
     jobs = [({"method": METHODS[1], "steps": n, "fraction": n / full}, anchors_after(record, n), "committed_end")
             for n in grid]
-    for fill in gap_fill(suite, ROLE, item, record, jobs):
+    for fill in gap_fill(context, ROLE, item, record, jobs):
         runs.append({k: fill[k] for k in ("method", "steps", "fraction", "coverage", "gen_tokens", "text", "f1",
                                           "rouge_l", "correct", "correct_strict") if k in fill})
     rerun = next(r["f1"] for r in runs if r["method"] == METHODS[0] and r["steps"] == full)
@@ -140,10 +141,7 @@ def pearl_table(records: list[dict]) -> list[dict]:
 
 
 def plot_pearl(curve: list[dict], threshold: float, path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, key in zip(axes, ("f1", "accuracy")):
@@ -165,15 +163,15 @@ def plot_pearl(curve: list[dict], threshold: float, path) -> None:
     save_figure(fig, path)
 
 
-def phase_c(run, suite) -> None:
-    a_records = suite.phase_a_records(run.dir, "C")
-    items = [i for i in suite.items() if i["task"] == "gsm8k"]
+def phase_c(run, context) -> None:
+    a_records = context.phase_a_records(run.dir, "C")
+    items = [i for i in context.items() if i["task"] == "gsm8k"]
     log = run.log("C")
-    grid = step_grid(suite.settings.steps)
+    grid = step_grid(context.dream.steps)
     have = {r["id"]: r for r in log.records() if r.get("grid") == grid}
     todo = [i for i in items if i["id"] not in have]
     for item in tqdm(todo, desc="phase C: pearl point (GSM8K)", disable=not todo):
-        record = pearl_prompt(suite, item, a_records[item["id"]])
+        record = pearl_prompt(context, item, a_records[item["id"]])
         log.append(record)
         have[item["id"]] = record
     run.summary["config"]["pearl"] = {"grid": grid, "keep": KEEP, "methods": list(METHODS)}

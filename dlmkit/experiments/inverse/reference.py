@@ -10,75 +10,22 @@ contiguous-prefix share of the anchors at the paper's fractions, a permanence ch
 
 from __future__ import annotations
 
-import hashlib
 import time
-from dataclasses import asdict, dataclass
 
 import torch
+from tqdm.auto import tqdm
 
 from dlmkit.anchors import anchors_at_fraction, contiguous_prefix_fraction, steps_done_at
-from dlmkit.decoding.diffusion import diffusion_generate
+from dlmkit.data.chat import chat_prompt_ids, end_token_ids, response_length
+from dlmkit.decoding.diffusion import DreamSettings, PermanenceCheck, diffusion_generate
+from dlmkit.experiments.inverse.settings import FRACTIONS
 from dlmkit.metrics.answers import check_answer
 from dlmkit.metrics.scoring import mean
-from dlmkit.results import save_figure
+from dlmkit.plots import pyplot, save_figure
+from dlmkit.seeds import item_seed
 
-FRACTIONS = (0.10, 0.15, 0.25)
 CURVE_POINTS = (0.05, 0.10, 0.15, 0.20, 0.25, 0.375, 0.50, 0.75, 1.0)
 
-
-@dataclass(frozen=True)
-class DreamSettings:
-    """Dream's generation settings (the paper: 128 entropy-ordered steps, T=0.2, top_p 0.95)."""
-
-    max_new_tokens: int
-    steps: int = 128
-    alg: str = "entropy"
-    temperature: float = 0.2
-    top_p: float | None = 0.95
-    # The published runs loaded Dream with from_pretrained, which inherits top_k=50 from
-    # transformers' defaults unless the caller passes top_k; we make it explicit.
-    top_k: int | None = 50
-    eps: float = 1e-3
-
-
-SETTINGS = {"paper": DreamSettings(max_new_tokens=512), "tiny": DreamSettings(max_new_tokens=128)}
-
-
-def item_seed(seed: int, item_id: str) -> int:
-    """A per-prompt seed, so a prompt's sample does not depend on which prompts ran before it."""
-    return int.from_bytes(hashlib.sha256(f"{seed}/{item_id}".encode()).digest()[:8], "big") % 2**63
-
-
-def chat_prompt_ids(tokenizer, text: str) -> list[int]:
-    """One user turn through the model's chat template, with the generation prompt."""
-    return tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
-                                         return_dict=True)["input_ids"]
-
-
-def end_token_ids(tokenizer) -> set[int]:
-    ids = {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")}
-    return {i for i in ids if i is not None and i != tokenizer.unk_token_id}
-
-
-def response_length(tokens: list[int], end_ids: set[int]) -> int:
-    """Answer tokens before the first end marker (the published `gen_len`)."""
-    for i, token in enumerate(tokens):
-        if token in end_ids:
-            return i
-    return len(tokens)
-
-
-class PermanenceCheck:
-    """A tokens hook that counts committed positions whose token later changes."""
-
-    def __init__(self, mask_id: int):
-        self.mask_id, self.previous, self.violations = mask_id, None, 0
-
-    def __call__(self, step, x, logits):
-        if self.previous is not None:
-            committed = self.previous != self.mask_id
-            self.violations += int((x[committed] != self.previous[committed]).sum())
-        self.previous = x.clone()
 
 
 def reference_run(model, tokenizer, item: dict, settings: DreamSettings, seed: int) -> dict:
@@ -154,10 +101,7 @@ def commit_curve(records: list[dict], steps: int) -> list[dict]:
 
 
 def plot_commit_curves(records: list[dict], steps: int, path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 4))
     xs = list(range(steps + 1))
@@ -175,5 +119,20 @@ def plot_commit_curves(records: list[dict], steps: int, path) -> None:
     save_figure(fig, path)
 
 
-def settings_dict(settings: DreamSettings) -> dict:
-    return asdict(settings)
+def phase_a(run, context) -> None:
+    """Dream's full run per prompt (A.jsonl), the stratum table, the commit curves and their plot."""
+    settings = context.dream
+    model, tokenizer = context.dlm(), context.dlm_tokenizer()
+    items = context.items()
+    log = run.log("A")
+    done = log.done_ids()
+    for item in tqdm([i for i in items if i["id"] not in done], desc="phase A: Dream reference"):
+        log.append(reference_run(model, tokenizer, item, settings, context.seed))
+    wanted = {i["id"] for i in items}
+    records = [r for r in log.records() if r["id"] in wanted]
+    run.add_table("phaseA_reference", stratum_table(records))
+    answered = sum(1 for r in records if r["gen_len"])  # the curves average over non-empty answers
+    run.add_table("commit_curve", [{**row, "n": answered} for row in commit_curve(records, settings.steps)])
+    plot_commit_curves(records, settings.steps, run.dir / "commit_curves.png")
+    if any(r["permanence_violations"] for r in records):
+        run.note("PERMANENCE VIOLATED: a committed token changed during denoising (see A.jsonl)")

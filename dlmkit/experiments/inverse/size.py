@@ -48,16 +48,16 @@ def size_table(records: list[dict], fractions) -> list[dict]:
     return out
 
 
-def phase_size(run, suite) -> None:
-    evaluation = records_from_fills(run, suite, "size", "table3_size", lambda a, b: size_record(b))
+def phase_size(run, context) -> None:
+    evaluation = records_from_fills(run, context, "size", "table3_size", lambda a, b: size_record(b))
     if evaluation is None:
         return
-    rows = size_table(evaluation, suite.fractions)
+    rows = size_table(evaluation, context.fractions)
     run.add_table("table3_size", rows)
     misses = not_reproduced(rows, {"f1_ar_small": "published_f1_ar_small", "f1_ar_medium": "published_f1_ar_medium"},
                             lambda r: f"@{r['fraction']} ({r['end_rule']})")
     if misses:
-        run.note(f"table3_size ({suite.preset} preset, n={len(evaluation)}; published N=50) does not reproduce: "
+        run.note(f"table3_size ({context.preset} preset, n={len(evaluation)}; published N=50) does not reproduce: "
                  + "; ".join(misses))
 
 

@@ -41,10 +41,11 @@ from tqdm.auto import tqdm
 from dlmkit.anchors import Anchors, steps_done_at
 from dlmkit.cli import synchronize
 from dlmkit.data.benchmarks import is_eval_item
+from dlmkit.data.chat import chat_prompt_ids
 from dlmkit.decoding.diffusion import diffusion_generate
 from dlmkit.decoding.forced import forced_decode
-from dlmkit.experiments.inverse.reference import chat_prompt_ids, item_seed
 from dlmkit.metrics.scoring import mean
+from dlmkit.seeds import item_seed
 
 ROLE = "ar_small"
 PER_STRATUM = 1
@@ -56,11 +57,11 @@ class _Stop(Exception):
         self.canvas = canvas
 
 
-def dream_run(suite, item: dict, stop_after: int | None = None) -> tuple[float, torch.Tensor | None]:
+def dream_run(context, item: dict, stop_after: int | None = None) -> tuple[float, torch.Tensor | None]:
     """(seconds, generation region) of the reference run, optionally stopped after `stop_after` steps."""
-    model, tokenizer, settings = suite.dlm(), suite.dlm_tokenizer(), suite.settings
+    model, tokenizer, settings = context.dlm(), context.dlm_tokenizer(), context.dream
     input_ids = torch.tensor([chat_prompt_ids(tokenizer, item["prompt"])], device=model.device)
-    generator = torch.Generator(device=model.device).manual_seed(item_seed(suite.seed, item["id"]))
+    generator = torch.Generator(device=model.device).manual_seed(item_seed(context.seed, item["id"]))
 
     def stop(step, x, logits):
         if step is not None and step + 1 >= stop_after:
@@ -82,44 +83,44 @@ def dream_run(suite, item: dict, stop_after: int | None = None) -> tuple[float, 
     return time.perf_counter() - start, canvas.cpu()
 
 
-def _timed_fill(suite, prompt: list[int], anchors: dict) -> tuple[float, int, int]:
-    model, _ = suite.ar(ROLE)
-    synchronize(suite.device)
+def _timed_fill(context, prompt: list[int], anchors: dict) -> tuple[float, int, int]:
+    model, _ = context.ar(ROLE)
+    synchronize(context.device)
     start = time.perf_counter()
-    result = forced_decode(model, [prompt], [anchors], max_new_tokens=suite.settings.max_new_tokens,
-                           rule="committed_end", end_token_ids=suite.ar_end_ids(ROLE), batch_size=1)
-    synchronize(suite.device)
+    result = forced_decode(model, [prompt], [anchors], max_new_tokens=context.dream.max_new_tokens,
+                           rule="committed_end", end_token_ids=context.ar_end_ids(ROLE), batch_size=1)
+    synchronize(context.device)
     return time.perf_counter() - start, len(result.rows[0].tokens), result.forward_passes
 
 
 @torch.no_grad()
-def _timed_prefill(suite, prompt: list[int]) -> float:
-    model, _ = suite.ar(ROLE)
-    ids = torch.tensor([prompt], device=suite.device)
-    synchronize(suite.device)
+def _timed_prefill(context, prompt: list[int]) -> float:
+    model, _ = context.ar(ROLE)
+    ids = torch.tensor([prompt], device=context.device)
+    synchronize(context.device)
     start = time.perf_counter()
     model(input_ids=ids, use_cache=True, logits_to_keep=1)
-    synchronize(suite.device)
+    synchronize(context.device)
     return time.perf_counter() - start
 
 
-def time_prompt(suite, item: dict) -> dict:
+def time_prompt(context, item: dict) -> dict:
     """Every measured component of one prompt, in ms."""
-    mask_id = suite.dlm_config().mask_token_id
-    prompt = chat_prompt_ids(suite.ar(ROLE)[1], item["prompt"])
-    full_s, _ = dream_run(suite, item)
-    alone_s, alone_tokens, _ = _timed_fill(suite, prompt, {})
-    prefill_s = _timed_prefill(suite, prompt)
-    record = {"id": item["id"], "dream_full_ms": 1e3 * full_s, "dream_ms_per_step": 1e3 * full_s / suite.settings.steps,
+    mask_id = context.dlm_config().mask_token_id
+    prompt = chat_prompt_ids(context.ar(ROLE)[1], item["prompt"])
+    full_s, _ = dream_run(context, item)
+    alone_s, alone_tokens, _ = _timed_fill(context, prompt, {})
+    prefill_s = _timed_prefill(context, prompt)
+    record = {"id": item["id"], "dream_full_ms": 1e3 * full_s, "dream_ms_per_step": 1e3 * full_s / context.dream.steps,
               "ar_alone_ms": 1e3 * alone_s, "ar_alone_tokens": alone_tokens,
               "ar_ms_per_token": 1e3 * alone_s / alone_tokens if alone_tokens else None,
               "ar_prefill_ms": 1e3 * prefill_s, "fractions": []}
-    for fraction in suite.fractions:
-        k = steps_done_at(fraction, suite.settings.steps)
-        dlm_s, canvas = dream_run(suite, item, stop_after=k)
+    for fraction in context.fractions:
+        k = steps_done_at(fraction, context.dream.steps)
+        dlm_s, canvas = dream_run(context, item, stop_after=k)
         committed = (canvas != mask_id).nonzero().flatten().tolist()
         anchors = Anchors(tuple(committed), tuple(canvas[committed].tolist()), len(canvas))
-        fill_s, tokens, passes = _timed_fill(suite, prompt, anchors.as_dict())
+        fill_s, tokens, passes = _timed_fill(context, prompt, anchors.as_dict())
         record["fractions"].append({
             "fraction": fraction, "k_steps": k, "dlm_k_ms": 1e3 * dlm_s, "fill_ms": 1e3 * fill_s,
             "fill_tokens": tokens, "fill_passes": passes, "n_anchors": len(anchors),
@@ -178,37 +179,37 @@ def timing_table(records: list[dict], fractions, steps: int, published: dict | N
     return rows
 
 
-def phase_timing(run, suite) -> None:
-    a_records = suite.phase_a_records(run.dir, "timing")
+def phase_timing(run, context) -> None:
+    a_records = context.phase_a_records(run.dir, "timing")
     items, taken = [], {}
-    for item in suite.items():
+    for item in context.items():
         stratum = (item["task"], item["difficulty"])
         if is_eval_item(item) and a_records[item["id"]]["gen_len"] and taken.get(stratum, 0) < PER_STRATUM:
             items.append(item)
             taken[stratum] = taken.get(stratum, 0) + 1
-    items = items or suite.items()[:PER_STRATUM]
+    items = items or context.items()[:PER_STRATUM]
     log = run.log("timing")
-    have = {r["id"]: r for r in log.records() if [x["fraction"] for x in r["fractions"]] == list(suite.fractions)}
+    have = {r["id"]: r for r in log.records() if [x["fraction"] for x in r["fractions"]] == list(context.fractions)}
     todo = [i for i in items if i["id"] not in have]
     if todo:  # warm-up: first calls allocate and pick kernels
-        dream_run(suite, todo[0], stop_after=1)
-        _timed_fill(suite, chat_prompt_ids(suite.ar(ROLE)[1], todo[0]["prompt"]), {})
+        dream_run(context, todo[0], stop_after=1)
+        _timed_fill(context, chat_prompt_ids(context.ar(ROLE)[1], todo[0]["prompt"]), {})
     for item in tqdm(todo, desc="timing", disable=not todo):
-        have[item["id"]] = time_prompt(suite, item)
+        have[item["id"]] = time_prompt(context, item)
         log.append(have[item["id"]])
-    published = load_published(suite.published_dir)
+    published = load_published(context.published_dir)
     if published is None:
-        run.note(f"table6_timing: no {PUBLISHED_FILE} in {suite.published_dir}; published A100 columns left empty")
+        run.note(f"table6_timing: no {PUBLISHED_FILE} in {context.published_dir}; published A100 columns left empty")
     run.summary["config"]["timing"] = {"prompts": [i["id"] for i in items], "model": ROLE, "batch_size": 1,
-                                       "device": suite.device}
-    rows = timing_table([have[i["id"]] for i in items], suite.fractions, suite.settings.steps, published)
+                                       "device": context.device}
+    rows = timing_table([have[i["id"]] for i in items], context.fractions, context.dream.steps, published)
     run.add_table("table6_timing", rows)
     published_row = next((r for r in rows if r["published_speedup"] is not None), None)
     if published_row is not None:
         run.note(f"table6_timing: measured pipeline speedup at {published_row['fraction']} "
                  f"({published_row['k_steps']} DLM steps + fill) {published_row['speedup_vs_full_dlm']:.2f}x vs the "
                  f"paper's estimated {published_row['published_speedup']:.2f}x on an A100")
-    run.note(f"table6_timing was measured on {suite.device} with {suite.preset}-preset models (batch 1, "
+    run.note(f"table6_timing was measured on {context.device} with {context.preset}-preset models (batch 1, "
              f"{len(items)} prompts); the published A100 numbers are for Dream-7B and Qwen2.5-0.5B, so only the "
              "ratios compare, and CPU times move with the machine's load")
 

@@ -16,7 +16,9 @@ import torch
 from dlmkit.decoding.mdlm_sampler import SAMPLERS, sample
 from dlmkit.errors import UserError
 from dlmkit.experiments.self_spec.phases import pooled, standard_error
-from dlmkit.results import Run, echo, save_figure
+from dlmkit.results import Run, echo
+from dlmkit.plots import pyplot, save_figure
+from dlmkit.seeds import indexed_seed, reference_text_seed
 
 JUDGE_CONTEXT = 1024  # MDLM scores gen-PPL in chunks of gpt2-large's context
 BASELINE_NOTE = "baseline: "
@@ -71,11 +73,6 @@ def score_samples(rows: list[list[int]], tokenizer, judge, judge_tokenizer, leng
 # --------------------------------------------------------------------------- the baseline phase
 
 
-def batch_seed(seed: int, first_index: int) -> int:
-    """Sampling noise of a batch: a pure function of (seed, its first sample), shared by
-    both samplers, so ddpm and ddpm_cache draw the same tokens and differ only in NFE."""
-    return seed * 1_000_003 + first_index
-
 
 def run_references(run: Run, cfg: dict, preset: str, tokenizer, mdlm, judge, judge_tokenizer) -> list[dict]:
     from dlmkit.data.owt import heldout_blocks
@@ -92,7 +89,7 @@ def run_references(run: Run, cfg: dict, preset: str, tokenizer, mdlm, judge, jud
             log.append({"id": f"heldout/{i}", "reference": "heldout", "index": i, **record})
     if not all(f"random/{i}" in done for i in range(n)):
         # Uniform over every token but the mask (the last id), drawn once for all n.
-        gen = torch.Generator().manual_seed(cfg["seed"] * 1_000_003 + 999_983)
+        gen = torch.Generator().manual_seed(reference_text_seed(cfg["seed"]))
         rows = torch.randint(0, mdlm.mask_id, (n, length), generator=gen)
         todo = [i for i in range(n) if f"random/{i}" not in done]
         for record, i in zip(score_samples(rows[todo].tolist(), tokenizer, judge, judge_tokenizer, length), todo):
@@ -123,7 +120,8 @@ def run_samples(run: Run, cfg: dict, device: str, tokenizer, mdlm, judge,
             continue
         bar.set_postfix(sampler=sampler, steps=steps)
         canvas = torch.full((len(indices), length), mdlm.mask_id, dtype=torch.long, device=device)
-        gen = torch.Generator().manual_seed(batch_seed(cfg["seed"], start))
+        # a pure function of (seed, first sample), shared by both samplers: same tokens, another NFE
+        gen = torch.Generator().manual_seed(indexed_seed(cfg["seed"], start))
         out = sample(mdlm, canvas, steps, sampler=sampler, generator=gen)
         scored = score_samples(out.tokens.cpu().tolist(), tokenizer, judge, judge_tokenizer, length)
         for sample_id, index, record in zip(ids, indices, scored):
@@ -176,10 +174,7 @@ def baseline_notes(table: list[dict], references: list[dict], records: list[dict
 
 
 def plot_baseline(path: Path, table: list[dict], references: list[dict], title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for sampler, marker, style in (("ddpm", "o", "-"), ("ddpm_cache", "x", "--")):

@@ -21,7 +21,9 @@ from pathlib import Path
 import torch
 
 from dlmkit.errors import UserError
-from dlmkit.results import echo, save_figure
+from dlmkit.results import echo
+from dlmkit.plots import pyplot, save_figure
+from dlmkit.seeds import budget_row_seed, calibration_seed, indexed_seed, validation_seed
 
 SPEC_NOTE = "self-spec: "
 METHODS = ("self_spec", "draft_only")
@@ -142,12 +144,12 @@ def phase_train(run, *, preset: str, seed: int, tcfg: dict, mdlm_source: str, md
     def loss_fn(m, batch):
         x0, step = batch
         # The noise, the masks and the orders are a pure function of (seed, step): resuming is exact.
-        gen = torch.Generator(device=x0.device).manual_seed(seed * 1_000_003 + step)
+        gen = torch.Generator(device=x0.device).manual_seed(indexed_seed(seed, step))
         out = self_spec_loss(m, x0, max_window=tcfg["max_window"], generator=gen)
         return out.loss, {"target_loss": out.target_loss, "draft_loss": out.draft_loss}
 
     def eval_fn(m):
-        return validation_losses(m, heldout, seed=seed + 1, batch_size=tcfg["batch_size"],
+        return validation_losses(m, heldout, seed=validation_seed(seed), batch_size=tcfg["batch_size"],
                                  max_window=tcfg["max_window"])
 
     cfg = TrainConfig(steps=tcfg["steps"], lr=tcfg["lr"], weight_decay=0.01, betas=(0.9, 0.999),
@@ -202,7 +204,7 @@ def control_dtau(total: int, budget: int) -> float:
 
 def row_generators(seed: int, budget: int, indices: list[int]) -> list[torch.Generator]:
     """One generator per sample, shared by both methods at one budget (paired comparison)."""
-    return [torch.Generator().manual_seed(seed * 1_000_003 + 7_919 * budget + i) for i in indices]
+    return [torch.Generator().manual_seed(budget_row_seed(seed, budget, i)) for i in indices]
 
 
 def phase_sample(run, *, model, cfg: dict, score, device: str) -> None:
@@ -221,7 +223,7 @@ def phase_sample(run, *, model, cfg: dict, score, device: str) -> None:
         echo(f"self-spec: calibrating dtau for NFE {budget}")
         canvas = torch.full((cfg["calibration_samples"], length), mask, dtype=torch.long, device=device)
         floor = control_dtau(length, budget)  # all accepted: exactly the budget; rejections only add steps
-        found = calibrate_dtau(model, canvas, budget, seed=cfg["seed"] + 500_009, low=floor)  # rows never evaluated
+        found = calibrate_dtau(model, canvas, budget, seed=calibration_seed(cfg["seed"]), low=floor)  # rows never evaluated
         calibration[budget] = {"target_nfe": budget, "dtau": found["dtau"], "calibration_nfe": found["nfe"],
                                "reachable": found["reachable"], "calibration_samples": cfg["calibration_samples"],
                                "draft_only_dtau": floor}
@@ -384,10 +386,7 @@ def eval_notes(table: list[dict]) -> list[str]:
 
 
 def plot(path: Path, mdlm: dict, spec: dict, cfg: dict, references: list[dict], title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 4))
     rows = sorted(mdlm.values(), key=lambda r: r["nfe"])

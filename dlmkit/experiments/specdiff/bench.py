@@ -37,8 +37,8 @@ from dlmkit.cli import synchronize
 from dlmkit.decoding.drafters import ARDrafter, MDLMDrafter
 from dlmkit.decoding.spec_loop import CachedLM, Generation, ar_generate, speculative_generate
 from dlmkit.errors import UserError
-from dlmkit.experiments.inverse.reference import item_seed
-from dlmkit.results import save_figure
+from dlmkit.plots import pyplot, save_figure
+from dlmkit.seeds import item_seed
 
 FAMILIES = ("ar", "sd", "specdiff", "hf")
 PROMPT_SETS = {"tiny": ("documents", "chat"), "paper": ("owt", "cnn_dm")}
@@ -423,10 +423,7 @@ def notes(result: dict, preset: str, device_name: str, parameters: dict | None =
 
 
 def plot(path, result: dict, cfg: dict, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     temps = cfg["temperatures"]
     panels = (("timing", "speedup_vs_ar", "wall-clock speedup over AR"),

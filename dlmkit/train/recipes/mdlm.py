@@ -24,6 +24,7 @@ from dlmkit.data.tiny_corpus import batch_sampler, load_tiny_tokenizer
 from dlmkit.errors import UserError
 from dlmkit.models.mdlm import MDLM, MDLMConfig, save_mdlm
 from dlmkit.models.mdlm_diffusion import mdlm_loss, sample_t
+from dlmkit.seeds import indexed_seed
 from dlmkit.train.loop import TrainConfig, train
 from dlmkit.train.recipes.ship import ship, work_dir
 
@@ -79,7 +80,7 @@ def train_tiny_mdlm(out: Path, seed: int = 0, steps: int | None = None, device: 
     def loss_fn(m, batch):
         x0, step = batch
         # Noise is a pure function of (seed, step), so a resumed run sees the same t and masks.
-        out = mdlm_loss(m, x0, generator=_generator(seed * 1_000_003 + step, x0.device))
+        out = mdlm_loss(m, x0, generator=_generator(indexed_seed(seed, step), x0.device))
         masked = out.xt == config.mask_id
         return out.loss, {"masked_fraction": masked.float().mean().detach()}
 

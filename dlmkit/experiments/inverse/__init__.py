@@ -1,0 +1,35 @@
+"""Inverse speculation (run_full_suite.py): Dream runs a fraction of its denoising steps, the
+tokens it has committed become anchors, and a small AR model fills the gaps by forced decoding.
+
+One module per phase: reference.py (A), fill.py (B), pearl.py (C), ablation.py, gap.py, size.py,
+payload.py, timing.py; context.py holds what they share, settings.py the flags' settings.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dlmkit.experiments.inverse import ablation, fill, gap, payload, pearl, reference, size, timing
+from dlmkit.experiments.inverse.context import Context
+from dlmkit.experiments.inverse.settings import FRACTIONS, PUBLISHED_DIR, Settings
+
+PHASES = {"A": reference.phase_a, "B": fill.phase_b, "C": pearl.phase_c, "ablation": ablation.phase_ablation,
+          "gap": gap.phase_gap, "size": size.phase_size, "payload": payload.phase_payload,
+          "timing": timing.phase_timing}
+ROLES = ["dlm", "ar_small", "ar_medium"]
+# The models each phase needs (gap and size read phase B's fills and compute missing ones).
+PHASE_ROLES = {"A": ["dlm"], "B": ROLES, "C": ["dlm", "ar_small"], "ablation": ["dlm", "ar_small"], "gap": ROLES,
+               "size": ROLES, "payload": ["dlm"], "timing": ["dlm", "ar_small"]}
+
+
+def add_flags(parser) -> None:
+    suite = parser.add_argument_group("inverse speculation")
+    suite.add_argument("--fractions", type=float, nargs="+", default=list(FRACTIONS), metavar="F",
+                       help="step fractions in (0, 1] at which anchors are read (phases B, gap, size, payload, "
+                            "timing; the ablation always uses 0.1 and 0.25)")
+    suite.add_argument("--published-dir", type=Path, default=PUBLISHED_DIR, metavar="DIR",
+                       help="folder holding the paper's published_timing.json, shown beside table6_timing "
+                            "(optional; a missing file leaves those columns empty)")
+
+
+__all__ = ["Context", "PHASES", "PHASE_ROLES", "ROLES", "Settings", "add_flags"]

@@ -1,0 +1,50 @@
+"""run_full_suite.py's settings, built once from the flags and frozen: Dream's generation
+settings for the preset, the step fractions at which anchors are read, and where the paper's
+published timings are."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from dlmkit.anchors import steps_done_at
+from dlmkit.decoding.diffusion import DreamSettings
+from dlmkit.errors import UserError
+
+FRACTIONS = (0.10, 0.15, 0.25)
+# Dream as the paper ran it: 128 entropy-ordered steps, T = 0.2, top_p 0.95, over a 512-token canvas
+# (the tiny preset: 128 tokens).
+DREAM = {"paper": DreamSettings(max_new_tokens=512), "tiny": DreamSettings(max_new_tokens=128)}
+PUBLISHED_DIR = Path(__file__).resolve().parents[4] / "shared" / "data"
+
+
+def checked_fractions(fractions, steps: int) -> tuple[float, ...]:
+    for fraction in fractions:
+        try:
+            steps_done_at(fraction, steps)
+        except UserError as err:
+            raise UserError(f"--fractions: {err}") from None
+    return tuple(sorted(set(fractions)))
+
+
+@dataclass(frozen=True)
+class Settings:
+    preset: str
+    subset: int | None
+    phases: tuple[str, ...]
+    dream: DreamSettings
+    fractions: tuple[float, ...] = FRACTIONS
+    published_dir: Path | None = None
+
+    @classmethod
+    def from_flags(cls, args, job) -> "Settings":
+        dream = DREAM[job.preset]
+        return cls(preset=job.preset, subset=job.subset, phases=job.phases, dream=dream,
+                   fractions=checked_fractions(args.fractions, dream.steps), published_dir=args.published_dir)
+
+    def config(self) -> dict:
+        return {"subset": self.subset, "phases": list(self.phases), "fractions": list(self.fractions),
+                "dream": asdict(self.dream)}
+
+    def identity(self, specs) -> None:
+        return None  # phase A's records carry the canvas width; later phases check it (Context.phase_a_records)
