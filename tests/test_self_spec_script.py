@@ -19,7 +19,7 @@ def models(tmp_path_factory, write_mdlm_and_judge):
 @pytest.fixture
 def small_data(monkeypatch):
     """The tiny corpus takes seconds to build: train on a few random blocks instead."""
-    import dlmkit.experiments.self_spec.phases as phases
+    from dlmkit.experiments.self_spec import train as phases
 
     gen = torch.Generator().manual_seed(0)
     blocks = torch.randint(0, 1000, (40, LENGTH), generator=gen)

@@ -3,8 +3,6 @@
 N unconditional samples with `ddpm` and `ddpm_cache` at each step count of a grid, scored by
 a causal judge (NLL, gen-PPL; MDLM's protocol: decode, retokenize, exp of the mean NLL) and by
 unigram entropy, beside uniformly random tokens (far worse) and held-out real text (the floor).
-Also the loading of the MDLM, its tokenizer and the judge, and the scoring, which the
-self-speculative sample phase shares.
 """
 
 from __future__ import annotations
@@ -14,70 +12,18 @@ from pathlib import Path
 import torch
 
 from dlmkit.decoding.mdlm_sampler import SAMPLERS, sample
-from dlmkit.errors import UserError
-from dlmkit.experiments.self_spec.phases import pooled, standard_error
-from dlmkit.results import Run, echo
+from dlmkit.experiments.self_spec.scoring import pooled, score_samples, standard_error
+from dlmkit.results import echo
 from dlmkit.plots import pyplot, save_figure
 from dlmkit.seeds import indexed_seed, reference_text_seed
 
-JUDGE_CONTEXT = 1024  # MDLM scores gen-PPL in chunks of gpt2-large's context
 BASELINE_NOTE = "baseline: "
 
 
-# --------------------------------------------------------------------------- models
-
-
-def load_mdlm_tokenizer(source: str, preset: str):
-    """The MDLM's tokenizer: files beside the weights (tiny), else GPT-2's (mdlm-owt ships none)."""
-    from transformers import PreTrainedTokenizerFast
-
-    from dlmkit.data.owt import load_owt_tokenizer
-    from dlmkit.data.tiny_corpus import load_tiny_tokenizer
-
-    directory = Path(source)
-    if directory.is_dir() and (directory / "tokenizer.json").exists():
-        # Not AutoTokenizer: it would read the MDLM's config.json and warn about model_type "mdlm".
-        return PreTrainedTokenizerFast.from_pretrained(directory)
-    return load_tiny_tokenizer() if preset == "tiny" else load_owt_tokenizer()
-
-
-def check_vocab(mdlm, tokenizer, source: str) -> None:
-    """MDLM's vocabulary is the tokenizer's plus the mask, or the tokenizer's with its mask last."""
-    vocab = mdlm.config.vocab_size
-    if len(tokenizer) not in (vocab, vocab - 1):
-        raise UserError(f"the MDLM at {source} has vocab_size {vocab} but its tokenizer has {len(tokenizer)} "
-                        "entries (expected vocab_size or vocab_size - 1); pass the tokenizer it was trained with")
-    if len(tokenizer) == vocab and tokenizer.mask_token_id != mdlm.mask_id:
-        raise UserError(f"the tokenizer's mask id {tokenizer.mask_token_id} is not the MDLM's mask id "
-                        f"{mdlm.mask_id} (vocab_size - 1); pass the tokenizer it was trained with")
-
-
-# --------------------------------------------------------------------------- scoring
-
-
-def score_samples(rows: list[list[int]], tokenizer, judge, judge_tokenizer, length: int) -> list[dict]:
-    """Per sample: judge NLL (sum and count, MDLM's gen-PPL protocol) and unigram entropy."""
-    from dlmkit.metrics.lm import generative_perplexity, unigram_entropy
-
-    texts = tokenizer.batch_decode(rows)  # special tokens kept, as MDLM decodes
-    context = getattr(judge.config, "n_positions", None) or getattr(judge.config, "max_position_embeddings", None)
-    chunk = min(JUDGE_CONTEXT, context or JUDGE_CONTEXT)
-    scored = generative_perplexity(texts, judge, judge_tokenizer, chunk_size=chunk, max_length=length)
-    entropies = unigram_entropy(rows)
-    return [{"text": text, "tokens": row, "judge_nll": nll if count else None, "judge_tokens": count,
-             "entropy": entropy}
-            for text, row, nll, count, entropy in zip(texts, rows, scored.nll_per_text, scored.tokens_per_text,
-                                                      entropies)]
-
-
-# --------------------------------------------------------------------------- the baseline phase
-
-
-
-def run_references(run: Run, cfg: dict, preset: str, tokenizer, mdlm, judge, judge_tokenizer) -> list[dict]:
+def run_references(run, cfg, preset: str, tokenizer, mdlm, judge, judge_tokenizer) -> list[dict]:
     from dlmkit.data.owt import heldout_blocks
 
-    n, length = cfg["samples"], cfg["length"]
+    n, length = cfg.samples, cfg.length
     log = run.log("baseline_references")
     done = log.done_ids()
     # Held-out text first: on the paper preset it needs OpenWebText, and a missing dataset
@@ -89,7 +35,7 @@ def run_references(run: Run, cfg: dict, preset: str, tokenizer, mdlm, judge, jud
             log.append({"id": f"heldout/{i}", "reference": "heldout", "index": i, **record})
     if not all(f"random/{i}" in done for i in range(n)):
         # Uniform over every token but the mask (the last id), drawn once for all n.
-        gen = torch.Generator().manual_seed(reference_text_seed(cfg["seed"]))
+        gen = torch.Generator().manual_seed(reference_text_seed(cfg.seed))
         rows = torch.randint(0, mdlm.mask_id, (n, length), generator=gen)
         todo = [i for i in range(n) if f"random/{i}" not in done]
         for record, i in zip(score_samples(rows[todo].tolist(), tokenizer, judge, judge_tokenizer, length), todo):
@@ -103,14 +49,14 @@ def run_references(run: Run, cfg: dict, preset: str, tokenizer, mdlm, judge, jud
     return rows
 
 
-def run_samples(run: Run, cfg: dict, device: str, tokenizer, mdlm, judge,
+def run_samples(run, cfg, device: str, tokenizer, mdlm, judge,
                 judge_tokenizer) -> tuple[list[dict], list[dict]]:
     from tqdm.auto import tqdm
 
-    n, length, batch_size = cfg["samples"], cfg["length"], cfg["batch_size"]
+    n, length, batch_size = cfg.samples, cfg.length, cfg.batch_size
     log = run.log("baseline_samples")
     done = log.done_ids()
-    work = [(steps, sampler, start) for steps in cfg["steps"] for sampler in SAMPLERS
+    work = [(steps, sampler, start) for steps in cfg.steps for sampler in SAMPLERS
             for start in range(0, n, batch_size)]
     bar = tqdm(work, desc="baseline samples", unit="batch")
     for steps, sampler, start in bar:
@@ -121,7 +67,7 @@ def run_samples(run: Run, cfg: dict, device: str, tokenizer, mdlm, judge,
         bar.set_postfix(sampler=sampler, steps=steps)
         canvas = torch.full((len(indices), length), mdlm.mask_id, dtype=torch.long, device=device)
         # a pure function of (seed, first sample), shared by both samplers: same tokens, another NFE
-        gen = torch.Generator().manual_seed(indexed_seed(cfg["seed"], start))
+        gen = torch.Generator().manual_seed(indexed_seed(cfg.seed, start))
         out = sample(mdlm, canvas, steps, sampler=sampler, generator=gen)
         scored = score_samples(out.tokens.cpu().tolist(), tokenizer, judge, judge_tokenizer, length)
         for sample_id, index, record in zip(ids, indices, scored):
@@ -131,7 +77,7 @@ def run_samples(run: Run, cfg: dict, device: str, tokenizer, mdlm, judge,
 
     records = log.records()
     table = []
-    for steps in cfg["steps"]:
+    for steps in cfg.steps:
         for sampler in SAMPLERS:
             chosen = [r for r in records if r["sampler"] == sampler and r["steps"] == steps and r["index"] < n]
             nfe = sum(r["nfe"] for r in chosen) / len(chosen) if chosen else float("nan")
@@ -139,7 +85,7 @@ def run_samples(run: Run, cfg: dict, device: str, tokenizer, mdlm, judge,
     return table, records
 
 
-def baseline_notes(table: list[dict], references: list[dict], records: list[dict], cfg: dict) -> list[str]:
+def baseline_notes(table: list[dict], references: list[dict], records: list[dict], cfg) -> list[str]:
     """Plain sentences on what the issue asks to hold, true or not."""
     notes = []
     random_nll, heldout_nll = references[0]["judge_nll"], references[1]["judge_nll"]
@@ -147,7 +93,7 @@ def baseline_notes(table: list[dict], references: list[dict], records: list[dict
     verdict = "below" if worst < random_nll else "NOT below"
     notes.append(f"every MDLM row's judge NLL ({worst:.3f} at worst) is {verdict} uniform random tokens "
                  f"({random_nll:.3f}); held-out real text scores {heldout_nll:.3f} (the floor)")
-    wanted = [r for r in records if r["steps"] in cfg["steps"] and r["index"] < cfg["samples"]]
+    wanted = [r for r in records if r["steps"] in cfg.steps and r["index"] < cfg.samples]
     noise = max(standard_error([r["judge_nll"] for r in wanted
                                 if (r["sampler"], r["steps"]) == (row["sampler"], row["steps"])]) for row in table)
     for sampler in SAMPLERS:
@@ -158,7 +104,7 @@ def baseline_notes(table: list[dict], references: list[dict], records: list[dict
                                                      else "does NOT fall")
         notes.append(f"{sampler}: judge NLL {shape} as the step count grows ({first[1]:.3f} at {first[0]} steps, "
                      f"{last[1]:.3f} at {last[0]}; {', '.join(f'{v:.3f}' for _, v in curve)}); a row's mean has a "
-                     f"standard error of up to {noise:.3f} over {cfg['samples']} samples")
+                     f"standard error of up to {noise:.3f} over {cfg.samples} samples")
     by_key = {}
     for r in wanted:
         by_key.setdefault((r["steps"], r["index"]), {})[r["sampler"]] = r["tokens"]
@@ -191,25 +137,11 @@ def plot_baseline(path: Path, table: list[dict], references: list[dict], title: 
     save_figure(fig, path)
 
 
-def load_models(args, cfg: dict, specs: dict, device: str, dtype):
-    """The MDLM, its tokenizer and the judge, checked against each other and the length."""
-    from dlmkit.models.ar import load_ar
-    from dlmkit.models.mdlm import load_mdlm
-
-    mdlm = load_mdlm(specs["mdlm"].source, device=device, dtype=dtype)
-    if cfg["length"] > mdlm.config.model_length:
-        raise UserError(f"--length {cfg['length']} exceeds the MDLM's model_length {mdlm.config.model_length}; "
-                        "lower --length")
-    tokenizer = load_mdlm_tokenizer(specs["mdlm"].source, args.preset)
-    check_vocab(mdlm, tokenizer, specs["mdlm"].source)
-    judge, judge_tokenizer = load_ar(specs["judge"].source, device=device, dtype=dtype)
-    return mdlm, tokenizer, judge, judge_tokenizer
-
-
-def phase_baseline(run: Run, args, cfg: dict, specs: dict, device: str, dtype) -> None:
-    mdlm, tokenizer, judge, judge_tokenizer = load_models(args, cfg, specs, device, dtype)
-    references = run_references(run, cfg, args.preset, tokenizer, mdlm, judge, judge_tokenizer)
-    table, records = run_samples(run, cfg, device, tokenizer, mdlm, judge, judge_tokenizer)
+def phase_baseline(run, ctx) -> None:
+    cfg = ctx.settings
+    mdlm, tokenizer, judge, judge_tokenizer = ctx.models()
+    references = run_references(run, cfg, ctx.preset, tokenizer, mdlm, judge, judge_tokenizer)
+    table, records = run_samples(run, cfg, ctx.device, tokenizer, mdlm, judge, judge_tokenizer)
     run.add_table("mdlm_baseline", table)
     run.add_table("references", references)
     run.summary["notes"] = [n for n in run.summary["notes"] if not n.startswith(BASELINE_NOTE)]
@@ -217,5 +149,4 @@ def phase_baseline(run: Run, args, cfg: dict, specs: dict, device: str, dtype) -
         run.note(note)
         echo(note)
     plot_baseline(run.dir / "baseline_nll_vs_steps.png", table, references,
-                  f"MDLM ({args.preset}): {cfg['samples']} samples of {cfg['length']} tokens")
-    run.phase_done("baseline")
+                  f"MDLM ({ctx.preset}): {cfg.samples} samples of {cfg.length} tokens")
