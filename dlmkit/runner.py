@@ -10,7 +10,7 @@ An experiment package (dlmkit/experiments/<name>/) exposes the same small contra
     ROLES        the model roles it uses; PHASE_ROLES: {phase: the roles it needs}
     add_flags    its own flags (argparse group)
     Settings     a frozen settings object: Settings.from_flags(args, job) (one-line errors for bad values),
-                 .config() (summary.json's config, the phases included) and .identity(specs) (what a resumed run must share, or None)
+                 .config(specs) (summary.json's config, the phases included) and .identity(specs) (what a resumed run must share, or None)
     Context      Context(job, settings, specs): what the phases share (models loaded once, on first use);
                  its constructor checks what must hold before anything is written
 
@@ -70,12 +70,12 @@ def run_experiment(experiment, prog: str, doc: str, argv: list[str] | None = Non
               resume=args.resume, overwrite=args.overwrite)
     settings = replace(experiment.Settings.from_flags(args, job), **overrides)
     seed_everything(args.seed)
-    roles = [r for r in experiment.ROLES if any(r in experiment.PHASE_ROLES[p] for p in phases)]
+    roles = list(dict.fromkeys(role for phase in phases for role in experiment.PHASE_ROLES[phase]))
     specs = resolve_models(args.preset, roles, model_overrides(args))
     context = experiment.Context(job, settings, specs)
     run = Run(job.out, script=job.prog, argv=sys.argv[1:] if argv is None else list(argv), preset=job.preset,
               models=specs, device=device, dtype=str(dtype).removeprefix("torch."), seed=job.seed,
-              config=settings.config(), identity=settings.identity(specs),
+              config=settings.config(specs), identity=settings.identity(specs),
               resume=job.resume, overwrite=job.overwrite)
     if hasattr(experiment, "run_phases"):
         experiment.run_phases(run, context, phases)

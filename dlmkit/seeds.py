@@ -41,8 +41,13 @@ def reference_text_seed(seed: int) -> int:
 
 
 def validation_seed(seed: int) -> int:
-    """Held-out validation masks of the self-spec training phase."""
+    """Held-out validation draws: the self-spec training phase's masks, CLSD's validation batch."""
     return seed + 1
+
+
+def stage_c_seed(seed: int) -> int:
+    """CLSD stage C's training batches (stage A's use the run seed itself)."""
+    return seed + 2
 
 
 def calibration_seed(seed: int) -> int:

@@ -10,7 +10,7 @@ from dlmkit.decoding.flow import euler_sample, rectified_flow_loss
 from dlmkit.errors import UserError
 from dlmkit.models.clsd import PAPER_SOURCE_INDICES, graft, load_dit, nearest_tokens, save_dit, scale_source_indices
 from dlmkit.models.qwen35 import expand_cache, load_verifier, qwen35_9b_config, text_config
-from dlmkit.decoding.clsd import ar_generate, clsd_generate, guillotine
+from dlmkit.decoding.clsd import greedy_generate, clsd_generate, guillotine
 from dlmkit.experiments.clsd.objectives import StageC, beta_at, stage_a_loss, stage_c_loss
 
 VOCAB = 61
@@ -205,7 +205,7 @@ def test_expanded_cache_scores_like_a_fresh_pass(verifier8):
 def test_clsd_output_equals_greedy_at_threshold_one_half(verifier8):
     dit = randomize_conditioning(graft(verifier8, [0, 3, 7], block_len=4))
     prompt = torch.randint(1, VOCAB, (7,)).tolist()
-    ar = ar_generate(verifier8, prompt, 15, stop_ids=set())
+    ar = greedy_generate(verifier8, prompt, 15, stop_ids=set())
     assert len(ar.tokens) == 15 and ar.verifier_calls == 15
     out = clsd_generate(verifier8, dit, prompt, 15, set(), candidates=3, euler_steps=2, threshold=0.5,
                         generator=torch.Generator().manual_seed(0))

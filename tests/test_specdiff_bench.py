@@ -1,4 +1,4 @@
-"""specdiff_bench.py and dlmkit/phases/specdiff.py: the shipped tiny models decode
+"""specdiff_bench.py and dlmkit/experiments/specdiff/: the shipped tiny models decode
 losslessly, the script's JSON is seeded, paper-format checkpoints load and verify, and
 bad input ends in one line naming the fix."""
 
@@ -13,8 +13,11 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from dlmkit.errors import UserError
 from dlmkit.models.mdlm import MDLM, MDLMConfig, save_mdlm
-from dlmkit.experiments.specdiff import bench as specdiff
+from dlmkit.experiments import specdiff
+from dlmkit.experiments.specdiff.methods import Method
+from dlmkit.experiments.specdiff.prompts import load_prompts
 from dlmkit.presets import TINY_TOKENIZER, ModelSpec, resolve_models
+from dlmkit.runner import Job, make_parser
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,18 +29,26 @@ def load_script():
     return module
 
 
+def make_context(specs, phases, *flags):
+    """specdiff.Context as the script builds it, from the settings its flags make."""
+    args = make_parser(specdiff, "specdiff_bench.py", "").parse_args(list(flags))
+    job = Job(prog="specdiff_bench.py", preset="tiny", subset=None, seed=42, phases=tuple(phases), out=Path("unused"),
+              device="cpu", dtype=torch.float32, resume=False, overwrite=False)
+    return specdiff.Context(job, specdiff.Settings.from_flags(args, job), specs)
+
+
 @pytest.fixture(scope="module")
 def tiny_bench():
     specs = resolve_models("tiny", ["target", "drafter", "mdlm"])
-    return specdiff.Bench(specs, ["ar", "sd", "specdiff", "hf"], "cpu", torch.float32, "ddpm_cache")
+    return make_context(specs, ["ar", "sd", "specdiff", "hf"])
 
 
 def test_shipped_tiny_models_decode_greedily_exactly_as_the_target(tiny_bench):
-    prompts = specdiff.load_prompts("tiny", tiny_bench.tokenizer, ["documents", "chat"], 1, 12)
-    methods = [specdiff.Method("sd", gamma=4), specdiff.Method("specdiff", gamma=8, steps=2),
-               specdiff.Method("specdiff", gamma=4, steps=1), specdiff.Method("hf", gamma=4)]
+    prompts = load_prompts("tiny", tiny_bench.tokenizer, ["documents", "chat"], 1, 12)
+    methods = [Method("sd", gamma=4), Method("specdiff", gamma=8, steps=2),
+               Method("specdiff", gamma=4, steps=1), Method("hf", gamma=4)]
     for prompt in prompts:
-        reference, *_ = tiny_bench.generate(specdiff.Method("ar"), prompt["ids"], 40, 0.0, seed=0)
+        reference, *_ = tiny_bench.generate(Method("ar"), prompt["ids"], 40, 0.0, seed=0)
         assert reference.target_calls == 40
         for method in methods:
             out, seconds, cpu_seconds = tiny_bench.generate(method, prompt["ids"], 40, 0.0, seed=0)
@@ -48,12 +59,12 @@ def test_shipped_tiny_models_decode_greedily_exactly_as_the_target(tiny_bench):
 
 
 def test_tiny_prompts_are_held_out_and_start_with_endoftext(tiny_bench):
-    prompts = specdiff.load_prompts("tiny", tiny_bench.tokenizer, ["documents", "chat"], 2, 12)
+    prompts = load_prompts("tiny", tiny_bench.tokenizer, ["documents", "chat"], 2, 12)
     assert [(p["set"], p["index"]) for p in prompts] == [("documents", 0), ("documents", 1), ("chat", 0), ("chat", 1)]
     assert all(p["ids"][0] == tiny_bench.tokenizer.eos_token_id for p in prompts)
     assert len(prompts[0]["ids"]) == 13
     with pytest.raises(UserError, match="choose from documents, chat"):
-        specdiff.load_prompts("tiny", tiny_bench.tokenizer, ["owt"], 2, 12)
+        load_prompts("tiny", tiny_bench.tokenizer, ["owt"], 2, 12)
 
 
 def run_script(out: Path, *extra):
@@ -102,12 +113,12 @@ def test_paper_format_checkpoints_load_and_the_mdlm_mask_is_sliced_off(tmp_path)
     save_mdlm(MDLM(MDLMConfig(vocab_size=vocab + 1, model_length=32, hidden_dim=16, cond_dim=8, n_blocks=1,
                               n_heads=2, dropout=0.0)), tmp_path / "mdlm")
     specs = {role: ModelSpec(role, str(tmp_path / role), "gpt2") for role in ("target", "drafter", "mdlm")}
-    bench = specdiff.Bench(specs, ["ar", "sd", "specdiff"], "cpu", torch.float32, "ddpm")
+    bench = make_context(specs, ["ar", "sd", "specdiff"], "--sampler", "ddpm")
     assert bench.mdlm.config.vocab_size == vocab + 1
     prefix = [0, 3, 5]
-    reference, *_ = bench.generate(specdiff.Method("ar"), prefix, 12, 0.0, seed=0)
+    reference, *_ = bench.generate(Method("ar"), prefix, 12, 0.0, seed=0)
     for temperature in (0.0, 1.0):
-        out, *_ = bench.generate(specdiff.Method("specdiff", gamma=5, steps=2), prefix, 12, temperature, seed=1)
+        out, *_ = bench.generate(Method("specdiff", gamma=5, steps=2), prefix, 12, temperature, seed=1)
         assert len(out.tokens) == 12 and max(out.tokens) < vocab
         if temperature == 0:
             assert out.tokens == reference.tokens
@@ -116,7 +127,7 @@ def test_paper_format_checkpoints_load_and_the_mdlm_mask_is_sliced_off(tmp_path)
                               n_heads=2)), tmp_path / "bad")
     specs["mdlm"] = ModelSpec("mdlm", str(tmp_path / "bad"), "mdlm")
     with pytest.raises(UserError, match="--model-mdlm"):
-        specdiff.Bench(specs, ["specdiff"], "cpu", torch.float32, "ddpm")
+        make_context(specs, ["specdiff"], "--sampler", "ddpm")
 
 
 def test_missing_cnn_dailymail_offline_is_one_line_naming_the_fix(monkeypatch):

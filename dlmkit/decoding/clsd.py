@@ -44,7 +44,9 @@ def guillotine(confidence: torch.Tensor, threshold: float) -> int:
 
 
 @dataclass
-class Generation:
+class BlockGeneration:
+    """A CLSD (or plain greedy) decoding of one prompt: its tokens, verifier calls, per-round stats."""
+
     tokens: list[int]
     verifier_calls: int
     rounds: list[dict] = field(default_factory=list)
@@ -67,7 +69,7 @@ def _finish(tokens: list[int], max_new: int, stop_ids: set[int]) -> tuple[list[i
 
 
 @torch.no_grad()
-def ar_generate(verifier, prompt_ids: list[int], max_new: int, stop_ids: set[int]) -> Generation:
+def greedy_generate(verifier, prompt_ids: list[int], max_new: int, stop_ids: set[int]) -> BlockGeneration:
     """Plain greedy decoding with the verifier and its cache: one call per token."""
     device = verifier.get_input_embeddings().weight.device
     synchronize(device)
@@ -82,12 +84,12 @@ def ar_generate(verifier, prompt_ids: list[int], max_new: int, stop_ids: set[int
         cache, _, logits = verifier_step(verifier, torch.tensor([[token]], device=device), cache)
         calls += 1
     synchronize(device)
-    return Generation(out, calls, seconds=time.perf_counter() - start)
+    return BlockGeneration(out, calls, seconds=time.perf_counter() - start)
 
 
 @torch.no_grad()
 def clsd_generate(verifier, dit, prompt_ids: list[int], max_new: int, stop_ids: set[int], *, candidates: int,
-                  euler_steps: int, threshold: float, generator: torch.Generator) -> Generation:
+                  euler_steps: int, threshold: float, generator: torch.Generator) -> BlockGeneration:
     device = verifier.get_input_embeddings().weight.device
     embedding = verifier.get_input_embeddings().weight
     length = dit.config.block_len
@@ -125,7 +127,7 @@ def clsd_generate(verifier, dit, prompt_ids: list[int], max_new: int, stop_ids: 
         cache, hidden, logits = verifier_step(verifier, torch.tensor([emitted], device=device), cache)
         calls += 1
     synchronize(device)
-    return Generation(out, calls, rounds, seconds=time.perf_counter() - start)
+    return BlockGeneration(out, calls, rounds, seconds=time.perf_counter() - start)
 
 
 def dit_dtype(dit) -> torch.dtype:

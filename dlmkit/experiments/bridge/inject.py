@@ -30,11 +30,12 @@ from __future__ import annotations
 import statistics
 
 import torch
+from tqdm.auto import tqdm
 
 from dlmkit.data.chat import chat_prompt_ids, end_token_ids, response_length
-from dlmkit.experiments.bridge.probe import qualifying
+from dlmkit.experiments.bridge.probe import layers_table, qualifying, records_of, viable_configs
 from dlmkit.experiments.bridge.prompts import has_ground_truth
-from dlmkit.experiments.bridge.translate import translate_tokens
+from dlmkit.experiments.bridge.translate import same_vocabulary, translate_tokens
 from dlmkit.decoding.diffusion import PermanenceCheck, diffusion_generate
 from dlmkit.errors import UserError
 from dlmkit.metrics.text import word_f1
@@ -113,15 +114,15 @@ def condition_name(config: dict | None, kind: str = "all") -> str:
     return f"L{config['layer']}@{config['threshold']:g}" + ("" if kind == "all" else f"/{kind}")
 
 
-def inject_prompt(bridge, item: dict, record: dict, configs: list[dict], grid: list[int], identity: bool) -> dict:
+def inject_prompt(context, item: dict, record: dict, configs: list[dict], grid: list[int], identity: bool) -> dict:
     """Phase 2's record of one prompt: every condition at every step budget."""
-    model, tokenizer, settings = bridge.dlm(), bridge.dlm_tokenizer(), bridge.settings
+    model, tokenizer, settings = context.dlm(), context.dlm_tokenizer(), context.settings
     prompt_ids = chat_prompt_ids(tokenizer, item["prompt"])
     canvas = settings.dream.max_new_tokens
     conditions = [(None, "all", {})]
     for config in configs:
         for kind in settings.inject_kinds:
-            tokens = injected_tokens(record, config["layer"], config["threshold"], kind, bridge.ar_tokenizer(),
+            tokens = injected_tokens(record, config["layer"], config["threshold"], kind, context.ar_tokenizer(),
                                      tokenizer, identity, canvas, model.mask_token_id)
             conditions.append((config, kind, tokens))
     out = {"id": item["id"], "task": item["task"], "difficulty": item["difficulty"], "grid": grid,
@@ -131,7 +132,7 @@ def inject_prompt(bridge, item: dict, record: dict, configs: list[dict], grid: l
         runs = []
         for steps in grid:
             answer = dream_answer(model, tokenizer, prompt_ids, settings.dream, steps,
-                                  item_seed(bridge.seed, f"{item['id']}/steps={steps}"), tokens)
+                                  item_seed(context.seed, f"{item['id']}/steps={steps}"), tokens)
             answer["steps"] = steps
             answer["f1_vs_ar"] = word_f1(answer["text"], record["answer_text"])
             answer["correct"] = is_correct(item, answer["text"]) if has_ground_truth(item) else None
@@ -270,5 +271,51 @@ def plot_f1_by_steps(rows: list[dict], path) -> None:
     save_figure(fig, path)
 
 
+# --------------------------------------------------------------------------- the phase
+
+
+def phase_inject(run, context) -> None:
+    settings = context.settings
+    probe_records = {r["id"]: r for r in run.log("probe").records()}
+    missing = [i["id"] for i in context.items if i["id"] not in probe_records]
+    if missing:
+        raise UserError(f"phase inject reads phase probe's records but {len(missing)} of {len(context.items)} prompts "
+                        f"have none in {run.dir / 'probe.jsonl'}; run it first: "
+                        f"{context.prog} --phase probe --out {run.dir} --resume")
+    records = [probe_records[i["id"]] for i in context.items]
+    taps = records[0]["taps"]
+    layer_rows = layers_table(records, taps, settings.thresholds, settings.min_tokens, settings.min_accuracy)
+    configs = viable_configs(layer_rows, settings.max_inject_configs)
+    grid = list(settings.step_grid)
+    names = [COLD] + [condition_name(c, k) for c in configs for k in settings.inject_kinds]
+    identity = same_vocabulary(context.ar_tokenizer(), context.dlm_tokenizer())
+    context.drop_ar()
+    log = run.log("inject")
+    stale = [r["id"] for r in records_of(log, context.items)
+             if r["grid"] != grid or [c["name"] for c in r["conditions"]] != names]
+    if stale:
+        raise UserError(f"{len(stale)} inject records in {run.dir} have another step grid or other conditions than "
+                        f"{grid} / {names}; pass the same settings or rerun with --overwrite")
+    done = log.done_ids()
+    for item in tqdm([i for i in context.items if i["id"] not in done], desc="inject: Dream from layer tokens"):
+        log.append(inject_prompt(context, item, probe_records[item["id"]], configs, grid, identity))
+    results = records_of(log, context.items)
+    rows = f1_table(results, grid, context.seed)
+    run.add_table("inject_f1", rows)
+    saved = steps_saved_table(results, grid)
+    run.add_table("inject_steps_saved", saved)
+    cold = next(r for r in saved if r["condition"] == COLD)
+    if cold["steps_to_match"] is not None and cold["steps_to_match"] < grid[-1]:
+        run.note(f"cold Dream alone reaches its {grid[-1]}-step F1 vs the AR answer at {cold['steps_to_match']} steps, "
+                 "so steps saved by injection are counted against that too (steps_saved_vs_cold_min)")
+    run.add_table("inject_by_difficulty", difficulty_table(results, grid[-1]))
+    run.add_table("inject_vs_cold", paired_table(results, grid[-1]))
+    plot_f1_by_steps(rows, run.dir / "inject_f1_by_steps.png")
+    if any(r["injected_changed"] or r["permanence_violations"] for r in rows):
+        run.note("PERMANENCE VIOLATED: an injected or committed token changed during denoising (see inject.jsonl)")
+    run.note("word F1 vs the AR answer counts the injected words too: injected tokens are the AR model's own "
+             "(layer) predictions, so part of the gain over cold Dream is the seed itself")
+
+
 __all__ = ["COLD", "Injection", "condition_name", "difficulty_table", "dream_answer", "f1_table", "inject_prompt",
-           "injected_tokens", "paired_table", "plot_f1_by_steps", "steps_saved_table"]
+           "injected_tokens", "paired_table", "phase_inject", "plot_f1_by_steps", "steps_saved_table"]

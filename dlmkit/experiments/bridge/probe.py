@@ -35,7 +35,9 @@ from __future__ import annotations
 import time
 
 import torch
+from tqdm.auto import tqdm
 
+from dlmkit.errors import UserError
 from dlmkit.experiments.bridge.prompts import has_ground_truth
 from dlmkit.experiments.bridge.token_kinds import CONTENT, STRUCTURAL, token_kind
 from dlmkit.data.chat import chat_prompt_ids, default_end_token_ids
@@ -213,5 +215,64 @@ def plot_depth(layer_rows: list[dict], depth_rows: list[dict], thresholds, path)
     save_figure(fig, path)
 
 
-__all__ = ["count", "depth_table", "greedy_answer", "is_viable", "layers_table", "plot_depth", "probe_prompt",
-           "qualifying", "viable_configs"]
+# --------------------------------------------------------------------------- the phase
+
+
+def records_of(log, items) -> list[dict]:
+    by_id = {r["id"]: r for r in log.records()}
+    return [by_id[i["id"]] for i in items if i["id"] in by_id]
+
+
+def answers_table(records: list[dict]) -> list[dict]:
+    """The large model's own answers per stratum: length, whether they ended, accuracy."""
+    groups: dict[str, list[dict]] = {}
+    for r in records:
+        groups.setdefault(f"{r['task']}/{r['difficulty']}", []).append(r)
+    groups["all"] = records
+    return [{"stratum": name, "n": len(rs), "answer_tokens": mean([len(r["answer_ids"]) - r["ended"] for r in rs]),
+             "ended": mean([float(r["ended"]) for r in rs]),
+             "accuracy": mean([float(r["correct"]) for r in rs if r["correct"] is not None])}
+            for name, rs in groups.items()]
+
+
+def phase_probe(run, context) -> None:
+    model, tokenizer = context.ar()
+    taps = context.taps(num_layers(model))
+    settings = context.settings
+    log = run.log("probe")
+    stale = [r["id"] for r in records_of(log, context.items) if r["taps"] != taps]
+    if stale:
+        raise UserError(f"{len(stale)} probe records in {run.dir} were made with other layer taps than {taps}; "
+                        "pass the same --layer-taps or --overwrite")
+    done = log.done_ids()
+    for item in tqdm([i for i in context.items if i["id"] not in done], desc="probe: ar_large logit lens"):
+        log.append(probe_prompt(model, tokenizer, item, taps, settings.ar_max_new_tokens))
+    records = records_of(log, context.items)
+    run.add_table("ar_answers", answers_table(records))
+    layer_rows = layers_table(records, taps, settings.thresholds, settings.min_tokens, settings.min_accuracy)
+    depth_rows = depth_table(records, taps)
+    run.add_table("probe_layers", layer_rows)
+    run.add_table("probe_depth", depth_rows)
+    configs = viable_configs(layer_rows, settings.max_inject_configs)
+    run.add_table("viable_configs", configs)
+    plot_depth(layer_rows, depth_rows, settings.thresholds, run.dir / "probe_accuracy_by_layer.png")
+    run.note("probe, unlike the published script: the lens reads a teacher-forced pass over prompt + answer (the "
+             "published one ran the prompt alone), applies the final norm before lm_head, and counts qualifying "
+             "tokens per prompt on average for viability (the published one kept a layer if any single prompt passed)")
+    n_layers = next((r["n_layers"] for r in records if r["n_layers"]), None)
+    last = next((r for r in depth_rows if r["layer"] == n_layers), None)
+    if last is not None and last["top1_agreement"] is not None and last["top1_agreement"] < 1:
+        run.note(f"the lens at the last layer agrees with the greedy answer at {last['top1_agreement']:.4f} of "
+                 "positions, not all (reduced precision can flip near-ties)")
+    viable_layers = sorted({c["layer"] for c in configs})
+    if not configs:
+        run.note(f"no layer is viable (>= {settings.min_tokens} qualifying tokens at >= {settings.min_accuracy:g} "
+                 "accuracy per prompt on average); phase inject runs cold Dream only")
+    else:
+        early = [r["layer"] for r in layer_rows if r["viable"] and r["layer"] != n_layers]
+        run.note(f"viable layers (mean per prompt): {sorted(set(early)) or 'none below the last'}"
+                 f"{'' if n_layers is None else f' of {n_layers}'}; injected: {viable_layers}")
+
+
+__all__ = ["answers_table", "count", "depth_table", "greedy_answer", "is_viable", "layers_table", "phase_probe",
+           "plot_depth", "probe_prompt", "qualifying", "records_of", "viable_configs"]

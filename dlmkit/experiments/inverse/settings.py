@@ -42,7 +42,7 @@ class Settings:
         return cls(preset=job.preset, subset=job.subset, phases=job.phases, dream=dream,
                    fractions=checked_fractions(args.fractions, dream.steps), published_dir=args.published_dir)
 
-    def config(self) -> dict:
+    def config(self, specs) -> dict:
         return {"subset": self.subset, "phases": list(self.phases), "fractions": list(self.fractions),
                 "dream": asdict(self.dream)}
 

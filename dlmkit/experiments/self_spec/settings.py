@@ -90,7 +90,7 @@ class Settings:
         """The trained causal layer + target head that phase sample reads."""
         return self.self_spec or self.ckpt_dir / "final"
 
-    def config(self) -> dict:
+    def config(self, specs) -> dict:
         return {"samples": self.samples, "length": self.length, "steps": list(self.steps),
                 "batch_size": self.batch_size, "samplers": list(self.samplers), "seed": self.seed,
                 "nfe": list(self.nfe), "spec_batch_size": self.spec_batch_size,

@@ -1,0 +1,111 @@
+"""Phase infer of train_clsd.py: CLSD decoding (`dlmkit/decoding/clsd.py`: draft --candidates
+blocks per round, score them in one batched verifier pass, keep the best candidate's confident
+prefix) against plain greedy decoding with the verifier, for the DiT after stage A and after
+stage C."""
+
+from __future__ import annotations
+
+import torch
+from tqdm.auto import tqdm
+
+from dlmkit.data.chat import end_token_ids
+from dlmkit.decoding.clsd import greedy_generate, clsd_generate
+from dlmkit.errors import UserError
+from dlmkit.experiments.clsd.data import transcripts
+from dlmkit.models.clsd import load_dit
+from dlmkit.plots import pyplot, save_figure
+from dlmkit.seeds import indexed_seed
+
+
+def infer_prompts(ctx) -> list[dict]:
+    """Held-out math problems as chat prompts (the tiny world's test split / NuminaMath test)."""
+    conversations = transcripts(ctx.preset, "val", ctx.settings.prompts, seed=ctx.settings.seed,
+                                data_dir=ctx.settings.data_dir)[:ctx.settings.prompts]
+    out = []
+    for i, messages in enumerate(conversations):
+        text = ctx.tokenizer.apply_chat_template(messages[:1], tokenize=False, add_generation_prompt=True)
+        out.append({"id": i, "prompt_ids": ctx.tokenizer(text, add_special_tokens=False)["input_ids"]})
+    return out
+
+
+def phase_infer(run, ctx) -> None:
+    cfg = ctx.settings
+    tokenizer, verifier = ctx.tokenizer, ctx.verifier
+    stop_ids = end_token_ids(tokenizer)
+    drafters = [(name, cfg.ckpt_dir / name / "dit") for name in ("stage_a", "stage_c")
+                if (cfg.ckpt_dir / name / "dit" / "config.json").exists()]
+    if not drafters:
+        raise UserError(f"no trained DiT in {cfg.ckpt_dir}; run the stage_a (and stage_c) phases first")
+    log = run.log("infer")
+    done = log.done_ids()
+    prompts = infer_prompts(ctx)
+    dits = {name: load_dit(path, device=ctx.device, dtype=ctx.dtype) for name, path in drafters}
+    ar_tokens = {r["id"]: r["tokens"] for r in log.records() if r["drafter"] == "ar"}  # read once, not per prompt
+    for item in tqdm(prompts, desc="infer", unit="prompt"):
+        ar_id = f"ar/{item['id']}"
+        if ar_id not in done:
+            ar = greedy_generate(verifier, item["prompt_ids"], cfg.gen_length, stop_ids)
+            log.append({"id": ar_id, "drafter": "ar", "prompt": item["id"], "tokens": ar.tokens,
+                        "verifier_calls": ar.verifier_calls, "seconds": ar.seconds})
+            done.add(ar_id)
+            ar_tokens[ar_id] = ar.tokens
+        reference = ar_tokens[ar_id]
+        for name, dit in dits.items():
+            record_id = f"{name}/{item['id']}"
+            if record_id in done:
+                continue
+            gen = torch.Generator().manual_seed(indexed_seed(cfg.seed, item["id"]))
+            out = clsd_generate(verifier, dit, item["prompt_ids"], cfg.gen_length, stop_ids,
+                                candidates=cfg.candidates, euler_steps=cfg.euler_steps,
+                                threshold=cfg.threshold, generator=gen)
+            log.append({"id": record_id, "drafter": name, "prompt": item["id"], "tokens": out.tokens,
+                        "verifier_calls": out.verifier_calls, "seconds": out.seconds, "rounds": out.rounds,
+                        "matches_ar": out.tokens == reference, "text": tokenizer.decode(out.tokens)})
+    records = [r for r in log.records() if r["prompt"] < cfg.prompts]
+    rows, timing, accepted = [], [], {}
+    for name in ["ar"] + [n for n, _ in drafters]:
+        chosen = [r for r in records if r["drafter"] == name]
+        tokens = sum(len(r["tokens"]) for r in chosen)
+        calls = sum(r["verifier_calls"] for r in chosen)
+        row = {"decoder": "greedy AR (verifier alone)" if name == "ar" else f"CLSD, DiT after {name}",
+               "prompts": len(chosen), "tokens": tokens, "verifier_calls": calls,
+               "verifier_calls_per_token": calls / tokens if tokens else None}
+        time_row = {"decoder": row["decoder"], "ms_per_token": 1000 * sum(r["seconds"] for r in chosen) / tokens
+                    if tokens else None}
+        if name != "ar":
+            rounds = [rd for r in chosen for rd in r["rounds"]]
+            accepted[name] = [rd["accepted"] for rd in rounds]
+            row.update({"blocks": len(rounds),
+                        "accepted_per_block": sum(accepted[name]) / len(rounds),
+                        "tokens_per_block": sum(rd["emitted"] for rd in rounds) / len(rounds),
+                        "blocks_with_any_accepted": sum(a > 0 for a in accepted[name]) / len(rounds),
+                        "max_accepted": max(accepted[name]),
+                        "outputs_equal_to_ar": sum(r["matches_ar"] for r in chosen) / len(chosen)})
+            time_row.update({"draft_ms_per_block": sum(rd["draft_ms"] for rd in rounds) / len(rounds),
+                             "score_ms_per_block": sum(rd["score_ms"] for rd in rounds) / len(rounds)})
+            time_row["latency_ms_per_block"] = time_row["draft_ms_per_block"] + time_row["score_ms_per_block"]
+        rows.append(row)
+        timing.append(time_row)
+    run.add_table("infer", rows)
+    run.add_table("infer_timing", timing)
+    for row in rows[1:]:
+        run.note(f"infer: {row['decoder']}: {row['accepted_per_block']:.2f} drafted tokens accepted per "
+                 f"{cfg.block_len}-token block ({cfg.candidates} candidates, K={cfg.euler_steps}, threshold "
+                 f"{cfg.threshold}); {row['verifier_calls_per_token']:.3f} verifier calls per token against "
+                 f"{rows[0]['verifier_calls_per_token']:.3f} for greedy AR; outputs equal to greedy AR in "
+                 f"{row['outputs_equal_to_ar']:.0%} of prompts")
+    run.note("infer: timings (infer_timing) are wall-clock on this device and vary between runs; the "
+             "model card's target is < 500 ms per 128-token block on a B200 at 9B (see benchmarks/bench_clsd.py)")
+    plt = pyplot()
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    bins = range(0, cfg.block_len + 2)
+    for name, values in accepted.items():
+        ax.hist(values, bins=bins, alpha=0.6, label=f"DiT after {name}", align="left")
+    ax.set_xlabel(f"drafted tokens accepted per block (of {cfg.block_len})")
+    ax.set_ylabel("blocks")
+    ax.set_title(f"CLSD inference ({ctx.preset}): {cfg.candidates} candidates, K={cfg.euler_steps}, "
+                 f"threshold {cfg.threshold}", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, run.dir / "infer_accepted.png")

@@ -1,0 +1,84 @@
+"""train_clsd.py's settings, built once from the flags and frozen (per-preset defaults, then the
+flags that override them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from dlmkit.errors import UserError
+
+# Published (model card): 128-token blocks, 32 candidates, 2 Euler steps, stage A 50K steps
+# of batch 32 at AdamW 1e-4 cosine. Stage C's length and the prefix length are not given.
+PRESET_DEFAULTS = {
+    "tiny": dict(block_len=32, prefix_len=32, train_records=3000, val_records=200, stage_a_steps=600,
+                 stage_c_steps=200, batch_size=16, stage_a_lr=1e-3, stage_c_lr=3e-4, candidates=8, prompts=12,
+                 gen_length=40, val_batch=64),
+    "paper": dict(block_len=128, prefix_len=128, train_records=400_000, val_records=100, stage_a_steps=50_000,
+                  stage_c_steps=5_000, batch_size=32, stage_a_lr=1e-4, stage_c_lr=1e-5, candidates=32, prompts=64,
+                  gen_length=512, val_batch=32),
+}
+FLAGGED = ("block_len", "prefix_len", "stage_a_steps", "stage_c_steps", "batch_size", "candidates", "gen_length")
+
+
+@dataclass(frozen=True)
+class Settings:
+    preset: str
+    phases: tuple[str, ...]
+    block_len: int
+    prefix_len: int
+    train_records: int
+    val_records: int
+    stage_a_steps: int
+    stage_c_steps: int
+    batch_size: int
+    stage_a_lr: float
+    stage_c_lr: float
+    candidates: int
+    prompts: int
+    gen_length: int
+    val_batch: int
+    euler_steps: int
+    beta0: float
+    threshold: float
+    seed: int
+    source_indices: tuple[int, ...] | None
+    ckpt_dir: Path
+    data_dir: Path | None = None
+
+    @classmethod
+    def from_flags(cls, args, job) -> "Settings":
+        values = dict(PRESET_DEFAULTS[job.preset])
+        values.update({key: getattr(args, key) for key in FLAGGED if getattr(args, key) is not None})
+        if args.embed_records is not None:
+            values["train_records"] = args.embed_records
+        if job.subset:
+            values["prompts"] = job.subset
+        if not 0.0 <= args.beta0:
+            raise UserError(f"--beta0 must be >= 0, got {args.beta0}")
+        ckpt = args.ckpt_dir or Path("runs") / "train_clsd" / "checkpoints" / \
+            (f"{job.preset}-subset{job.subset}" if job.subset else job.preset)
+        if Path(ckpt).resolve().is_relative_to(Path(job.out).resolve()) or "results" in Path(ckpt).resolve().parts:
+            raise UserError(f"--ckpt-dir {ckpt} lies inside --out or results/; checkpoints must stay out of "
+                            "committed results: pass a --ckpt-dir under runs/")
+        return cls(preset=job.preset, phases=job.phases, euler_steps=args.euler_steps, beta0=args.beta0,
+                   threshold=args.threshold, seed=job.seed,
+                   source_indices=tuple(args.source_indices) if args.source_indices else None,
+                   ckpt_dir=Path(ckpt), data_dir=args.data_dir, **values)
+
+    @staticmethod
+    def verifier_label(specs) -> str:
+        """The verifier as the embedding shards record it: a hub id, or a local directory's name."""
+        source = specs["verifier"].source
+        return source if not Path(source).exists() else Path(source).name
+
+    def config(self, specs) -> dict:
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        config = {key: values[key] for key in PRESET_DEFAULTS[self.preset]}
+        config.update(euler_steps=self.euler_steps, beta0=self.beta0, threshold=self.threshold, seed=self.seed,
+                      source_indices=list(self.source_indices) if self.source_indices else self.source_indices,
+                      identity={"verifier": self.verifier_label(specs)})
+        return {**config, "ckpt_dir": str(self.ckpt_dir), "phases": list(self.phases)}
+
+    def identity(self, specs) -> None:
+        return None  # the embedding shards record their settings and verifier (meta.json); phase embed checks them
