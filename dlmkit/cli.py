@@ -171,9 +171,3 @@ def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | N
         print(f"{prog}: interrupted; finished items are saved, rerun with --resume to continue", file=sys.stderr)
         raise SystemExit(130) from None
     raise SystemExit(code or 0)
-
-
-def not_built(prog: str, what: str) -> int:
-    """The one line an unbuilt script prints before exiting with status 2."""
-    print(f"{prog}: {what}", file=sys.stderr)
-    return 2

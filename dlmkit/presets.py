@@ -82,13 +82,13 @@ def model_spec(preset: str, role: str, override: str | None = None) -> ModelSpec
     return ModelSpec(role, str(TINY_ROOT / TINY[role]), arch, note)
 
 
-def resolve_models(preset: str, roles: list[str], overrides: dict[str, str | None] | None = None,
-                   require_local_tiny: bool = True) -> dict[str, ModelSpec]:
+def resolve_models(preset: str, roles: list[str], overrides: dict[str, str | None] | None = None
+                   ) -> dict[str, ModelSpec]:
     """Specs for every role a script needs; a missing tiny checkpoint names its retrain command."""
     overrides = overrides or {}
     specs = {role: model_spec(preset, role, overrides.get(role)) for role in roles}
     for role, spec in specs.items():
-        if preset == "tiny" and not overrides.get(role) and require_local_tiny and not spec.is_local:
+        if preset == "tiny" and not overrides.get(role) and not spec.is_local:
             raise UserError(f"the tiny {role} checkpoint is not shipped yet at {spec.source}; "
                             f"build it with `python -m dlmkit.train.tiny {role}` or pass --model-{role.replace('_', '-')} PATH")
     return specs

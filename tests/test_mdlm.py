@@ -104,9 +104,8 @@ def test_zero_init_layers_start_at_zero():
     assert torch.all(logits == 0)  # an untrained MDLM predicts uniformly
 
 
-@pytest.mark.parametrize("fmt", ["safetensors", "bin"])
-def test_random_owt_style_checkpoint_loads_and_runs(tmp_path, fmt):
-    state = write_owt_style_checkpoint(tmp_path / "ckpt", TINY, fmt=fmt)
+def test_random_owt_style_checkpoint_loads_and_runs(tmp_path):
+    state = write_owt_style_checkpoint(tmp_path / "ckpt", TINY)
     model = load_mdlm(tmp_path / "ckpt")
     assert not model.training
     for key, value in model.state_dict().items():
@@ -115,6 +114,12 @@ def test_random_owt_style_checkpoint_loads_and_runs(tmp_path, fmt):
     with torch.no_grad():
         logits = model(ids, torch.tensor([0.3, 0.9]))
     assert logits.shape == (2, 7, TINY["vocab_size"]) and torch.isfinite(logits).all()
+
+
+def test_pickled_bin_weights_are_refused(tmp_path):
+    write_owt_style_checkpoint(tmp_path / "ckpt", TINY, fmt="bin")
+    with pytest.raises(UserError, match="safetensors only"):
+        load_mdlm(tmp_path / "ckpt")
 
 
 def test_save_load_round_trip_and_dtype(tmp_path):

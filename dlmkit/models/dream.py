@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from dlmkit.errors import UserError
+from dlmkit.models.hub import checkpoint_dir
 
 # Dream-7B's special tokens (Qwen2 vocabulary).
 DREAM_MASK_TOKEN_ID = 151666  # <|mask|>
@@ -273,32 +273,6 @@ def _check_mask_token(cfg: DreamConfig, where: str) -> None:
         )
 
 
-def _looks_like_hub_id(path_or_id: str) -> bool:
-    parts = str(path_or_id).split("/")
-    return (len(parts) == 2 and all(parts) and not str(path_or_id).startswith((".", "~"))
-            and not os.path.isabs(str(path_or_id)))
-
-
-def _local_checkpoint_dir(path_or_id) -> Path:
-    path = Path(path_or_id).expanduser()
-    if path.is_dir():
-        return path
-    if path.exists():
-        raise UserError(f"{path} is a file; pass the checkpoint directory (config.json + *.safetensors)")
-    if not _looks_like_hub_id(str(path_or_id)):
-        raise UserError(f"Dream checkpoint directory {path} does not exist; pass an existing directory or a hub id")
-    try:
-        from huggingface_hub import snapshot_download
-
-        # Configs, tokenizer files and safetensors: never pickled weights, never remote code.
-        return Path(snapshot_download(str(path_or_id), allow_patterns=["*.json", "*.safetensors", "*.txt", "*.jinja"]))
-    except Exception as exc:  # offline, unknown repo, gated repo ...
-        raise UserError(
-            f"could not fetch Dream checkpoint {path_or_id!r} from the hub ({type(exc).__name__}); "
-            "pass a local directory or check the id and network"
-        ) from exc
-
-
 def read_dream_config(directory) -> DreamConfig:
     """The DreamConfig of a checkpoint directory, with the mask id checked."""
     directory = Path(directory)
@@ -340,7 +314,7 @@ def load_dream(path_or_id, device=None, dtype=None) -> DreamModel:
     from transformers import Qwen2ForCausalLM
     from transformers.utils import logging as hf_logging
 
-    directory = _local_checkpoint_dir(path_or_id)
+    directory = checkpoint_dir(path_or_id, "Dream checkpoint")
     cfg = read_dream_config(directory)
     if not any(directory.glob("*.safetensors")):
         raise UserError(
@@ -392,7 +366,7 @@ def load_dream_tokenizer(path_or_id):
     """
     import transformers
 
-    source = str(_local_checkpoint_dir(path_or_id))
+    source = str(checkpoint_dir(path_or_id, "Dream checkpoint"))
     config_path = Path(source) / "tokenizer_config.json"
     declared = json.loads(config_path.read_text()).get("tokenizer_class", "") if config_path.exists() else ""
     if declared.startswith("Dream"):

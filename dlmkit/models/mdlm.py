@@ -23,10 +23,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from dlmkit.errors import UserError
+from dlmkit.models.hub import checkpoint_dir
 
 CONFIG_NAME = "config.json"
 SAFETENSORS_NAME = "model.safetensors"
-PYTORCH_BIN_NAME = "pytorch_model.bin"
 
 
 @dataclass
@@ -276,27 +276,6 @@ class MDLM(nn.Module):
 # ----------------------------------------------------------------------------- checkpoints
 
 
-def _resolve_checkpoint_dir(path_or_id: str | Path) -> Path:
-    path = Path(path_or_id).expanduser()
-    if path.is_dir():
-        return path
-    text = str(path_or_id)
-    looks_like_hub_id = text.count("/") == 1 and not text.startswith((".", "/", "~")) and not path.exists()
-    if not looks_like_hub_id:
-        raise UserError(f"MDLM checkpoint {text!r} is not a directory; pass a directory with config.json "
-                        "and model.safetensors, or a hub id such as kuleshov-group/mdlm-owt")
-    # Past this point the name is either a hub id or a mistyped relative path.
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(text, allow_patterns=["*.json", "*.safetensors", "*.bin"]))
-    except Exception as exc:  # offline, unknown repo, no credentials
-        raise UserError(
-            f"MDLM checkpoint {text!r} is neither a local directory nor fetchable from the hub "
-            f"({type(exc).__name__}); fix the path, or download the checkpoint and pass its directory"
-        ) from None
-
-
 def _read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
     safetensors_path = directory / SAFETENSORS_NAME
     if not safetensors_path.exists():
@@ -306,17 +285,16 @@ def _read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         return load_file(str(safetensors_path))
-    bin_path = directory / PYTORCH_BIN_NAME
-    if bin_path.exists():
-        return torch.load(bin_path, map_location="cpu", weights_only=True)
-    raise UserError(f"no {SAFETENSORS_NAME} or {PYTORCH_BIN_NAME} in {directory}; pass a complete MDLM checkpoint directory")
+    raise UserError(f"no {SAFETENSORS_NAME} in {directory}; pass a complete MDLM checkpoint directory (safetensors "
+                    "only: pickled .bin weights are not loaded)")
 
 
 def load_mdlm(path_or_id: str | Path, device=None, dtype=None) -> MDLM:
     """Load an MDLM from a local directory or a hub id (e.g. kuleshov-group/mdlm-owt), in eval mode."""
     if device is not None and torch.device(device).type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device {device!r} requested but no CUDA GPU is visible; pass --device cpu")
-    directory = _resolve_checkpoint_dir(path_or_id)
+    directory = checkpoint_dir(path_or_id, "MDLM checkpoint",
+                               fix="fix the path, or download the checkpoint and pass its directory")
     config_path = directory / CONFIG_NAME
     if not config_path.exists():
         raise UserError(f"no {CONFIG_NAME} in {directory}; pass an MDLM checkpoint directory")

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from dlmkit.errors import UserError, first_line
+from dlmkit.errors import UserError
+from dlmkit.models.hub import checkpoint_dir
 
 # The 9B text tower (REFERENCE.md section 4; the rest are transformers' defaults, which
 # are Qwen3.5-9B's): hidden 4096, 32 layers, every 4th full attention, vocab 248320.
@@ -104,26 +105,13 @@ def _read_weights(directory: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _download(repo_id: str) -> Path:
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.jinja", "*.txt"]))
-    except Exception as exc:  # offline, no cache, gated
-        raise UserError(f"the verifier {repo_id} cannot be fetched ({first_line(exc)}); pass --preset tiny, or "
-                        "--model-verifier DIR with a downloaded copy") from None
-
-
 def load_verifier(source, device: str = "cpu", dtype=None):
     """A frozen `Qwen3_5ForCausalLM` in eval mode from a local directory or a hub id."""
     from transformers import Qwen3_5ForCausalLM
 
     source = str(source)
-    directory = Path(source)
-    if not directory.is_dir():
-        if source.startswith((".", "/")) or source.count("/") > 1:
-            raise UserError(f"verifier directory {source} does not exist; check the path or pass a hub id")
-        directory = _download(source)
+    directory = checkpoint_dir(source, "verifier",
+                               fix="pass --preset tiny, or --model-verifier DIR with a downloaded copy")
     if not (directory / "config.json").exists():
         raise UserError(f"{directory} has no config.json; pass an HF-format Qwen3.5 directory")
     config = _read_config(directory)

@@ -27,7 +27,6 @@ RECIPES = {
 }
 # The judge is the target checkpoint (presets.TINY maps both to gpt2_target).
 ALIASES = {"judge": "target"}
-PENDING: dict[str, str] = {}
 
 
 def main(argv=None) -> int:
@@ -46,7 +45,7 @@ def main(argv=None) -> int:
         return 0
     role = ALIASES.get(args.role, args.role)
     if role not in RECIPES:
-        raise UserError(f"no tiny recipe for role {args.role!r} yet (it lands with {PENDING.get(args.role, 'a later issue')})")
+        raise UserError(f"no tiny recipe for role {args.role!r}; choose from {', '.join(sorted(RECIPES))}")
     module, func = RECIPES[role].split(":")
     recipe = getattr(importlib.import_module(module), func)
     if func == "train_tiny_causal_lm":

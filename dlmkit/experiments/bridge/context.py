@@ -18,6 +18,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from dlmkit.errors import UserError
 from dlmkit.experiments.bridge.settings import PAPER_TAPS
 from dlmkit.models.ar import load_ar
+from dlmkit.models.hub import is_local
 from dlmkit.models.logit_lens import check_taps
 from dlmkit.models.roles import DreamRole
 
@@ -36,8 +37,7 @@ def load_ar_large(source: str, device: str, dtype, quantization: str = "none"):
         return load_ar(source, device=device, dtype=dtype)
     from transformers import BitsAndBytesConfig  # bitsandbytes: optional, CUDA only
 
-    local = Path(source)
-    if (source.startswith((".", "/")) or local.exists()) and not (local / "config.json").is_file():
+    if is_local(source) and not (Path(source) / "config.json").is_file():
         raise UserError(f"{source} has no config.json; pass an HF-format model directory or a hub id")
     quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
     model = AutoModelForCausalLM.from_pretrained(source, quantization_config=quant, dtype=dtype,

@@ -16,6 +16,8 @@ from pathlib import Path
 from dlmkit.data.benchmarks import prompt_set
 from dlmkit.data.chat import default_end_token_ids
 from dlmkit.errors import UserError
+from dlmkit.models.dream import read_dream_config
+from dlmkit.models.hub import checkpoint_dir, is_local
 from dlmkit.models.roles import DreamRole
 from dlmkit.results import JsonlLog
 
@@ -50,9 +52,7 @@ class Context(DreamRole):
     def dlm_config(self):
         """The DLM's DreamConfig (vocabulary size, mask id) without loading its weights."""
         if "dlm_config" not in self._cache:
-            from dlmkit.models.dream import _local_checkpoint_dir, read_dream_config
-
-            self._cache["dlm_config"] = read_dream_config(_local_checkpoint_dir(self.specs["dlm"].source))
+            self._cache["dlm_config"] = read_dream_config(checkpoint_dir(self.specs["dlm"].source, "Dream checkpoint"))
         return self._cache["dlm_config"]
 
     def ar(self, role: str):
@@ -115,7 +115,7 @@ def _ar_vocab_size(source: str) -> int:
     config = Path(source) / "config.json"
     if config.is_file():
         return int(json.loads(config.read_text())["vocab_size"])
-    if Path(source).exists() or str(source).startswith((".", "/")):
+    if is_local(source):
         raise UserError(f"{source} has no config.json; pass an HF-format model directory or a hub id")
     from transformers import AutoConfig
 
