@@ -1,4 +1,4 @@
-"""Unit tests of the inverse-speculation phases (dlmkit/phases): no models, hand-built records."""
+"""Unit tests of the inverse-speculation phases (dlmkit/experiments/inverse): no models, hand-built records."""
 
 import math
 

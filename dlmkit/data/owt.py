@@ -31,6 +31,8 @@ from typing import Sequence
 
 import torch
 
+from dlmkit.data.tiny_corpus import load_tiny_tokenizer, text_stream
+from dlmkit.data.tinyworld import TinyWorld
 from dlmkit.errors import UserError, unavailable
 
 DATASET_NAME = "openwebtext"
@@ -120,8 +122,6 @@ def bos_eos(tokenizer) -> tuple[int, int]:
 def tiny_blocks(split: str = "train", *, tokenizer=None, block_len: int = TINY_BLOCK_LEN, seed: int = 0,
                 stream: dict | None = None) -> torch.Tensor:
     """The tiny world's pretraining stream for `split` ("train" or "validation"), wrapped."""
-    from dlmkit.data.tiny_corpus import load_tiny_tokenizer, text_stream
-    from dlmkit.data.tinyworld import TinyWorld
 
     if split not in TINY_STREAMS:
         raise UserError(f"unknown split {split!r}; choose train or validation")

@@ -14,14 +14,13 @@ from __future__ import annotations
 import torch
 
 from dlmkit.data.tinyworld import TinyWorld
+from dlmkit.presets import TINY_TOKENIZER
 from dlmkit.seeds import indexed_seed
 from dlmkit.tokenizer import IM_END, render_chat
 
 
 def load_tiny_tokenizer(path=None):
     from transformers import AutoTokenizer
-
-    from dlmkit.presets import TINY_TOKENIZER
 
     return AutoTokenizer.from_pretrained(path or TINY_TOKENIZER)
 

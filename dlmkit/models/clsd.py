@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from dlmkit.errors import UserError
@@ -200,8 +201,6 @@ def graft(verifier, source_indices=None, *, block_len: int = 128) -> CLSDDiT:
 
 
 def save_dit(dit: CLSDDiT, directory: Path) -> None:
-    from safetensors.torch import save_file
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "config.json").write_text(json.dumps(asdict(dit.config), indent=2) + "\n")
@@ -210,8 +209,6 @@ def save_dit(dit: CLSDDiT, directory: Path) -> None:
 
 
 def load_dit(directory: Path, device: str = "cpu", dtype=None) -> CLSDDiT:
-    from safetensors.torch import load_file
-
     directory = Path(directory)
     if not (directory / "config.json").exists():
         raise UserError(f"no DiT at {directory}; run the stage_a phase first (or pass the same --ckpt-dir)")

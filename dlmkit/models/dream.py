@@ -24,6 +24,7 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
 from dlmkit.errors import UserError
@@ -382,7 +383,6 @@ def save_dream(model: DreamModel, directory, *, max_shard_bytes: int | None = No
     generation_config.json and safetensors with Qwen2 names. With max_shard_bytes the
     weights are split into model-0000i-of-0000n.safetensors plus an index, like the
     real 7B checkpoint."""
-    from safetensors.torch import save_file
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from safetensors.torch import save_file
 
 from dlmkit.errors import UserError
 from dlmkit.models.hub import checkpoint_dir
@@ -329,7 +330,6 @@ def load_mdlm(path_or_id: str | Path, device=None, dtype=None) -> MDLM:
 
 def save_mdlm(model: MDLM, directory: str | Path) -> Path:
     """Write config.json + model.safetensors in the mdlm-owt layout; returns the directory."""
-    from safetensors.torch import save_file
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
 from dlmkit.errors import UserError
 from dlmkit.models.hub import checkpoint_dir
@@ -90,8 +91,6 @@ def _read_config(directory: Path):
 
 
 def _read_weights(directory: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
     index = directory / "model.safetensors.index.json"
     if index.exists():
         files = sorted(set(json.loads(index.read_text())["weight_map"].values()))

@@ -39,6 +39,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 
 from dlmkit.errors import UserError
 from dlmkit.models.mdlm import MDLM, LayerNorm, RotaryEmbedding, apply_rotary, modulate
@@ -320,7 +321,6 @@ def self_spec_loss(model: SelfSpecMDLM, x0: torch.Tensor, *, t: torch.Tensor | N
 
 def save_self_spec(model: SelfSpecMDLM, directory: str | Path) -> Path:
     """config.json + model.safetensors with the trained parts only (atomic renames)."""
-    from safetensors.torch import save_file
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -336,7 +336,6 @@ def save_self_spec(model: SelfSpecMDLM, directory: str | Path) -> Path:
 
 def load_self_spec(directory: str | Path, backbone: MDLM, device=None, dtype=None) -> SelfSpecMDLM:
     """The trained parts in `directory` on top of `backbone` (an MDLM already loaded), in eval mode."""
-    from safetensors.torch import load_file
 
     directory = Path(directory)
     config_path, weights = directory / CONFIG_NAME, directory / SAFETENSORS_NAME

@@ -10,6 +10,7 @@ The tiny models know only the tiny world, so the tiny preset uses `benchmark`.
 
 from __future__ import annotations
 
+from dlmkit.data.benchmarks import prompt_set as benchmark_set, tiny_prompts
 from dlmkit.errors import UserError
 
 PROMPT_SETS = ("published", "benchmark")
@@ -68,7 +69,6 @@ def default_prompt_set(preset: str) -> str:
 
 def bridge_prompts(preset: str, prompt_set: str | None = None, subset: int | None = None) -> list[dict]:
     """The items one bridge run probes."""
-    from dlmkit.data.benchmarks import prompt_set as benchmark_set, tiny_prompts
 
     prompt_set = prompt_set or default_prompt_set(preset)
     if prompt_set not in PROMPT_SETS:

@@ -19,8 +19,11 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from dlmkit.data.numina import load_numina
 from dlmkit.errors import UserError
 
 KEYS = ("prefix_ids", "chunk_ids", "chunk_embeds", "cond")
@@ -32,7 +35,6 @@ def transcripts(preset: str, split: str, n: int, *, seed: int = 0, data_dir=None
         from dlmkit.data.tinyworld import TinyWorld
 
         return [r["messages"] for r in TinyWorld(seed).math_cot(n, split="train" if split == "train" else "test")]
-    from dlmkit.data.numina import load_numina
 
     # NuminaMath-CoT has train and test splits; validation windows come from its test split.
     data = load_numina("train" if split == "train" else "test", n=n, data_dir=data_dir)
@@ -78,8 +80,6 @@ def encode_windows(verifier, prefix_ids: torch.Tensor, chunk_ids: torch.Tensor, 
 
 
 def write_shards(directory: Path, split: str, tensors: dict[str, torch.Tensor], shard_size: int) -> list[str]:
-    from safetensors.torch import save_file
-
     directory.mkdir(parents=True, exist_ok=True)
     names = []
     n = len(tensors["chunk_ids"])
@@ -104,8 +104,6 @@ class Shards:
     in memory): `shards.rows(indices)` gathers a batch."""
 
     def __init__(self, directory: Path, split: str):
-        from safetensors import safe_open
-
         meta = read_meta(directory)
         self.files = [safe_open(str(Path(directory) / name), framework="pt") for name in meta["shards"][split]]
         self.sizes = [f.get_slice("chunk_ids").get_shape()[0] for f in self.files]

@@ -12,6 +12,7 @@ paper's "119 B vs 209 B vs 402 B" (template, gzip text, raw text) sits on the 10
 
 from __future__ import annotations
 
+from dlmkit.anchors import encode_gzip_template, gzip_text_size, pack_anchors
 from dlmkit.errors import UserError
 from dlmkit.experiments.inverse.fill import anchors_for
 from dlmkit.metrics.scoring import mean, not_reproduced
@@ -21,8 +22,6 @@ SIZES = ("gzip_template_bytes", "varint_bytes", "fixed_bytes")
 
 
 def payload_record(context, a_record: dict) -> dict:
-    from dlmkit.anchors import encode_gzip_template, gzip_text_size, pack_anchors
-
     tokenizer = context.dlm_tokenizer()
     gen_len = a_record["gen_len"]
     rows = []

@@ -10,7 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
+from dlmkit.data.owt import heldout_blocks
 from dlmkit.decoding.mdlm_sampler import SAMPLERS, sample
 from dlmkit.experiments.self_spec.scoring import pooled, score_samples, standard_error
 from dlmkit.results import echo
@@ -21,8 +23,6 @@ BASELINE_NOTE = "baseline: "
 
 
 def run_references(run, cfg, preset: str, tokenizer, mdlm, judge, judge_tokenizer) -> list[dict]:
-    from dlmkit.data.owt import heldout_blocks
-
     n, length = cfg.samples, cfg.length
     log = run.log("baseline_references")
     done = log.done_ids()
@@ -51,8 +51,6 @@ def run_references(run, cfg, preset: str, tokenizer, mdlm, judge, judge_tokenize
 
 def run_samples(run, cfg, device: str, tokenizer, mdlm, judge,
                 judge_tokenizer) -> tuple[list[dict], list[dict]]:
-    from tqdm.auto import tqdm
-
     n, length, batch_size = cfg.samples, cfg.length, cfg.batch_size
     log = run.log("baseline_samples")
     done = log.done_ids()

@@ -17,14 +17,16 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
 from dlmkit.data.tiny_corpus import batch_sampler, chat_pairs, load_tiny_tokenizer
 from dlmkit.data.tinyworld import STRATA, TinyWorld
-from dlmkit.metrics.answers import check_answer
 from dlmkit.decoding.diffusion import diffusion_generate
-from dlmkit.models.dream import dream_config, random_dream, save_dream
 from dlmkit.errors import UserError
+from dlmkit.metrics.answers import check_answer
+from dlmkit.models.dream import dream_config, random_dream, save_dream
 from dlmkit.presets import TINY_ROOT
+from dlmkit.tokenizer import render_chat
 from dlmkit.train.loop import TrainConfig, train
 from dlmkit.train.recipes.ship import ship, work_dir
 
@@ -85,7 +87,6 @@ def masked_diffusion_loss(model, batch, *, eps: float = 1e-3, generator=None):
 @torch.no_grad()
 def greedy_accuracy(model, tokenizer, items, *, steps: int = GEN_LEN, batch_size: int = 16) -> dict:
     """Per-task accuracy of greedy `steps`-step entropy-order generation."""
-    from dlmkit.tokenizer import render_chat
 
     correct: dict[str, list[bool]] = {}
     for start in range(0, len(items), batch_size):
@@ -105,7 +106,6 @@ def init_from_ar(model, ar_dir: Path) -> None:
     initialised from Qwen2.5-7B: Dream keeps the AR alignment (the hidden state at i-1
     predicts token i), so the AR head starts out as a sensible denoiser. A tied AR head
     becomes Dream's separate lm_head, initialised from the embedding."""
-    from safetensors.torch import load_file
 
     state = load_file(str(Path(ar_dir) / "model.safetensors"))
     if "lm_head.weight" not in state:
