@@ -16,6 +16,7 @@ from pathlib import Path
 from dlmkit.data.benchmarks import prompt_set
 from dlmkit.data.chat import default_end_token_ids
 from dlmkit.errors import UserError
+from dlmkit.models.ar import load_ar
 from dlmkit.models.dream import read_dream_config
 from dlmkit.models.hub import checkpoint_dir, is_local
 from dlmkit.models.roles import DreamRole
@@ -58,8 +59,6 @@ class Context(DreamRole):
     def ar(self, role: str):
         """(model, tokenizer) of a gap-filler role."""
         if role not in self._cache:
-            from dlmkit.models.ar import load_ar
-
             self._cache[role] = load_ar(self.specs[role].source, device=self.device, dtype=self.dtype)
         return self._cache[role]
 
