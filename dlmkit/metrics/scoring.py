@@ -50,6 +50,14 @@ def score_answer(item: dict, text: str, reference_text: str) -> dict:
     return scores
 
 
+def by_stratum(records: list[dict]) -> dict[str, list[dict]]:
+    """Records grouped by "task/difficulty", in first-seen order (a table adds its "all" row)."""
+    groups: dict[str, list[dict]] = {}
+    for r in records:
+        groups.setdefault(f"{r['task']}/{r['difficulty']}", []).append(r)
+    return groups
+
+
 def mean(values) -> float | None:
     values = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     return sum(values) / len(values) if values else None

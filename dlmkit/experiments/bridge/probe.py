@@ -42,7 +42,7 @@ from dlmkit.experiments.bridge.prompts import has_ground_truth
 from dlmkit.experiments.bridge.token_kinds import CONTENT, STRUCTURAL, token_kind
 from dlmkit.data.chat import chat_prompt_ids, default_end_token_ids
 from dlmkit.models.logit_lens import num_layers, teacher_forced_lens
-from dlmkit.metrics.scoring import is_correct, mean
+from dlmkit.metrics.scoring import by_stratum, is_correct, mean
 from dlmkit.plots import pyplot, save_figure
 
 KIND_CODE = {STRUCTURAL: "s", CONTENT: "c"}
@@ -225,10 +225,7 @@ def records_of(log, items) -> list[dict]:
 
 def answers_table(records: list[dict]) -> list[dict]:
     """The large model's own answers per stratum: length, whether they ended, accuracy."""
-    groups: dict[str, list[dict]] = {}
-    for r in records:
-        groups.setdefault(f"{r['task']}/{r['difficulty']}", []).append(r)
-    groups["all"] = records
+    groups = {**by_stratum(records), "all": records}
     return [{"stratum": name, "n": len(rs), "answer_tokens": mean([len(r["answer_ids"]) - r["ended"] for r in rs]),
              "ended": mean([float(r["ended"]) for r in rs]),
              "accuracy": mean([float(r["correct"]) for r in rs if r["correct"] is not None])}

@@ -44,7 +44,7 @@ from dlmkit.anchors import Anchors
 from dlmkit.data.chat import chat_prompt_ids, end_token_ids, response_length
 from dlmkit.decoding.diffusion import diffusion_generate
 from dlmkit.experiments.inverse.fill import gap_fill
-from dlmkit.metrics.scoring import mean, score_answer
+from dlmkit.metrics.scoring import by_stratum, mean, score_answer
 from dlmkit.plots import pyplot, save_figure
 from dlmkit.seeds import item_seed
 
@@ -101,10 +101,7 @@ def pearl_prompt(context, item: dict, record: dict) -> dict:
 
 
 def _strata(records: list[dict]) -> list[tuple[str, list[dict]]]:
-    groups: dict[str, list[dict]] = {}
-    for r in records:
-        groups.setdefault(f"{r['task']}/{r['difficulty']}", []).append(r)
-    return sorted(groups.items()) + [("gsm8k/all", records)]
+    return sorted(by_stratum(records).items()) + [("gsm8k/all", records)]
 
 
 def curve_table(records: list[dict]) -> list[dict]:

@@ -20,7 +20,7 @@ from dlmkit.data.chat import chat_prompt_ids, end_token_ids, response_length
 from dlmkit.decoding.diffusion import DreamSettings, PermanenceCheck, diffusion_generate
 from dlmkit.experiments.inverse.settings import FRACTIONS
 from dlmkit.metrics.answers import check_answer
-from dlmkit.metrics.scoring import mean
+from dlmkit.metrics.scoring import by_stratum, mean
 from dlmkit.plots import pyplot, save_figure
 from dlmkit.seeds import item_seed
 
@@ -70,10 +70,7 @@ def committed_share(record: dict, steps_done: int) -> float:
 
 def stratum_table(records: list[dict]) -> list[dict]:
     """Per-stratum summary of the reference runs, plus an "all" row."""
-    groups: dict[str, list[dict]] = {}
-    for r in records:
-        groups.setdefault(f"{r['task']}/{r['difficulty']}", []).append(r)
-    groups["all"] = records
+    groups = {**by_stratum(records), "all": records}
     rows = []
     for name, rs in groups.items():
         row = {"stratum": name, "n": len(rs), "accuracy": mean([float(r["correct"]) for r in rs]),
