@@ -11,7 +11,7 @@ from dlmkit.decoding.diffusion import DreamSettings
 from dlmkit.errors import UserError
 from dlmkit.data.tiny_corpus import load_tiny_tokenizer
 from dlmkit.models.dream import dream_config, random_dream, save_dream
-from dlmkit.experiments.inverse import fill as gapfill, reference
+from dlmkit.experiments.inverse import fill, reference
 from dlmkit.presets import TINY_TOKENIZER
 
 SHORT = DreamSettings(max_new_tokens=24, steps=12)
@@ -185,7 +185,7 @@ def test_every_phase_same_seed_same_tables(dream_dir, ar_dirs, full_run, tmp_pat
 def test_phase_b_resume_after_a_kill_loses_no_finished_prompt(dream_dir, ar_dirs, full_run, tmp_path, monkeypatch):
     out = tmp_path / "r"
     assert _suite(dream_dir, ar_dirs, out, "--phase", "A") == 0
-    real, calls = gapfill.fill_prompt, []
+    real, calls = fill.fill_prompt, []
 
     def dies_on_the_fourth(*args, **kwargs):
         if len(calls) == 3:
@@ -193,12 +193,12 @@ def test_phase_b_resume_after_a_kill_loses_no_finished_prompt(dream_dir, ar_dirs
         calls.append(args[1]["id"])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(gapfill, "fill_prompt", dies_on_the_fourth)
+    monkeypatch.setattr(fill, "fill_prompt", dies_on_the_fourth)
     with pytest.raises(KeyboardInterrupt):
         _suite(dream_dir, ar_dirs, out, "--phase", "B", "--resume")
     before = (out / "B.jsonl").read_text().splitlines()
     assert len(before) == 3
-    monkeypatch.setattr(gapfill, "fill_prompt", real)
+    monkeypatch.setattr(fill, "fill_prompt", real)
     assert _suite(dream_dir, ar_dirs, out, "--phase", "B", "--resume") == 0
     after = (out / "B.jsonl").read_text().splitlines()
     assert after[:3] == before and len(after) == 8

@@ -23,13 +23,13 @@ PHASE_ROLES = {"A": ["dlm"], "B": ROLES, "C": ["dlm", "ar_small"], "ablation": [
 
 
 def add_flags(parser) -> None:
-    suite = parser.add_argument_group("inverse speculation")
-    suite.add_argument("--fractions", type=float, nargs="+", default=list(FRACTIONS), metavar="F",
-                       help="step fractions in (0, 1] at which anchors are read (phases B, gap, size, payload, "
-                            "timing; the ablation always uses 0.1 and 0.25)")
-    suite.add_argument("--published-dir", type=Path, default=PUBLISHED_DIR, metavar="DIR",
-                       help="folder holding the paper's published_timing.json, shown beside table6_timing "
-                            "(optional; a missing file leaves those columns empty)")
+    own = parser.add_argument_group("inverse speculation")
+    own.add_argument("--fractions", type=float, nargs="+", default=list(FRACTIONS), metavar="F",
+                     help="step fractions in (0, 1] at which anchors are read (phases B, gap, size, payload, "
+                          "timing; the ablation always uses 0.1 and 0.25)")
+    own.add_argument("--published-dir", type=Path, default=PUBLISHED_DIR, metavar="DIR",
+                     help="folder holding the paper's published_timing.json, shown beside table6_timing "
+                          "(optional; a missing file leaves those columns empty)")
 
 
 __all__ = ["Context", "PHASES", "PHASE_ROLES", "ROLES", "Settings", "add_flags"]

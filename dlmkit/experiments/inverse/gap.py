@@ -12,7 +12,7 @@ gap F1 asks whether more anchors make the remaining gaps easier (the paper: rho 
 no). Prompts whose G is empty (every answer position anchored, or an empty answer) have no
 gap score and are left out of n.
 
-Reads phase B's fills of ar_small (filling in missing ones, see gapfill.ensure_fills);
+Reads phase B's fills of ar_small (filling in missing ones, see fill.ensure_fills);
 gap.jsonl keeps the per-prompt numbers. The published Table 5 numbers sit on the 10% oracle
 row (the paper reports one setting; we assume its default, 10% with the end marker).
 """

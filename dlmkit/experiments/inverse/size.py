@@ -1,7 +1,7 @@
 """Phase size: does a bigger gap-filler help? ar_small vs ar_medium on the same anchors.
 
 Paired per prompt (evaluation set), from phase B's fills (filling in missing ones, see
-gapfill.ensure_fills): alone and at every fraction and end rule, mean word F1 and accuracy
+fill.ensure_fills): alone and at every fraction and end rule, mean word F1 and accuracy
 of both gap-fillers, the mean paired difference (medium - small) with a bootstrap CI,
 Wilcoxon signed-rank p and Cohen's d (the paper's pooled sd). The paper's Table 3 (N=50,
 Qwen2.5-0.5B vs 1.5B: alone 0.068/0.149, @10% 0.841/0.832, @25% 0.953/0.944) sits beside
