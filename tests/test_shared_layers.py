@@ -44,3 +44,28 @@ def test_every_experiment_exposes_the_same_contract(experiment):
     assert callable(experiment.add_flags) and hasattr(experiment.Settings, "from_flags")
     assert experiment.Settings.__dataclass_params__.frozen
     assert callable(experiment.Context)
+
+
+def test_compare_tables_names_the_differing_cell_and_skips_only_named_timing_columns(tmp_path, capsys):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "compare_tables.py"
+    spec = importlib.util.spec_from_file_location("compare_tables", path)
+    compare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare)
+    a = {"tables": {"counts": [{"method": "ar", "calls": 4}], "timing": [{"method": "ar", "seconds": 1.0}]}}
+    b = json.loads(json.dumps(a))
+    b["timing"] = None
+    b["tables"]["timing"][0]["seconds"] = 2.0  # measured: ignored, and said so
+    for name, tables in (("a", a), ("b", b)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(json.dumps(tables))
+    files = [str(tmp_path / "a" / "summary.json"), str(tmp_path / "b" / "summary.json")]
+    assert compare.main(files) == 0
+    assert "ignored (measured time): timing: seconds" in capsys.readouterr().out
+    b["tables"]["counts"][0]["calls"] = 5
+    (tmp_path / "b" / "summary.json").write_text(json.dumps(b))
+    assert compare.main(files) == 1
+    assert "DIFFERS counts / row 0 / calls: 4 vs 5" in capsys.readouterr().out

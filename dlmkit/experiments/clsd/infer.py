@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from dlmkit.data.chat import end_token_ids
+from dlmkit.data.chat import chat_prompt_ids, end_token_ids
 from dlmkit.decoding.clsd import greedy_generate, clsd_generate
 from dlmkit.errors import UserError
 from dlmkit.experiments.clsd.data import transcripts
@@ -23,8 +23,9 @@ def infer_prompts(ctx) -> list[dict]:
                                 data_dir=ctx.settings.data_dir)[:ctx.settings.prompts]
     out = []
     for i, messages in enumerate(conversations):
-        text = ctx.tokenizer.apply_chat_template(messages[:1], tokenize=False, add_generation_prompt=True)
-        out.append({"id": i, "prompt_ids": ctx.tokenizer(text, add_special_tokens=False)["input_ids"]})
+        if messages[0]["role"] != "user":
+            raise UserError(f"prompt {i} does not open with a user turn; CLSD prompts are the first user turn")
+        out.append({"id": i, "prompt_ids": chat_prompt_ids(ctx.tokenizer, messages[0]["content"])})
     return out
 
 

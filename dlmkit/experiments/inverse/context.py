@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from transformers import AutoConfig, AutoTokenizer
+
 from dlmkit.data.benchmarks import prompt_set
 from dlmkit.data.chat import default_end_token_ids
 from dlmkit.errors import UserError
@@ -101,8 +103,6 @@ class Context(DreamRole):
 
 
 def _ar_tokenizer(source: str):
-    from transformers import AutoTokenizer
-
     try:
         return AutoTokenizer.from_pretrained(source)
     except OSError as err:
@@ -116,8 +116,6 @@ def _ar_vocab_size(source: str) -> int:
         return int(json.loads(config.read_text())["vocab_size"])
     if is_local(source):
         raise UserError(f"{source} has no config.json; pass an HF-format model directory or a hub id")
-    from transformers import AutoConfig
-
     return int(AutoConfig.from_pretrained(source).vocab_size)
 
 

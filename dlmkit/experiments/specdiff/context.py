@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import torch
+from transformers.utils import logging as hf_logging
 
 from dlmkit.cli import synchronize
 from dlmkit.decoding.drafters import ARDrafter, MDLMDrafter
@@ -82,8 +83,6 @@ class Context:
     def _assisted(self, prefix: list[int], max_new_tokens: int, gamma: int, temperature: float,
                   seed: int) -> Generation:
         """transformers' assisted generation, batch 1, fixed length (EOS off, as in our loops)."""
-        from transformers.utils import logging as hf_logging
-
         for model in (self.target_model, self.drafter_model):
             model.generation_config.eos_token_id = None
             model.generation_config.pad_token_id = self.tokenizer.eos_token_id
