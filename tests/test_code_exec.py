@@ -151,6 +151,8 @@ def test_forked_children_die_with_the_run_and_fork_bombs_hit_the_process_limit()
     assert forks < sandbox.PROCESSES  # the rlimit stopped it; survivors: see the fixture
     bomb = run_program("import os\nwhile True:\n    try: os.fork()\n    except OSError: pass\n", timeout=2.0)
     assert not bomb["passed"]
+    orphan = "import os, time\nif os.fork() == 0:\n    os.setsid(); time.sleep(60); os._exit(0)\n"
+    assert run_program(orphan)["passed"]  # returned normally; its detached child must be gone already
 
 
 def test_memory_is_capped():

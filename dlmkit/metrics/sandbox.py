@@ -10,10 +10,11 @@ Isolation is bubblewrap's (Debian/Ubuntu package `bubblewrap`), not guards writt
   mount namespace, so nothing reaches the host's disk, even if the scorer itself is killed.
 * an empty environment (`--clearenv`; python runs with -I).
 * the whole process tree ends with the run: the program lives in its own pid namespace under
-  bubblewrap's init. At the timeout the scorer SIGKILLs that init (bubblewrap reports its pid on
-  --info-fd); the kernel kills every process in the namespace before init's exit completes, so
-  when run_program returns nothing the program started is left. `--die-with-parent` does the
-  same if the scorer dies first.
+  bubblewrap's init, which the scorer holds by a pidfd (bubblewrap reports its pid on --info-fd).
+  At the timeout the scorer SIGKILLs that init; whenever init exits the kernel kills every
+  process in the namespace before the exit completes, and run_program returns only after the
+  pidfd reports it, so nothing the program started is left. `--die-with-parent` does the same
+  if the scorer dies first.
 * rlimits set by the harness before the program's first line: address space, CPU seconds, file
   size, core dumps, and processes+threads (RLIMIT_NPROC). The kernel exempts root from
   RLIMIT_NPROC even inside a user namespace, so a scorer running as root does not give the
@@ -47,7 +48,7 @@ its processes stay within the same rlimits, pid namespace and timeout.
 `unsafe=True` (the scripts' --unsafe-exec) runs the same harness without bubblewrap, for machines
 that cannot have it: rlimits, an empty environment, a temporary directory and the nonce verdict
 remain; the filesystem, network, other processes and the scorer's environment are reachable, and
-a forked process that leaves the session can outlive the timeout.
+forked processes can outlive the run.
 """
 
 from __future__ import annotations
@@ -57,11 +58,13 @@ import os
 import queue
 import re
 import secrets
+import select
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from dlmkit.errors import UserError
@@ -163,13 +166,16 @@ def run_program(program: str, timeout: float = 5.0, memory_bytes: int = 1 << 30,
         finally:  # only the sandbox holds the write ends now
             os.close(verdict_w)
             os.close(info_w)
+        init = None if unsafe else _sandbox_init(proc, info_r)
+        if init is not None:
+            stack.callback(os.close, init)
         status = None
         try:
             proc.communicate(nonce + b"\n" + program.encode("utf-8", "surrogatepass"), timeout=timeout)
         except subprocess.TimeoutExpired:
             status = "timeout"
         finally:
-            _kill(proc, _read_available(info_r))
+            _end(proc, init)
         verdict = _read_available(verdict_r)
         stderr.seek(max(0, os.fstat(stderr.fileno()).st_size - 2000))
         tail = stderr.read().decode("utf-8", "replace")
@@ -207,31 +213,47 @@ def _python_binds() -> list[str]:
     return binds
 
 
-def _kill(proc: subprocess.Popen, info: bytes) -> None:
-    """End the run and wait until its last process is gone.
-
-    Sandboxed: SIGKILL the sandbox's init (bubblewrap reports its pid on --info-fd); the kernel
-    kills every process in its pid namespace before init's exit completes, and bubblewrap exits
-    after that. Unsafe (or before the sandbox started): SIGKILL the session bubblewrap/python leads."""
-    if proc.poll() is None:
-        match = re.search(rb'"child-pid":\s*(\d+)', info)
-        child = int(match.group(1)) if match else None
-        if child is not None and _parent_of(child) == proc.pid:  # never a pid the program could have named
-            _signal(child)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
-        if proc.poll() is None:
-            _signal(-proc.pid)
-    proc.wait()
-
-
-def _signal(pid: int) -> None:
+def _sandbox_init(proc: subprocess.Popen, info_fd: int, wait: float = 10.0) -> int | None:
+    """A pidfd for the sandbox's init, whose pid bubblewrap writes on --info-fd (None if it never does)."""
+    info, deadline = b"", time.monotonic() + wait
+    while not (match := re.search(rb'"child-pid":\s*(\d+)\D', info)):
+        if not select.select([info_fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            return None
+        chunk = os.read(info_fd, 4096)
+        if not chunk:
+            return None
+        info += chunk
     try:
-        os.kill(pid, signal.SIGKILL)
+        pidfd = os.pidfd_open(int(match.group(1)))
     except ProcessLookupError:
-        pass
+        return None
+    if _parent_of(int(match.group(1))) != proc.pid:  # the pid was reused already: not ours to wait on
+        os.close(pidfd)
+        return None
+    return pidfd
+
+
+def _end(proc: subprocess.Popen, init: int | None) -> None:
+    """End the run and return only once its last process is gone.
+
+    Sandboxed: SIGKILL the sandbox's init (a pidfd, so never a reused pid). Its exit completes only
+    after the kernel has killed and reaped every process in its pid namespace, and bubblewrap may
+    exit before that, so this also waits for the pidfd to report init's exit. Unsafe (or before
+    the sandbox started): SIGKILL the session that python/bubblewrap leads."""
+    if proc.poll() is None and init is not None:
+        signal.pidfd_send_signal(init, signal.SIGKILL)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+    if init is not None:
+        select.select([init], [], [], 10)
 
 
 def _parent_of(pid: int) -> int | None:
