@@ -8,7 +8,8 @@ Isolation is bubblewrap's (Debian/Ubuntu package `bubblewrap`), not guards writt
   project tree, and a network namespace holding nothing but its own loopback.
 * one writable place, /tmp (its working directory): a tmpfs of at most 64 MiB in the sandbox's
   mount namespace, so nothing reaches the host's disk, even if the scorer itself is killed.
-* an empty environment (`--clearenv`; python runs with -I).
+* an empty environment (`--clearenv`; python runs with -I -S, site-packages put on sys.path
+  without running their .pth files).
 * the whole process tree ends with the run: the program lives in its own pid namespace under
   bubblewrap's init, which the scorer holds by a pidfd (bubblewrap reports its pid on --info-fd).
   At the timeout the scorer SIGKILLs that init; whenever init exits the kernel kills every
@@ -85,6 +86,7 @@ import os, resource, sys
 def main():
     write, exit_now = os.write, os._exit
     verdict_fd, uid, memory, cpu, fsize, nproc = map(int, sys.argv[1:7])
+    sys.path.extend(sys.argv[7:])
     nonce, _, program = sys.stdin.buffer.read().partition(b"\n")
     os.close(0)
     os.open(os.devnull, os.O_RDONLY)
@@ -154,7 +156,7 @@ def run_program(program: str, timeout: float = 5.0, memory_bytes: int = 1 << 30,
         slot = _slots.get()
         stack.callback(_slots.put, slot)
         uid = _UID_BASE + (os.getpid() << 8) + slot if root else -1
-        harness = [sys.executable, "-I", "-c", _HARNESS, str(verdict_w), str(uid), *limits]
+        harness = [sys.executable, "-I", "-S", "-c", _HARNESS, str(verdict_w), str(uid), *limits, *_site_packages()]
         stderr = stack.enter_context(tempfile.TemporaryFile())
         if unsafe:
             command, cwd = harness, stack.enter_context(tempfile.TemporaryDirectory(prefix="dlmkit-exec-"))
@@ -197,6 +199,15 @@ def _isolation(root: bool) -> list[str]:
             "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
             "--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
     return args + ["--unshare-user", "--disable-userns"]
+
+
+def _site_packages() -> list[str]:
+    """Where installed packages live; the harness puts them on sys.path itself because python runs
+    with -S: site's .pth files are code (editable-install finders and the like), a third of a run's
+    start-up time, and none of the program's business."""
+    import site
+
+    return [p for p in site.getsitepackages() if os.path.isdir(p)]
 
 
 def _python_binds() -> list[str]:
