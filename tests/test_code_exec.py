@@ -4,18 +4,22 @@ Each test also checks (fixture `no_residue`) that no scorer temp dir and no sand
 survives the run."""
 
 import os
-import signal
 import socket
 import subprocess
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from dlmkit.metrics import sandbox
-from dlmkit.metrics.code_exec import build_program, passes_tests, run_program, run_programs, score_responses
+from dlmkit.metrics.code_exec import (
+    build_program,
+    passes_tests,
+    run_program,
+    run_programs,
+    score_responses,
+)
 
 ITEM = {"entry_point": "add_one", "prompt": "def add_one(x):\n",
         "test": "def check(candidate):\n    assert candidate(1) == 2\n    assert candidate(-1) == 0\n"}
@@ -69,6 +73,8 @@ def test_writes_outside_the_private_tmp_fail_and_tmp_is_private(tmp_path):
     for target in (project_file, host_file, Path("/usr/dlmkit-escape.txt")):
         assert not run_program(f"open({str(target)!r}, 'w').write('escaped')\n")["passed"]
         assert not target.exists()
+    assert run_program(f"open({str(host_file)!r}, 'w').write('escaped')\n", unsafe=True)["passed"]
+    assert host_file.read_text() == "escaped"  # control: unisolated, the same write lands
     for inside in ("/escape.txt", "/dev/shm/escape.txt", "/dev/escape.txt"):  # the sandbox's own root and /dev
         assert not run_program(f"open({inside!r}, 'w').write('x')\n")["passed"]
     # the writable /tmp is the sandbox's own: written inside, absent outside, capped by RLIMIT_FSIZE
@@ -84,36 +90,34 @@ def test_writes_outside_the_private_tmp_fail_and_tmp_is_private(tmp_path):
 def test_no_network_even_to_the_hosts_loopback():
     server = socket.create_server(("127.0.0.1", 0))
     server.settimeout(3)
-    port = server.getsockname()[1]
-    accepted = []
-    thread = threading.Thread(target=lambda: _accept(server, accepted))
-    thread.start()
-    result = run_program(f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=2)\n")
-    thread.join()
-    server.close()
-    assert not result["passed"] and "ConnectionRefusedError" in result["stderr"]
-    assert accepted == []
-
-
-def _accept(server, accepted):
-    try:
-        accepted.append(server.accept())
-    except OSError:
-        pass
+    program = f"import socket\nsocket.create_connection(('127.0.0.1', {server.getsockname()[1]}), timeout=2)\n"
+    with server:
+        result = run_program(program)
+        assert not result["passed"] and "ConnectionRefusedError" in result["stderr"]
+        server.settimeout(0)
+        with pytest.raises(BlockingIOError):
+            server.accept()  # nothing reached the host's listener
+        assert run_program(program, unsafe=True)["passed"]  # control: unisolated, the connection is made
+        server.accept()[0].close()
 
 
 def test_the_scorers_environment_is_unreachable(monkeypatch):
     monkeypatch.setenv("DLMKIT_TEST_SECRET", "hunter2-env")
-    program = (
-        "import os, sys\n"
+    program = (  # the program looks everywhere it can and fails if it finds the secret
+        "import os\n"
         "seen = [repr(dict(os.environ))]\n"
         "for pid in filter(str.isdigit, os.listdir('/proc')):\n"
         "    try: seen.append(open(f'/proc/{pid}/environ', 'rb').read().decode('latin-1'))\n"
-        "    except OSError as e: seen.append(repr(e))\n"
-        "print('SEEN', *seen, file=sys.stderr)\n"
-        "raise SystemExit(1)\n")
-    stderr = run_program(program)["stderr"]
-    assert "SEEN" in stderr and "hunter2-env" not in stderr
+        "    except OSError: pass\n"
+        "assert not any('hunter2-env' in s for s in seen), 'LEAKED'\n")
+    holder = subprocess.Popen(["sleep", "60"])  # a host process started with the secret, as the scorer was
+    try:
+        result = run_program(program)
+        assert result["passed"], result["stderr"]
+        assert "LEAKED" in run_program(program, unsafe=True)["stderr"]  # control: unisolated, the search finds it
+    finally:
+        holder.kill()
+        holder.wait()
     assert run_program("import os\nassert dict(os.environ).keys() <= {'PWD', 'LC_CTYPE'}\n")["passed"]
 
 
@@ -142,7 +146,7 @@ def test_forked_children_die_with_the_run_and_fork_bombs_hit_the_process_limit()
                "            time.sleep(60); posix._exit(0)\n"
                "        forks += 1\n"
                "except OSError as e:\n"
-               f"    print('FORKS', forks, type(e).__name__, file=sys.stderr, flush=True)\n"
+               "    print('FORKS', forks, type(e).__name__, file=sys.stderr, flush=True)\n"
                "time.sleep(60)\n")
     start = time.monotonic()
     result = run_program(program, timeout=2.0)
