@@ -34,6 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dlmkit.cli import synchronize
+from dlmkit.decoding.assisted import assisted_generate
 from dlmkit.decoding.drafters import ARDrafter, MDLMDrafter
 from dlmkit.decoding.spec_loop import CachedLM, Generation, ar_generate, speculative_generate
 from dlmkit.errors import UserError
@@ -199,27 +200,11 @@ class Bench:
 
     def _assisted(self, prefix: list[int], max_new_tokens: int, gamma: int, temperature: float,
                   seed: int) -> Generation:
-        """transformers' assisted generation, batch 1, fixed length (EOS off, as in our loops)."""
-        from transformers.utils import logging as hf_logging
-
-        for model in (self.target_model, self.drafter_model):
-            model.generation_config.eos_token_id = None
-            model.generation_config.pad_token_id = self.tokenizer.eos_token_id
-        ids = torch.tensor([prefix], device=self.device)
-        options = dict(max_new_tokens=max_new_tokens, do_sample=temperature > 0, num_assistant_tokens=gamma,
-                       num_assistant_tokens_schedule="constant")
-        if temperature > 0:
-            options.update(temperature=temperature, top_k=None, top_p=None)
-        torch.manual_seed(seed)  # HF samples from the global generator
-        verbosity = hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()
-        try:
-            # An explicit mask: our prompts start with <|endoftext|>, which is also the pad id.
-            out = self.target_model.generate(ids, attention_mask=torch.ones_like(ids), assistant_model=self.drafter_model,
-                                             **options)
-        finally:
-            hf_logging.set_verbosity(verbosity)
-        return Generation(tokens=out[0, len(prefix):].tolist(), target_calls=None, drafter_nfe=None)
+        """transformers' assisted generation, batch 1, fixed length (EOS off, as in our loops), exactly
+        gamma drafts per round (dlmkit/decoding/assisted.py); drafter_nfe counts assistant forwards."""
+        out = assisted_generate(self.target_model, self.drafter_model, prefix, max_new_tokens, gamma, temperature,
+                                seed, pad_token_id=self.tokenizer.eos_token_id)
+        return Generation(tokens=out.tokens, target_calls=out.target_calls, drafter_nfe=out.assistant_calls)
 
 
 # --------------------------------------------------------------------------- the run
@@ -250,9 +235,9 @@ def run_generations(run, bench: Bench, prompts: list[dict], methods: list[Method
             "id": rid, "prompt_set": prompt["set"], "prompt_index": prompt["index"], "temperature": temperature,
             "method": method.name, "family": method.family, "gamma": method.gamma, "steps": method.steps,
             "prompt_tokens": len(prompt["ids"]), "new_tokens": len(out.tokens), "target_calls": out.target_calls,
-            "drafter_nfe": out.drafter_nfe, "rounds": out.rounds if out.target_calls is not None else None,
-            "drafted": out.drafted if out.target_calls is not None else None,
-            "accepted": sum(out.accepted) if out.target_calls is not None else None,
+            "drafter_nfe": out.drafter_nfe, "rounds": out.rounds if method.family != "hf" else None,
+            "drafted": out.drafted if method.family != "hf" else None,
+            "accepted": sum(out.accepted) if method.family != "hf" else None,
             "accepted_per_round": out.accepted, "seconds": seconds, "cpu_seconds": cpu_seconds,
             "tokens": out.tokens,
         })
@@ -288,16 +273,16 @@ def count_row(method: Method, chosen: list[dict], ar: list[dict | None]) -> dict
     paired = [(r, a) for r, a in zip(chosen, ar) if a is not None]
     tokens, calls = _sum(chosen, "new_tokens"), _sum(chosen, "target_calls")
     row = {"prompts": len(chosen), "new_tokens": tokens}
-    if method.family != "hf":  # transformers does not report its calls
-        drafts = method.family != "ar"
-        row.update({
-            "acceptance_rate": _ratio(_sum(chosen, "accepted"), _sum(chosen, "drafted")) if drafts else None,
-            "accepted_per_round": _ratio(_sum(chosen, "accepted"), _sum(chosen, "rounds")) if drafts else None,
-            "tokens_per_target_call": _ratio(tokens, calls), "target_calls": calls,
-            "drafter_nfe": _sum(chosen, "drafter_nfe"),
-            "target_calls_saved": _ratio(_sum([a for _, a in paired], "target_calls"),
-                                         _sum([r for r, _ in paired], "target_calls")),
-        })
+    # transformers reports no acceptances; its target calls are counted (decoding/assisted.py)
+    drafts = method.family not in ("ar", "hf")
+    row.update({
+        "acceptance_rate": _ratio(_sum(chosen, "accepted"), _sum(chosen, "drafted")) if drafts else None,
+        "accepted_per_round": _ratio(_sum(chosen, "accepted"), _sum(chosen, "rounds")) if drafts else None,
+        "tokens_per_target_call": _ratio(tokens, calls), "target_calls": calls,
+        "drafter_nfe": _sum(chosen, "drafter_nfe"),
+        "target_calls_saved": _ratio(_sum([a for _, a in paired], "target_calls"),
+                                     _sum([r for r, _ in paired], "target_calls")),
+    })
     if chosen[0]["temperature"] == 0 and paired:
         row["greedy_equal_to_ar"] = f"{sum(r['tokens'] == a['tokens'] for r, a in paired)}/{len(paired)}"
     return row
