@@ -9,6 +9,22 @@ committed runs in `results/` were written with an explicit `--out results/...`):
 
 `tables` depend only on the inputs and the seed (same --seed, same tables); wall times,
 dates and the git sha live under `provenance`.
+
+Provenance is what a stranger needs to rerun a committed result (`rerun_argv`):
+
+    script, argv        the script relative to the repository and every argument as typed
+                        (argv[0] is the script); cwd, relative to the repository when inside
+    out                 the run directory (relative to the repository when inside)
+    git_sha, git_dirty  the commit, and whether `git status --porcelain` (untracked files
+                        included) showed anything outside the run's own directory;
+                        git_changes lists up to 20 such paths
+    models              role -> local path relative to the repository (else absolute) or hub id;
+                        model_revisions: role -> hub commit, where a cached snapshot tells it;
+                        weights_sha256: role -> {file: sha256} of its *.safetensors
+    versions            python, dlmkit (package metadata, else pyproject.toml), libraries
+    config              (beside provenance) the full settings the script passed
+    resumes             one entry per --resume call (argv, started_utc, wall_time_s, git_sha,
+                        git_dirty); the first call's provenance is kept as it was
 """
 
 from __future__ import annotations
@@ -130,28 +146,106 @@ def portable_source(source: str) -> str:
         return source
 
 
-def git_state(repo: Path | None = None) -> dict:
+def _relative(path, base: Path = REPO) -> str:
+    """`path` relative to `base` when inside it, else absolute."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(base.resolve())) or "."
+    except ValueError:
+        return str(path)
+
+
+def git_state(repo: Path | None = None, exclude: Path | None = None) -> dict:
+    """The commit and whether the work tree is clean (`git status --porcelain`, untracked files
+    included), not counting `exclude` (a run's own directory) when it lies inside the repository."""
     repo = repo or REPO
+    pathspec = []
+    if exclude is not None:
+        rel = _relative(exclude, repo)
+        if not Path(rel).is_absolute() and rel != ".":
+            pathspec = ["--", ".", f":(exclude){rel}"]
     try:
         sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
                              text=True, timeout=10).stdout.strip() or None
-        dirty = bool(subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-                                    capture_output=True, text=True, timeout=10).stdout.strip())
+        status = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=all", *pathspec],
+                                capture_output=True, text=True, timeout=10)
+        changes = [line[3:] for line in status.stdout.splitlines()] if status.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
-        sha, dirty = None, None
-    return {"git_sha": sha, "git_dirty": dirty}
+        sha, changes = None, None
+    return {"git_sha": sha, "git_dirty": None if changes is None else bool(changes),
+            "git_changes": None if changes is None else changes[:20]}
+
+
+def dlmkit_version() -> str | None:
+    """The installed package's version, else the one in this checkout's pyproject.toml."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("dlmkit")
+    except metadata.PackageNotFoundError:
+        pass
+    pyproject = REPO / "pyproject.toml"
+    if pyproject.exists():
+        import tomllib
+
+        return tomllib.loads(pyproject.read_text()).get("project", {}).get("version")
+    return None
 
 
 def package_versions() -> dict:
     from importlib import metadata
 
-    versions = {"python": platform.python_version()}
-    for name in ("dlmkit",) + PACKAGES:
+    versions = {"python": platform.python_version(), "dlmkit": dlmkit_version()}
+    for name in PACKAGES:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
     return versions
+
+
+_SHA256: dict[tuple[str, int, int], str] = {}  # (resolved path, size, mtime_ns) -> hex digest
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, computed once per process for a given (path, size, mtime)."""
+    import hashlib
+
+    path = Path(path).resolve()
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _SHA256:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 24), b""):
+                digest.update(block)
+        _SHA256[key] = digest.hexdigest()
+    return _SHA256[key]
+
+
+def _cached_snapshot(source: str) -> Path | None:
+    """The local snapshot of a hub id in the Hugging Face cache (never the network), or None."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(source, local_files_only=True))
+    except Exception:  # not a hub id, not cached, no huggingface_hub: the revision is unknown
+        return None
+
+
+def model_provenance(source: str) -> dict:
+    """{"source": repo-relative path or hub id, "revision": hub commit or None, "sha256": {file: digest}}."""
+    source = str(source)
+    local = Path(source)
+    revision = None
+    if not local.is_dir():
+        snapshot = _cached_snapshot(source)
+        if snapshot is not None:
+            local, revision = snapshot, snapshot.name  # the cache names snapshots by commit
+    weights = {}
+    if local.is_dir():
+        weights = {str(f.relative_to(local)): file_sha256(f) for f in sorted(local.rglob("*.safetensors"))}
+    return {"source": portable_source(source), "revision": revision, "sha256": weights}
 
 
 def device_description(device: str) -> str:
@@ -206,8 +300,25 @@ def _lookup(identity: dict, key: str):
     return identity.get(head, {}).get(role) if role else identity.get(head)
 
 
+def _argv_as_typed(script: str, argv) -> list[str]:
+    """[script relative to the repository, *arguments]. Scripts pass sys.argv (program first) or
+    the arguments alone; a first element naming the script (or any .py file) is the program."""
+    argv = [str(a) for a in argv]
+    if argv and (Path(argv[0]).name == Path(script).name or argv[0].endswith(".py")):
+        program, args = argv[0], argv[1:]
+    else:
+        program, args = script, argv
+    for candidate in (Path(program), REPO / program, REPO / Path(program).name):
+        if candidate.is_file():
+            return [_relative(candidate), *args]
+    return [program, *args]
+
+
 class Run:
-    """One invocation of a script: its directory, its summary and its per-item logs."""
+    """One invocation of a script: its directory, its summary and its per-item logs.
+
+    argv: what the caller typed, with or without the program first (see `_argv_as_typed`).
+    A resumed run keeps the first call's provenance and appends this call to `resumes`."""
 
     def __init__(self, out: Path, *, script: str, argv: list[str], preset: str, models: dict,
                  device: str, dtype: str, seed: int, config: dict | None = None,
@@ -224,15 +335,31 @@ class Run:
         if identity is not None:
             _check_identity(self.dir, previous.get("config", {}).get("identity"), identity)
             config = {**(config or {}), "identity": identity}
-        self.summary = {
-            "provenance": {
-                "script": script, "argv": list(argv), "preset": preset,
-                "models": {role: str(getattr(s, "source", s)) for role, s in models.items()},
+        started_utc = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        git = git_state(exclude=self.dir)
+        argv = _argv_as_typed(script, argv)
+        if previous.get("provenance"):
+            provenance = previous["provenance"]
+            self._clock = {"argv": argv, "started_utc": started_utc, "wall_time_s": None,
+                           "git_sha": git["git_sha"], "git_dirty": git["git_dirty"],
+                           "device_name": device_description(device)}
+            provenance["resumes"] = [*provenance.get("resumes", []), self._clock]
+            provenance["resumed"] = True
+        else:
+            sources = {role: str(getattr(s, "source", s)) for role, s in models.items()}
+            described = {role: model_provenance(src) for role, src in sources.items()}
+            provenance = self._clock = {
+                "script": argv[0], "argv": argv, "cwd": _relative(Path.cwd()), "out": _relative(self.dir),
+                "preset": preset,
+                "models": {role: d["source"] for role, d in described.items()},
+                "model_revisions": {role: d["revision"] for role, d in described.items() if d["revision"]},
+                "weights_sha256": {role: d["sha256"] for role, d in described.items()},
                 "device": device, "device_name": device_description(device), "dtype": dtype, "seed": seed,
-                **git_state(), "versions": package_versions(),
-                "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "wall_time_s": None, "resumed": bool(previous),
-            },
+                **git, "versions": package_versions(),
+                "started_utc": started_utc, "wall_time_s": None, "resumed": False, "resumes": [],
+            }
+        self.summary = {
+            "provenance": provenance,
             "config": {**previous.get("config", {}), **(config or {})},  # a resumed run keeps earlier phases' settings
             "tables": previous.get("tables", {}),
             "notes": previous.get("notes", []),
@@ -269,8 +396,44 @@ class Run:
         self.save()
 
     def save(self) -> None:
-        self.summary["provenance"]["wall_time_s"] = round(time.time() - self.started, 2)
+        self._clock["wall_time_s"] = round(time.time() - self.started, 2)  # this call's: first or resuming
         atomic_write_json(self.dir / "summary.json", self.summary)
+
+
+def rerun_argv(summary: dict, out: Path | str | None = None, python: str | None = None) -> list[str]:
+    """The command line that reran a recorded run, from its provenance alone: this Python, the
+    script in this checkout, the recorded arguments, with --out replaced by `out` (or set to the
+    recorded run directory). Run it from `rerun_cwd(summary)`; relative paths in the arguments
+    (models, --out) are relative to that directory."""
+    provenance = summary["provenance"]
+    script, *args = provenance["argv"]
+    kept, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == "--out":
+            skip = True
+        elif not (arg.startswith("--out=") or arg in ("--resume", "--overwrite")):
+            kept.append(arg)
+    target = out if out is not None else _recorded_out(provenance, args)
+    script_path = Path(script) if Path(script).is_absolute() else REPO / script
+    return [python or sys.executable, str(script_path), *kept, "--out", str(target)]
+
+
+def _recorded_out(provenance: dict, args: list[str]) -> str:
+    for i, arg in enumerate(args):
+        if arg == "--out" and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--out="):
+            return arg.split("=", 1)[1]
+    out = provenance.get("out")
+    return str(REPO / out) if out and not Path(out).is_absolute() else str(out)
+
+
+def rerun_cwd(summary: dict) -> Path:
+    """The directory a recorded run was started from (inside this checkout when it was inside its own)."""
+    cwd = summary["provenance"].get("cwd") or "."
+    return Path(cwd) if Path(cwd).is_absolute() else REPO / cwd
 
 
 def default_out(script: str, preset: str, subset: int | None = None) -> Path:

@@ -127,11 +127,43 @@ def test_q_for_selected_positions_and_fixed_ones():
     assert ddpm_cache(model, canvas, 4, generator=seeded(0)).q is None
 
 
+def test_left_to_right_reveals_the_leftmost_masks_as_many_per_step_as_mdlm():
+    model = tiny_mdlm()
+    steps, rows = 5, 1500
+    canvas = make_canvas(torch.tensor([4, 2]), 14, MASK).repeat(rows, 1)
+    rand = sample(model, canvas, steps, generator=seeded(4))
+    ltr = sample(model, canvas, steps, generator=seeded(5), order="left_to_right", q_positions="masked",
+                 q_dtype=torch.float64)
+    # Along each row the step that revealed a position never decreases: left to right.
+    assert bool((ltr.unmask_step[:, 3:] >= ltr.unmask_step[:, 2:-1]).all())
+    assert not bool((rand.unmask_step[:, 3:] >= rand.unmask_step[:, 2:-1]).all())  # MDLM's order is not
+    # The number revealed per step has MDLM's law: equal means (two-sample z < 4) at every step.
+    for k in range(steps):
+        a, b = (rand.unmask_step == k).sum(1).double(), (ltr.unmask_step == k).sum(1).double()
+        z = (a.mean() - b.mean()) / ((a.var() + b.var()) / rows).sqrt()
+        assert abs(float(z)) < 4, (k, float(a.mean()), float(b.mean()))
+    ltr = sample(model, canvas[:6], steps, generator=seeded(5), order="left_to_right", q_positions="masked",
+                 q_dtype=torch.float64)
+    # Each q saw only what lay to its left: the SUBS distribution of the canvas before its step.
+    for b in range(6):
+        for col in range(2, 14):
+            k = int(ltr.unmask_step[b, col])
+            state = torch.where(ltr.unmask_step[b] < k, ltr.tokens[b], torch.tensor(MASK)).unsqueeze(0)
+            assert bool((state[0, col:] == MASK).all())  # nothing to its right is known yet
+            with torch.no_grad():
+                p = subs_log_probs(model(state).double(), state, MASK).exp()[0, col]
+            if k == steps:
+                p = torch.nn.functional.one_hot(p.argmax(), VOCAB).double()
+            torch.testing.assert_close(ltr.q[b, col - 2], p, atol=1e-6, rtol=0)
+
+
 def test_sampler_rejects_bad_input():
     model = tiny_mdlm()
     canvas = make_canvas(torch.tensor([1]), 8, MASK)
     with pytest.raises(UserError, match="sampler"):
         sample(model, canvas, 4, sampler="analytic")
+    with pytest.raises(UserError, match="order"):
+        sample(model, canvas, 4, order="entropy")
     with pytest.raises(UserError, match="steps"):
         ddpm(model, canvas, 0)
     with pytest.raises(UserError, match="model length"):

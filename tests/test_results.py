@@ -146,3 +146,107 @@ def test_resume_refuses_other_identity_but_allows_other_roles(tmp_path):
         _run(tmp_path, identity={**first, "length": 16}, resume=True)
     with pytest.raises(UserError, match=r"models.mdlm 'a' -> 'b'"):
         _run(tmp_path, identity={**first, "models": {"mdlm": "b"}}, resume=True)
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+def test_argv_is_recorded_as_typed_with_the_script_relative_to_the_repo(tmp_path):
+    from dlmkit.results import REPO
+
+    typed = ["--subset", "2", "--out", "results/x"]
+    for argv in (typed, ["specdiff_bench.py", *typed], [str(REPO / "specdiff_bench.py"), *typed]):
+        prov = _run(tmp_path, script="specdiff_bench.py", argv=argv, overwrite=True).summary["provenance"]
+        assert prov["argv"] == ["specdiff_bench.py", *typed] and prov["script"] == "specdiff_bench.py"
+    assert prov["versions"]["dlmkit"]  # package metadata, else pyproject.toml's version
+
+
+def test_resume_keeps_the_first_calls_provenance_and_appends_each_resume(tmp_path):
+    first = _run(tmp_path, argv=["x.py", "--seed", "1"])
+    first.summary["provenance"]["wall_time_s"] = None
+    first.save()
+    original = json.loads((first.dir / "summary.json").read_text())["provenance"]
+    time.sleep(0.05)
+    for n in (1, 2):
+        resumed = _run(tmp_path, argv=["x.py", "--seed", "1", "--resume"], resume=True)
+    prov = json.loads((resumed.dir / "summary.json").read_text())["provenance"]
+    assert prov["argv"] == ["x.py", "--seed", "1"] and prov["started_utc"] == original["started_utc"]
+    assert prov["wall_time_s"] == original["wall_time_s"]  # a resume does not overwrite the first call's time
+    assert [r["argv"] for r in prov["resumes"]] == [["x.py", "--seed", "1", "--resume"]] * 2
+    assert all(r["wall_time_s"] is not None and r["git_sha"] == prov["git_sha"] for r in prov["resumes"])
+    assert prov["resumed"] is True
+
+
+def _git(repo, *args):
+    subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args], check=True,
+                   capture_output=True)
+
+
+def test_clean_tree_ignores_the_runs_own_directory(tmp_path):
+    from dlmkit.results import git_state
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    (repo / "a.py").write_text("x = 1\n")
+    _git(repo, "add", "a.py")
+    _git(repo, "commit", "-qm", "a")
+    out = repo / "results" / "new_run"
+    out.mkdir(parents=True)
+    (out / "summary.json").write_text("{}")
+    state = git_state(repo, exclude=out)
+    assert state["git_sha"] and state["git_dirty"] is False
+    assert git_state(repo)["git_dirty"] is True  # without the exclusion the run's own output counts
+    (repo / "results" / "stray.txt").write_text("?")
+    (repo / "a.py").write_text("x = 2\n")
+    state = git_state(repo, exclude=out)
+    assert state["git_dirty"] is True and sorted(state["git_changes"]) == ["a.py", "results/stray.txt"]
+
+
+def test_weight_hashes_are_sha256_and_computed_once_per_file_version(tmp_path, monkeypatch):
+    import hashlib
+
+    from dlmkit import results
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"weights-1")
+    (model / "config.json").write_text("{}")
+    described = results.model_provenance(str(model))
+    assert described["sha256"] == {"model.safetensors": hashlib.sha256(b"weights-1").hexdigest()}
+    assert described["source"] == str(model) and described["revision"] is None  # outside the repo: absolute
+    calls = []
+    real = hashlib.sha256
+    monkeypatch.setattr(hashlib, "sha256", lambda *a: calls.append(1) or real(*a))
+    results.model_provenance(str(model))
+    assert calls == []  # cached by (path, size, mtime)
+    (model / "model.safetensors").write_bytes(b"weights-22")
+    assert results.model_provenance(str(model))["sha256"]["model.safetensors"] == real(b"weights-22").hexdigest()
+    assert results.model_provenance("dlmkit/assets/tiny/gpt2_target")["source"] == "dlmkit/assets/tiny/gpt2_target"
+
+
+def test_a_recorded_run_reruns_from_its_provenance_alone(tmp_path, load_script):
+    from dlmkit.results import REPO, rerun_argv, rerun_cwd
+
+    argv = ["--subset", "1", "--max-new-tokens", "6", "--gammas", "2", "--steps", "2", "--phase", "ar",
+            "--phase", "specdiff", "--temperatures", "1", "--out", str(tmp_path / "a")]
+    assert load_script("specdiff_bench.py").main(argv) == 0
+    first = json.loads((tmp_path / "a" / "summary.json").read_text())
+    prov = first["provenance"]
+    assert prov["argv"] == ["specdiff_bench.py", *argv]
+    assert prov["models"]["target"] == "dlmkit/assets/tiny/gpt2_target"  # relative to the repository
+    assert set(prov["weights_sha256"]["mdlm"]) == {"model.safetensors"}
+    sha = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert prov["git_sha"] == sha
+
+    command = rerun_argv(first, out=tmp_path / "b")
+    assert command[1:] == [str(REPO / "specdiff_bench.py"), *argv[:-2], "--out", str(tmp_path / "b")]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(command, cwd=rerun_cwd(first), env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    second = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert second["tables"]["counts"] == first["tables"]["counts"]  # the machine-independent tables
+    assert second["config"] == first["config"]
+    timing_cells = lambda s: [(r["prompt_set"], r["temperature"], r["method"]) for r in s["tables"]["timing"]]  # noqa: E731
+    assert timing_cells(second) == timing_cells(first)
+    assert second["provenance"]["weights_sha256"] == prov["weights_sha256"]

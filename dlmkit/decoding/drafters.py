@@ -16,10 +16,31 @@ SUBS distribution at the step that unmasked it (recorded by the sampler), which 
 distribution the token was actually drawn from. The canvas keeps the last
 model_length - gamma context tokens (128 for the tiny MDLM, 1024 for mdlm-owt).
 
+Why the masks are revealed left to right. `speculative_verify` is lossless when, given
+the prefix and the accepted drafts d_1..d_{i-1}, draft d_i is distributed as the q_i it
+reports: then P(emit x at i) = min(p_i(x), q_i(x)) + P(reject) norm(max(0, p_i - q_i))(x)
+= p_i(x). MDLM's own sampler reveals a random subset at each step. With T >= 2 and
+gamma >= 2, d_j (j > i) can be revealed before d_i, and d_i is then drawn from
+q_i(. | prefix, d_j): the reported q_i depends on a token after i, the law of d_i given
+d_<i is no longer q_i but the mixture over d_j, and the accept test at i leaks d_j into
+the output (a drafter whose two positions copy each other gives P(out2 == out1) = 0.556
+instead of 0.5 at T = 2). So the drafter reveals left to right (`order="left_to_right"`):
+each step reveals as many masks as MDLM's schedule for T steps says (the same law of
+the count, so of the network calls), but the leftmost still masked ones, all drawn independently
+from one network output that sees the prefix, the earlier drafts and masks. Each q_i
+then conditions on the prefix and d_<i alone (on a subset of them, since d's revealed at
+the same step are not seen), d_i given d_<i is exactly q_i, and the proof above holds
+position by position. Masks the T steps leave (rare: probability eps = 1e-5 per token)
+take the final argmax, a point-mass q given everything to their left: still lossless.
+T keeps its meaning: T = 1 drafts all gamma tokens in one call (each from the prefix
+alone), larger T reveals fewer per call (about gamma / T) with more context each.
+The count per step is random (Binomial, as in MDLM), so T = gamma reveals one per call on
+average, not always; ddpm_cache skips a call when the previous step revealed nothing.
+
 Temperature: both drafters draw from their distribution at the target's temperature
 (logits / T). At temperature 0 they draft greedily: the AR drafter by argmax, the MDLM by
-taking the argmax of the SUBS distribution at the step a position is unmasked (which
-positions unmask at a step stays random, as in the sampler).
+taking the argmax of the SUBS distribution at the step a position is unmasked (how many
+positions unmask at a step stays random, as in the sampler; which ones is left to right).
 """
 
 from __future__ import annotations
@@ -118,6 +139,6 @@ class MDLMDrafter:
         drafted = range(context.numel(), context.numel() + gamma)
         out = sample(net, canvas, self.steps, sampler=self.sampler, generator=generator,
                      q_positions=None if temperature == 0 else list(drafted), q_dtype=torch.float64,
-                     mask_id=self.model.mask_id)
+                     mask_id=self.model.mask_id, order="left_to_right")
         tokens = out.tokens[0, context.numel():].tolist()
         return Draft(tokens, None if temperature == 0 else out.q[0], nfe=out.nfe)

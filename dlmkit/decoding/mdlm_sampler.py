@@ -10,6 +10,17 @@ same distribution and lets us record the token's distribution). Unmasked positio
 never change. After the loop, positions still masked get the SUBS argmax (MDLM's final
 noise removal).
 
+Order (`order=`): "random" is MDLM's sampler, each masked position revealed by its own
+coin. "left_to_right" draws the same coins but uses only their count: a row that would
+reveal n positions at a step reveals its n leftmost masked positions instead. The number
+of masks left is then the same Markov chain (Binomial thinning by mc(s)/mc(t) at each
+step), so the counts per step, and with them the network calls, have the law of MDLM's
+sampler; only which positions are revealed differs. Positions revealed at one step are
+drawn independently from one network output that saw everything to their left and nothing
+to their right, so the distribution recorded for each token conditions on the fixed
+positions and the tokens to its left alone. SpecDiff's drafter needs that
+(dlmkit/decoding/drafters.py).
+
 `ddpm_cache` reuses the previous network output when no position changed in the
 previous step and the model ignores time (the input is then identical), so its `nfe`
 counts only the calls made. With the same generator the two samplers return the same
@@ -30,6 +41,7 @@ from dlmkit.errors import UserError
 from dlmkit.models.mdlm_diffusion import LogLinearSchedule, subs_log_probs
 
 SAMPLERS = ("ddpm", "ddpm_cache")
+ORDERS = ("random", "left_to_right")
 _ROWS_PER_DRAW = 256  # bounds the (rows, vocab) float64 noise buffer
 
 
@@ -98,16 +110,20 @@ def sample(
     eps: float = 1e-5,
     noise_removal: bool = True,
     schedule: LogLinearSchedule = LogLinearSchedule(),
+    order: str = "random",
 ) -> MDLMSample:
     """Fill the masked positions of `canvas` with `steps` denoising steps.
 
     model: `model(ids, sigma) -> logits`, with `.config.time_conditioning` (and
     `.mask_id` unless mask_id is given). q_positions: None (record nothing), "masked"
     (every column masked in some row), or a list of column indices; fixed positions
-    record a point mass on their token.
+    record a point mass on their token. order: "random" (MDLM) or "left_to_right" (the same
+    number revealed per step, leftmost masked positions first; see the module docstring).
     """
     if sampler not in SAMPLERS:
         raise UserError(f"unknown MDLM sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    if order not in ORDERS:
+        raise UserError(f"unknown unmasking order {order!r}; choose one of {', '.join(ORDERS)}")
     if not isinstance(steps, int) or steps < 1:
         raise UserError(f"steps must be a positive integer, got {steps!r}")
     if canvas.dim() != 2:
@@ -156,6 +172,8 @@ def sample(
         reveal_prob = 1 - schedule.move_chance(s) / schedule.move_chance(t)
         u = uniforms((batch, seq), generator, device)
         reveal = masked & (u < reveal_prob)
+        if order == "left_to_right":  # as many as the coins say, the leftmost masked ones
+            reveal = masked & (masked.long().cumsum(1) <= reveal.sum(1, keepdim=True))
         rows, cols = reveal.nonzero(as_tuple=True)
         if rows.numel():
             log_probs = subs_log_probs(logits[rows, cols].double(), x[rows, cols], mask_id)

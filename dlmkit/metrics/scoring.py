@@ -1,7 +1,8 @@
 """How the suite scores one answer and summarises a group of them.
 
 One answer: word F1 (the paper's metric) and ROUGE-L against Dream's full-run answer, and
-ground-truth correctness (check_answer; GSM8K both flexible, the default, and strict).
+ground-truth correctness (check_answer; GSM8K by lm-eval's filters: "correct" is
+flexible-extract, the default, and "correct_strict" strict-match).
 HumanEval answers are executed; a program that does not even compile cannot pass, so it is
 failed without starting a sandbox, and each (prompt, answer) pair is executed once per process.
 
@@ -20,7 +21,7 @@ from dlmkit.stats import bootstrap_ci, wilson_ci
 _GRADES: dict[tuple, bool] = {}
 
 
-def is_correct(item: dict, text: str, gsm8k_mode: str = "flexible") -> bool:
+def is_correct(item: dict, text: str, gsm8k_mode: str = "flexible-extract") -> bool:
     """check_answer, memoised; an empty HumanEval answer or one that does not compile fails."""
     key = (item["id"], gsm8k_mode, text)
     if key not in _GRADES:

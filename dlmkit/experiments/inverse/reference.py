@@ -55,7 +55,7 @@ def reference_run(model, tokenizer, item: dict, settings: DreamSettings, seed: i
         "permanence_violations": check.violations, "dlm_seconds": round(seconds, 4),
     }
     if item["task"] == "gsm8k":
-        record["correct_strict"] = check_answer(item, text, gsm8k_mode="strict")
+        record["correct_strict"] = check_answer(item, text, gsm8k_mode="strict-match")
     for fraction in FRACTIONS:
         anchors = anchors_at_fraction(commit_step, tokens, fraction, settings.steps, length=length)
         record[f"coverage@{fraction}"] = anchors.coverage

@@ -6,9 +6,9 @@ from __future__ import annotations
 import time
 
 import torch
-from transformers.utils import logging as hf_logging
 
 from dlmkit.cli import synchronize
+from dlmkit.decoding.assisted import assisted_generate
 from dlmkit.decoding.drafters import ARDrafter, MDLMDrafter
 from dlmkit.decoding.spec_loop import CachedLM, Generation, ar_generate, speculative_generate
 from dlmkit.errors import UserError
@@ -82,22 +82,8 @@ class Context:
 
     def _assisted(self, prefix: list[int], max_new_tokens: int, gamma: int, temperature: float,
                   seed: int) -> Generation:
-        """transformers' assisted generation, batch 1, fixed length (EOS off, as in our loops)."""
-        for model in (self.target_model, self.drafter_model):
-            model.generation_config.eos_token_id = None
-            model.generation_config.pad_token_id = self.tokenizer.eos_token_id
-        ids = torch.tensor([prefix], device=self.device)
-        options = dict(max_new_tokens=max_new_tokens, do_sample=temperature > 0, num_assistant_tokens=gamma,
-                       num_assistant_tokens_schedule="constant")
-        if temperature > 0:
-            options.update(temperature=temperature, top_k=None, top_p=None)
-        torch.manual_seed(seed)  # HF samples from the global generator
-        verbosity = hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()
-        try:
-            # An explicit mask: our prompts start with <|endoftext|>, which is also the pad id.
-            out = self.target_model.generate(ids, attention_mask=torch.ones_like(ids), assistant_model=self.drafter_model,
-                                             **options)
-        finally:
-            hf_logging.set_verbosity(verbosity)
-        return Generation(tokens=out[0, len(prefix):].tolist(), target_calls=None, drafter_nfe=None)
+        """transformers' assisted generation, batch 1, fixed length (EOS off, as in our loops), exactly
+        gamma drafts per round (dlmkit/decoding/assisted.py); drafter_nfe counts assistant forwards."""
+        out = assisted_generate(self.target_model, self.drafter_model, prefix, max_new_tokens, gamma, temperature,
+                                seed, pad_token_id=self.tokenizer.eos_token_id)
+        return Generation(tokens=out.tokens, target_calls=out.target_calls, drafter_nfe=out.assistant_calls)

@@ -34,9 +34,9 @@ def run_generations(run, bench, prompts: list[dict], methods: list[Method], cfg)
             "id": rid, "prompt_set": prompt["set"], "prompt_index": prompt["index"], "temperature": temperature,
             "method": method.name, "family": method.family, "gamma": method.gamma, "steps": method.steps,
             "prompt_tokens": len(prompt["ids"]), "new_tokens": len(out.tokens), "target_calls": out.target_calls,
-            "drafter_nfe": out.drafter_nfe, "rounds": out.rounds if out.target_calls is not None else None,
-            "drafted": out.drafted if out.target_calls is not None else None,
-            "accepted": sum(out.accepted) if out.target_calls is not None else None,
+            "drafter_nfe": out.drafter_nfe, "rounds": out.rounds if method.family != "hf" else None,
+            "drafted": out.drafted if method.family != "hf" else None,
+            "accepted": sum(out.accepted) if method.family != "hf" else None,
             "accepted_per_round": out.accepted, "seconds": seconds, "cpu_seconds": cpu_seconds,
             "tokens": out.tokens,
         })

@@ -36,16 +36,16 @@ def count_row(method: Method, chosen: list[dict], ar: list[dict | None]) -> dict
     paired = [(r, a) for r, a in zip(chosen, ar) if a is not None]
     tokens, calls = _sum(chosen, "new_tokens"), _sum(chosen, "target_calls")
     row = {"prompts": len(chosen), "new_tokens": tokens}
-    if method.family != "hf":  # transformers does not report its calls
-        drafts = method.family != "ar"
-        row.update({
-            "acceptance_rate": _ratio(_sum(chosen, "accepted"), _sum(chosen, "drafted")) if drafts else None,
-            "accepted_per_round": _ratio(_sum(chosen, "accepted"), _sum(chosen, "rounds")) if drafts else None,
-            "tokens_per_target_call": _ratio(tokens, calls), "target_calls": calls,
-            "drafter_nfe": _sum(chosen, "drafter_nfe"),
-            "target_calls_saved": _ratio(_sum([a for _, a in paired], "target_calls"),
-                                         _sum([r for r, _ in paired], "target_calls")),
-        })
+    # transformers reports no acceptances; its target calls are counted (decoding/assisted.py)
+    drafts = method.family not in ("ar", "hf")
+    row.update({
+        "acceptance_rate": _ratio(_sum(chosen, "accepted"), _sum(chosen, "drafted")) if drafts else None,
+        "accepted_per_round": _ratio(_sum(chosen, "accepted"), _sum(chosen, "rounds")) if drafts else None,
+        "tokens_per_target_call": _ratio(tokens, calls), "target_calls": calls,
+        "drafter_nfe": _sum(chosen, "drafter_nfe"),
+        "target_calls_saved": _ratio(_sum([a for _, a in paired], "target_calls"),
+                                     _sum([r for r, _ in paired], "target_calls")),
+    })
     if chosen[0]["temperature"] == 0 and paired:
         row["greedy_equal_to_ar"] = f"{sum(r['tokens'] == a['tokens'] for r, a in paired)}/{len(paired)}"
     return row
