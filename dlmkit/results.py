@@ -3,12 +3,14 @@
 Layout of one run (default `runs/<script>/<preset>[-subsetN]/`, which git ignores; the
 committed runs in `results/` were written with an explicit `--out results/...`):
 
-    summary.json        {"provenance": {...}, "config": {...}, "tables": {name: [row, ...]}, "notes": [...]}
+    summary.json        {"provenance": {...}, "config": {...}, "tables": {name: [row, ...]},
+                         "timings": {name: [row, ...]}, "notes": [...]}
     <phase>.jsonl       one JSON object per finished item, appended and fsynced as it is done
     *.png               plots
 
-`tables` depend only on the inputs and the seed (same --seed, same tables); wall times,
-dates and the git sha live under `provenance`.
+`tables` depend only on the inputs and the seed (same --seed, same tables); tables of measured
+times (repeated, with their spread) live under `timings`; wall times, dates and the git sha
+under `provenance`.
 
 Provenance is what a stranger needs to rerun a committed result (`rerun_argv`):
 
@@ -362,6 +364,7 @@ class Run:
             "provenance": provenance,
             "config": {**previous.get("config", {}), **(config or {})},  # a resumed run keeps earlier phases' settings
             "tables": previous.get("tables", {}),
+            "timings": previous.get("timings", {}),
             "notes": previous.get("notes", []),
             "phases_done": previous.get("phases_done", []),
         }
@@ -378,8 +381,10 @@ class Run:
     def log(self, name: str, key: str = "id") -> JsonlLog:
         return JsonlLog(self.dir / f"{name}.jsonl", key=key)
 
-    def add_table(self, name: str, rows: list[dict], echo: bool = True) -> None:
-        self.summary["tables"][name] = _jsonable(rows)
+    def add_table(self, name: str, rows: list[dict], echo: bool = True, section: str = "tables") -> None:
+        """A table under summary[section]: "tables" for what the seed determines (the same on any run
+        with the same --seed), "timings" for what was measured on this machine in this run."""
+        self.summary[section][name] = _jsonable(rows)
         self.save()
         if echo:
             print(f"\n### {name}\n\n{markdown_table(rows)}\n", flush=True)

@@ -14,6 +14,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from dlmkit.errors import UserError
 from dlmkit.models.mdlm import MDLM, MDLMConfig, save_mdlm
 from dlmkit.experiments import specdiff
+from dlmkit.experiments.specdiff import tables
 from dlmkit.experiments.specdiff.methods import Method
 from dlmkit.experiments.specdiff.prompts import load_prompts
 from dlmkit.presets import TINY_TOKENIZER, ModelSpec, resolve_models
@@ -71,14 +72,15 @@ def test_tiny_prompts_are_held_out_and_start_with_endoftext(tiny_bench):
 
 def run_script(out: Path, *extra):
     argv = ["--subset", "1", "--max-new-tokens", "10", "--gammas", "4", "--steps", "1,2", "--sd-gammas", "3",
-            "--out", str(out), *extra]
+            "--timing-repeats", "2", "--out", str(out), *extra]
     assert load_script().main(argv) == 0
     return json.loads((out / "summary.json").read_text())
 
 
 def test_script_writes_seeded_tables_jsonl_plot_and_resumes(tmp_path):
     first, second = run_script(tmp_path / "a"), run_script(tmp_path / "b")
-    assert first["tables"]["counts"] == second["tables"]["counts"]  # same seed, same counts on any machine
+    assert first["tables"] == second["tables"]  # same seed, same tables: measured times live apart, in "timings"
+    assert set(first["tables"]) == {"counts"} and set(first["timings"]) == {"timing", "headline"}
     tokens = lambda run: {r["id"]: r["tokens"] for f in ("ar", "sd", "specdiff", "hf")  # noqa: E731
                           for r in map(json.loads, (tmp_path / run / f"{f}.jsonl").read_text().splitlines())}
     assert tokens("a") == tokens("b") and len(tokens("a")) == 2 * 2 * (1 + 1 + 2 + 1)
@@ -87,8 +89,15 @@ def test_script_writes_seeded_tables_jsonl_plot_and_resumes(tmp_path):
     assert counts[(0.0, "sd/g3")]["greedy_equal_to_ar"] == "2/2"
     assert counts[(0.0, "specdiff/g4/T2")]["greedy_equal_to_ar"] == "2/2"
     assert counts[(1.0, "ar")]["target_calls"] == 20 and counts[(1.0, "ar")]["target_calls_saved"] == 1.0
-    assert {r["temperature"] for r in first["tables"]["headline"]} == {0.0, 1.0}
+    assert {r["temperature"] for r in first["timings"]["headline"]} == {0.0, 1.0}
     assert any("7.2x" in note for note in first["notes"])
+    # Every generation was timed twice, with the same tokens; cells report the median and range.
+    records = [json.loads(line) for line in (tmp_path / "a" / "sd.jsonl").read_text().splitlines()]
+    assert all(len(r["seconds"]) == 2 and len(r["cpu_seconds"]) == 2 for r in records)
+    for row in first["timings"]["timing"]:
+        assert row["repeats"] == 2 and row["seconds_min"] <= row["seconds"] <= row["seconds_max"]
+        if row["method"] != "ar":
+            assert row["speedup_vs_ar_min"] <= row["speedup_vs_ar"] <= row["speedup_vs_ar_max"]
     # --resume finds nothing left to do and keeps the records.
     before = (tmp_path / "a" / "specdiff.jsonl").read_text()
     resumed = run_script(tmp_path / "a", "--resume")
@@ -96,6 +105,26 @@ def test_script_writes_seeded_tables_jsonl_plot_and_resumes(tmp_path):
     assert resumed["tables"]["counts"] == first["tables"]["counts"]
     with pytest.raises(UserError, match="other settings"):
         run_script(tmp_path / "a", "--resume", "--seed", "7")
+
+
+def test_timing_cells_are_per_repeat_medians_and_verdicts_follow_the_spread():
+    # Two prompts, three repeats; AR is twice as slow as the method in repeats 1 and 3, equal in 2.
+    def record(method, index, seconds):
+        return {"prompt_set": "s", "prompt_index": index, "temperature": 0.0, "method": method, "new_tokens": 4,
+                "seconds": seconds, "cpu_seconds": [x / 2 for x in seconds]}
+
+    ar = [record("ar", 0, [2.0, 1.0, 2.0]), record("ar", 1, [2.0, 1.0, 2.0])]
+    fast = [record("sd/g2", 0, [1.0, 1.0, 1.0]), record("sd/g2", 1, [1.0, 1.0, 1.0])]
+    row = tables.timing_row(fast, ar)
+    assert row["repeats"] == 3 and row["seconds"] == 2.0 and row["_wall"] == [2.0, 2.0, 2.0]
+    assert (row["speedup_vs_ar"], row["speedup_vs_ar_min"], row["speedup_vs_ar_max"]) == (2.0, 1.0, 2.0)
+    assert row["tokens_per_s"] == 4.0 and row["cpu_seconds"] == 1.0
+    assert "not distinguishable" in tables.verdict(row, "speedup_vs_ar", "AR")
+    assert "faster than AR in every repeat" in tables.verdict({**row, "speedup_vs_ar_min": 1.1}, "speedup_vs_ar", "AR")
+    assert "slower" in tables.verdict({**row, "speedup_vs_ar_max": 0.9}, "speedup_vs_ar", "AR")
+    # A record written before repeats existed (one float) still reads as one repeat.
+    old = [{**r, "seconds": r["seconds"][0], "cpu_seconds": r["cpu_seconds"][0]} for r in fast]
+    assert tables.timing_row(old, ar)["repeats"] == 1
 
 
 def test_script_rejects_a_prompt_set_of_the_other_preset(tmp_path):

@@ -42,6 +42,9 @@ def add_flags(parser) -> None:
                      help="draft lengths of the AR drafter (phases sd and hf) (default: tiny 2,4,8; paper 3,5,8)")
     own.add_argument("--temperatures", type=float_list, default=None, metavar="T1,T2",
                      help="sampling temperatures; 0 = greedy (default: 0,1)")
+    own.add_argument("--timing-repeats", type=positive_int, default=3, metavar="R",
+                     help="time every generation R times (same seed, same tokens; repeats outside methods, so all "
+                          "methods of a repeat share the machine's load) and report the median and range (default 3)")
     own.add_argument("--sampler", choices=SAMPLERS, default="ddpm_cache",
                      help="MDLM sampler of the drafter; ddpm_cache skips calls whose input did not change")
 
@@ -59,11 +62,11 @@ def run_phases(run, context, phases) -> None:
     present = {r["method"] for r in records}
     all_methods = [m for m in methods_for(FAMILIES, cfg) if m.name in present]
     result = tables.tables(records, all_methods, cfg)
-    for name in ("counts", "timing"):
-        run.add_table(name, result[name], echo=False)
+    for name, section in (("counts", "tables"), ("timing", "timings")):
+        run.add_table(name, result[name], echo=False, section=section)
         echo(f"\n### {name} (all prompt sets)\n\n"
              f"{markdown_table([r for r in result[name] if r['prompt_set'] == 'all'])}\n")
-    run.add_table("headline", result["headline"])
+    run.add_table("headline", result["headline"], section="timings")
     run.summary["notes"] = []
     for note in tables.notes(result, cfg.preset, run.summary["provenance"]["device_name"], context.parameters()):
         run.note(note)

@@ -47,6 +47,7 @@ class Settings:
     temperatures: tuple[float, ...]
     sampler: str
     seed: int
+    timing_repeats: int = 3
 
     @classmethod
     def from_flags(cls, args, job) -> "Settings":
@@ -59,7 +60,7 @@ class Settings:
                        gammas=tuple(args.gammas or defaults["gammas"]), steps=tuple(args.steps or defaults["steps"]),
                        sd_gammas=tuple(args.sd_gammas or defaults["sd_gammas"]),
                        temperatures=tuple(args.temperatures or defaults["temperatures"]), sampler=args.sampler,
-                       seed=job.seed)
+                       seed=job.seed, timing_repeats=args.timing_repeats)
         unknown = [s for s in settings.prompt_sets if s not in PROMPT_SETS[job.preset]]
         if unknown:
             raise UserError(f"--prompt-sets {','.join(unknown)} does not exist on the {job.preset} preset; choose "
@@ -70,7 +71,7 @@ class Settings:
         return {"prompt_sets": list(self.prompt_sets), "prompts": self.prompts, "prompt_tokens": self.prompt_tokens,
                 "max_new_tokens": self.max_new_tokens, "gammas": list(self.gammas), "steps": list(self.steps),
                 "sd_gammas": list(self.sd_gammas), "temperatures": list(self.temperatures), "sampler": self.sampler,
-                "seed": self.seed, "phases": list(self.phases)}
+                "seed": self.seed, "timing_repeats": self.timing_repeats, "phases": list(self.phases)}
 
     def identity(self, specs) -> dict:
         # Records carry no model or length: resuming with other ones would mix two runs.
