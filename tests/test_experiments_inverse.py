@@ -148,3 +148,39 @@ def test_summaries_and_the_reproduction_check():
     rows = [{"f1": 0.5, "f1_low": 0.4, "f1_high": 0.6, "published_f1": 0.55},
             {"f1": 0.3, "f1_low": 0.25, "f1_high": 0.35, "published_f1": 0.8}]
     assert not_reproduced(rows, {"f1": "published_f1"}, lambda r: "row") == ["row f1 0.300 vs published 0.800"]
+
+
+def test_deployable_payload_cuts_at_the_first_committed_end_or_the_last_anchor():
+    from dlmkit.anchors import Anchors
+    from dlmkit.experiments.inverse.payload import deployable_anchors
+
+    end = 99
+    canvas = Anchors((0, 1, 5, 9, 12, 20), (7, 8, 9, end, 4, end), 32)
+    cut = deployable_anchors(canvas, {end})
+    # Up to and including the first committed end: the answer's length is then known.
+    assert cut.positions == (0, 1, 5, 9) and cut.length == 10
+    # No end committed yet: up to the last anchor (the gap-filler writes on after it).
+    open_canvas = Anchors((0, 3, 7), (7, 8, 9), 32)
+    assert deployable_anchors(open_canvas, {end}).length == 8
+    assert deployable_anchors(Anchors((), (), 32), {end}).length == 0
+
+
+def test_by_task_table_separates_the_oracle_cut_from_the_anchors_content():
+    from dlmkit.experiments.inverse.fill import by_task_note, by_task_table
+
+    def fill(fraction, rule, correct, stop="ar_end"):
+        return {"model": "ar_small", "fraction": fraction, "rule": rule, "f1": 0.5, "correct": correct,
+                "stop_reason": stop}
+
+    records = [{"task": "code", "dream_correct": True,
+                "fills": [fill(None, "alone", True), fill(0.25, "oracle", False, "last_anchor"),
+                          fill(0.25, "committed_end", True)]},
+               {"task": "math", "dream_correct": False,
+                "fills": [fill(None, "alone", True), fill(0.25, "oracle", False), fill(0.25, "committed_end", False)]}]
+    rows = by_task_table(records, [0.25])
+    cell = {(r["task"], r["end_rule"]): r for r in rows}
+    assert cell[("code", "oracle")]["cut_at_last_anchor"] == 1.0 and cell[("code", "oracle")]["accuracy"] == 0.0
+    assert cell[("code", "committed_end")]["accuracy"] == 1.0 and cell[("math", "dlm")]["accuracy"] == 0.0
+    assert cell[("math", "oracle")]["cut_at_last_anchor"] == 0.0
+    note = by_task_note(rows, 0.25)
+    assert "code 1.00 alone, 0.00 oracle (100% cut at the last anchor)" in note
