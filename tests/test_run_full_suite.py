@@ -133,7 +133,7 @@ def test_existing_run_needs_resume_or_overwrite(dream_dir, tmp_path):
         _run(dream_dir, tmp_path / "r")
 
 
-TABLES = ["phaseA_reference", "commit_curve", "table2_pipeline", "pearl_point", "pearl_curve", "table4_ablation",
+TABLES = ["phaseA_reference", "commit_curve", "table2_pipeline", "table2_by_task", "pearl_point", "pearl_curve", "table4_ablation",
           "table5_gap_only", "table3_size", "payload", "table6_timing"]
 
 

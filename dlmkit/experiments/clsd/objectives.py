@@ -56,6 +56,15 @@ def verifier_logits_on(verifier, prefix_ids: torch.Tensor, block_embeds: torch.T
 
 
 def stage_c_terms(dit, verifier, batch: dict, euler_steps: int) -> dict:
+    """CE of the verifier reading [prefix, drafts] against block tokens 1..G-1, and the MSE.
+
+    Block token 0 is not in the CE, deliberately: the verifier's prediction of it comes from
+    the prefix alone (causal attention), so it does not depend on the drafts and its CE would
+    add a constant with no gradient to the DiT. The draft of token 0 is still trained, as the
+    context every later position reads and through the MSE term; nothing pulls it towards the
+    verifier's own prediction once beta has annealed to 0, which is why inference's guillotine
+    (which does score draft token 0 against the verifier's prefix prediction) can reject at 0.
+    """
     drafts = draft(dit, batch["cond"], batch["noise"], euler_steps)
     logits = verifier_logits_on(verifier, batch["prefix_ids"], dit.to_embeddings(drafts))
     ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), batch["chunk_ids"][:, 1:].reshape(-1))

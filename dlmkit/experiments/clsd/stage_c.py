@@ -47,7 +47,9 @@ def phase_stage_c(run, ctx) -> None:
     trained = rows[1:]
     evals = [r for r in rows if "val_draft_ce" in r]
     run.note(f"stage_c: held-out CE of the verifier reading {k}-step drafts went from {before['draft_ce']:.3f} "
-             f"(after stage A) to {rows[-1]['val_draft_ce']:.3f}; reading the true tokens it is {floor:.3f} (floor)")
+             f"(after stage A) to {rows[-1]['val_draft_ce']:.3f}; reading the true tokens it is {floor:.3f} (floor). "
+             "The CE covers block tokens 1..G-1: the verifier predicts token 0 from the prefix alone, so its CE has "
+             "no gradient to the DiT (objectives.stage_c_terms)")
     line_plot(run.dir / "stage_c_ce.png",
          [("train CE", [r["step"] for r in trained], [r["ce"] for r in trained]),
           ("held-out CE (fixed noise)", [r["step"] for r in evals], [r["val_draft_ce"] for r in evals])],

@@ -114,6 +114,12 @@ def baseline_notes(table: list[dict], references: list[dict], records: list[dict
     else:
         notes.append(f"ddpm and ddpm_cache share their sampling noise yet only {same} of {len(pairs)} sample "
                      "pairs are identical: the cache changed the samples, which it should not")
+    ddpm = [r for r in wanted if r["sampler"] == "ddpm"]
+    final = sum(r["nfe"] == r["steps"] + 1 for r in ddpm)
+    notes.append(f"NFE counts the network calls made. MDLM's reference always ends with a noise-removal call, T + 1 "
+                 f"calls for ddpm at T steps; ours makes that call only when a mask is left after the last step "
+                 f"(and, for ddpm_cache, no cached output is still valid; NFE is per batch): {final} of {len(ddpm)} "
+                 "ddpm samples were drawn in a batch that needed it; for the others the reference's NFE is ours plus one")
     return [BASELINE_NOTE + n for n in notes]
 
 
