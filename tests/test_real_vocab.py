@@ -158,6 +158,23 @@ def test_end_ids_and_answer_length_on_real_ids(dream, qwen25):
     assert response_length(canvas, end_token_ids(dream)) == len(answer) == 5
 
 
+def test_end_ids_keep_the_eos_that_is_also_the_unknown_token(dirs):
+    # Without "unk_token": null in tokenizer_config.json, transformers' Qwen2 tokenizer makes
+    # <|endoftext|> the unknown token too (DreamTokenizer's default): it still ends Dream's answers.
+    directory = dirs.root / "dream_unk"
+    if not directory.exists():
+        directory.mkdir()
+        for name in ("vocab.json", "merges.txt", "special_tokens_map.json"):
+            (directory / name).write_bytes((dirs.dream / name).read_bytes())
+        config = json.loads((dirs.dream / "tokenizer_config.json").read_text())
+        (directory / "tokenizer_config.json").write_text(json.dumps(config | {"unk_token": "<|endoftext|>"}))
+    tokenizer = load_dream_tokenizer(directory)
+    assert tokenizer.unk_token_id == tokenizer.eos_token_id == 151643
+    assert end_token_ids(tokenizer) == {151643, 151645}
+    assert default_end_token_ids(None, tokenizer) == [151643, 151645]
+    assert response_length([9707, 1879, 151643, 151643], end_token_ids(tokenizer)) == 2
+
+
 def _mmlu_rows(subject):
     return [{"question": f"In {subject}, which option is correct ({k})?", "subject": subject,
              "choices": [f"first {k}", f"second {k}", f"third {k}", f"fourth {k}"], "answer": k % 4} for k in range(6)]
