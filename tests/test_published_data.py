@@ -1,10 +1,10 @@
 """The paper's published data ships with the package, unchanged, and the defaults read it."""
 
 import hashlib
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from dlmkit.data.published import ANCHORS_FILE, PUBLISHED_DIR, TIMING_FILE, load_anchors
 from dlmkit.experiments.inverse.settings import PUBLISHED_DIR as INVERSE_DEFAULT
