@@ -55,7 +55,7 @@ QWEN25_ADDED = (
 )
 # Dream adds two: <|mask|> 151666 (its config's mask_token_id) and <|beginoftext|> 151665, its bos. The
 # bos and Dream's default system prompt below are as Dream publishes them to our knowledge, not
-# checked against the hub files here (no hub): a real download decides (load it with --tokenizer).
+# checked against the hub files here (no hub): replay_published.py --tokenizer DIR reads a real download.
 DREAM_ADDED = QWEN25_ADDED + (("<|beginoftext|>", True), ("<|mask|>", True))
 QWEN35_ADDED = QWEN25_ADDED[:14] + (
     ("<tool_call>", False), ("</tool_call>", False), ("<|fim_prefix|>", False), ("<|fim_middle|>", False),
