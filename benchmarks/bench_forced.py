@@ -7,7 +7,7 @@
             after it in one forward, optionally batched over prompts (--batch)
 
 Anchor patterns:
-  default        the published Dream-v0-Instruct-7B patterns (../shared/data/published_anchors.json,
+  default        the published Dream-v0-Instruct-7B patterns (dlmkit/data/published/published_anchors.json,
                  512-token canvas, 128 entropy-ordered steps): per prompt the anchor positions
                  at each step fraction and gen_len, the answer length.
   --anchors FILE a JSONL of our own runs, one answer per line, either
@@ -49,9 +49,7 @@ from dlmkit.anchors import Anchors, anchors_at_fraction  # noqa: E402
 from dlmkit.decoding.forced import forced_decode, forced_decode_naive  # noqa: E402
 from dlmkit.cli import run_main, synchronize  # noqa: E402
 from dlmkit.errors import UserError  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
-PUBLISHED = REPO.parent / "shared" / "data" / "published_anchors.json"
+from dlmkit.data.published import ANCHORS_FILE as PUBLISHED  # noqa: E402
 
 CONFIGS = {
     # A small random Qwen2 that runs on one CPU thread in well under a minute for 20 prompts.

@@ -1,8 +1,5 @@
 import gzip
-import json
-import os
 import statistics
-from pathlib import Path
 
 import pytest
 import torch
@@ -27,6 +24,7 @@ from dlmkit.anchors import (
     template_to_anchors,
     unpack_anchors,
 )
+from dlmkit.data.published import load_anchors
 from dlmkit.decoding.diffusion import DiffusionOutput
 from dlmkit.errors import UserError
 
@@ -104,20 +102,11 @@ def test_coverage_prefix_and_runs():
     assert runs(a.positions) == [(0, 3), (5, 7), (9, 10)]
 
 
-def test_published_prefix_fraction_is_about_91_percent(shared_data):
-    records = json.loads((shared_data / "published_anchors.json").read_text())
+def test_published_prefix_fraction_is_about_91_percent():
+    records = load_anchors()
     fractions = [contiguous_prefix_fraction(Anchors.from_mapping(r["anchors"]["0.1"], r["gen_len"]))
                  for r in records]
     assert statistics.mean(f for f in fractions if f == f) == pytest.approx(0.911, abs=0.002)
-
-
-@pytest.fixture
-def shared_data():
-    repo = Path(__file__).resolve().parents[1]
-    path = Path(os.environ.get("DLMKIT_SHARED", repo.parent / "shared")) / "data"
-    if not (path / "published_anchors.json").exists():
-        pytest.skip("no ../shared/data/published_anchors.json beside this checkout")
-    return path
 
 
 # --------------------------------------------------------------------------- controls

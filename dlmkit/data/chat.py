@@ -10,10 +10,22 @@ def chat_prompt_ids(tokenizer, text: str) -> list[int]:
                                          return_dict=True)["input_ids"]
 
 
+def known_token_id(tokenizer, token: str) -> int | None:
+    """The id of `token`, or None when the tokenizer lacks it (convert_tokens_to_ids then answers
+    the unknown token's id, or None). A token that is itself the unknown token keeps its id:
+    transformers' Qwen2 tokenizer makes <|endoftext|> the unknown token unless the tokenizer
+    config says `"unk_token": null`."""
+    tid = tokenizer.convert_tokens_to_ids(token)
+    if not isinstance(tid, int) or (tid == getattr(tokenizer, "unk_token_id", None)
+                                    and token != getattr(tokenizer, "unk_token", None)):
+        return None
+    return tid
+
+
 def end_token_ids(tokenizer) -> set[int]:
     """The tokenizer's end of text and end of turn (<|im_end|>, Qwen-style chat)."""
-    ids = {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")}
-    return {i for i in ids if i is not None and i != tokenizer.unk_token_id}
+    ids = {tokenizer.eos_token_id, known_token_id(tokenizer, "<|im_end|>")}
+    return {i for i in ids if i is not None}
 
 
 def default_end_token_ids(model, tokenizer=None) -> list[int]:
@@ -25,10 +37,9 @@ def default_end_token_ids(model, tokenizer=None) -> list[int]:
         if eos is not None:
             ids.update([eos] if isinstance(eos, int) else eos)
     if tokenizer is not None:
-        unk = getattr(tokenizer, "unk_token_id", None)
         for name in ("<|endoftext|>", "<|im_end|>"):
-            tid = tokenizer.convert_tokens_to_ids(name)
-            if isinstance(tid, int) and tid != unk:
+            tid = known_token_id(tokenizer, name)
+            if tid is not None:
                 ids.add(tid)
         if tokenizer.eos_token_id is not None:
             ids.add(tokenizer.eos_token_id)

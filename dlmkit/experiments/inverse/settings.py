@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from dlmkit.anchors import steps_done_at
+from dlmkit.data.published import PUBLISHED_DIR  # noqa: F401  (the --published-dir default)
 from dlmkit.decoding.diffusion import DreamSettings
 from dlmkit.errors import UserError
 
@@ -15,7 +16,6 @@ FRACTIONS = (0.10, 0.15, 0.25)
 # Dream as the paper ran it: 128 entropy-ordered steps, T = 0.2, top_p 0.95, over a 512-token canvas
 # (the tiny preset: 128 tokens).
 DREAM = {"paper": DreamSettings(max_new_tokens=512), "tiny": DreamSettings(max_new_tokens=128)}
-PUBLISHED_DIR = Path(__file__).resolve().parents[4] / "shared" / "data"
 
 
 def checked_fractions(fractions, steps: int) -> tuple[float, ...]:

@@ -22,8 +22,8 @@ of the evaluation set (answer lengths differ by task, and so does the fill's sha
                     computed from the measured parts, not run concurrently here.
   speedup           mean dream full / mean pipeline
 
-The paper's A100 numbers (../shared/data/published_timing.json, optional) sit beside ours:
-42.0 ms per Dream step, 18.2 ms per Qwen-0.5B token, pipeline 2371 ms vs 5383 ms (2.27x). Its
+The paper's A100 numbers (dlmkit/data/published/published_timing.json, or --published-dir) sit
+beside ours: 42.0 ms per Dream step, 18.2 ms per Qwen-0.5B token, pipeline 2371 ms vs 5383 ms (2.27x). Its
 pipeline figure is an estimate (13 steps x 42 ms + 100 tokens x 18.2 ms), not a measurement.
 Times depend on the machine and its load: this table is the one place where the same seed
 does not give the same numbers.
