@@ -10,7 +10,8 @@ An experiment package (dlmkit/experiments/<name>/) exposes the same small contra
     ROLES        the model roles it uses; PHASE_ROLES: {phase: the roles it needs}
     add_flags    its own flags (argparse group)
     Settings     a frozen settings object: Settings.from_flags(args, job) (one-line errors for bad values),
-                 .config(specs) (summary.json's config, the phases included) and .identity(specs) (what a resumed run must share, or None)
+                 .config(specs) (summary.json's config, the phases included) and .identity(specs) (the settings a
+                 resumed run must share; Run adds the seed and every role's weights and refuses a resume that differs)
     Context      Context(job, settings, specs): what the phases share (models loaded once, on first use);
                  its constructor checks what must hold before anything is written
 

@@ -208,6 +208,20 @@ def test_phase_b_resume_after_a_kill_loses_no_finished_prompt(dream_dir, ar_dirs
     assert tables["table2_pipeline"] == json.loads((full_run / "summary.json").read_text())["tables"]["table2_pipeline"]
 
 
+def test_resume_refuses_another_seed_or_gap_filler_and_keeps_the_run(dream_dir, ar_dirs, full_run, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(full_run, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(UserError, match=r"other inputs \(--seed 42 -> 7\)"):
+        _suite(dream_dir, ar_dirs, out, "--phase", "B", "--resume", "--seed", "7")
+    # phase A alone loads no gap-filler, yet the run's C / ablation / timing were made with ar_small
+    with pytest.raises(UserError, match=r"--model-ar-small "):
+        _suite(dream_dir, ar_dirs, out, "--phase", "B", "--resume", small=ar_dirs["ar_medium"])
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing touched
+    # the same inputs with other phases and output-only flags resume
+    assert _suite(dream_dir, ar_dirs, out, "--phase", "payload", "--resume", "--published-dir", str(tmp_path)) == 0
+
+
 def test_a_later_phase_without_phase_a_says_run_phase_a_first(dream_dir, ar_dirs, tmp_path):
     with pytest.raises(UserError, match=r"run phase A first: run_full_suite.py --phase A --out .* --resume"):
         _suite(dream_dir, ar_dirs, tmp_path / "r", "--phase", "gap")

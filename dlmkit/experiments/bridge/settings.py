@@ -103,5 +103,7 @@ class Settings:
                 "min_accuracy": self.min_accuracy, "max_inject_configs": self.max_inject_configs,
                 "inject_kinds": self.inject_kinds, "step_grid": self.step_grid}
 
-    def identity(self, specs) -> None:
-        return None  # the probe and inject records carry their taps, grid and conditions; the phases check them
+    def identity(self, specs) -> dict:
+        # The probe and inject records carry their taps, grid and conditions (the phases check them);
+        # Dream's settings and the prompt set they were made with (the runner adds seed and models).
+        return {"dream": asdict(self.dream), "prompt_set": self.prompt_set, "quantization": self.quantization}

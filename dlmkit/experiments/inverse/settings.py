@@ -46,5 +46,7 @@ class Settings:
         return {"subset": self.subset, "phases": list(self.phases), "fractions": list(self.fractions),
                 "dream": asdict(self.dream)}
 
-    def identity(self, specs) -> None:
-        return None  # phase A's records carry the canvas width; later phases check it (Context.phase_a_records)
+    def identity(self, specs) -> dict:
+        # Dream's settings make phase A's records, which every later phase reads (the runner adds seed and models);
+        # the fractions only add items, keyed by fraction.
+        return {"dream": asdict(self.dream)}

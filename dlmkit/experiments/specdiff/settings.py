@@ -7,7 +7,6 @@ import argparse
 from dataclasses import dataclass
 
 from dlmkit.errors import UserError
-from dlmkit.results import portable_source
 
 FAMILIES = ("ar", "sd", "specdiff", "hf")
 PROMPT_SETS = {"tiny": ("documents", "chat"), "paper": ("owt", "cnn_dm")}
@@ -73,6 +72,5 @@ class Settings:
                 "seed": self.seed, "phases": list(self.phases)}
 
     def identity(self, specs) -> dict:
-        # Records carry no model or length: resuming with other ones would mix two runs.
-        return {"seed": self.seed, "prompt_tokens": self.prompt_tokens, "max_new_tokens": self.max_new_tokens,
-                "sampler": self.sampler, "models": {role: portable_source(spec.source) for role, spec in specs.items()}}
+        # Records carry no length: resuming with other ones would mix two runs (the runner adds seed and models).
+        return {"prompt_tokens": self.prompt_tokens, "max_new_tokens": self.max_new_tokens, "sampler": self.sampler}
