@@ -313,6 +313,38 @@ def test_windows_cut_the_stream_in_blocks():
 def test_script_refuses_checkpoints_under_results(tmp_path):
     import train_clsd
 
-    with pytest.raises(UserError, match="--ckpt-dir"):
-        train_clsd.main(["--out", str(tmp_path / "out"), "--ckpt-dir", str(tmp_path / "out" / "ckpt"),
+    with pytest.raises(UserError, match="--ckpt-dir .* inside results/"):
+        train_clsd.main(["--out", str(tmp_path / "out"), "--ckpt-dir", str(tmp_path / "results" / "ckpt"),
                          "--phase", "embed"])
+
+
+SMALL = ["--subset", "1", "--embed-records", "8", "--phase", "embed"]
+
+
+def test_caches_belong_to_a_run_and_are_keyed_by_what_made_them(tmp_path):
+    import train_clsd
+
+    assert train_clsd.main([*SMALL, "--out", str(tmp_path / "one")]) == 0
+    assert json.loads((tmp_path / "one" / "checkpoints" / "cache_key.json").read_text())["seed"] == 42
+    # a new run with its own --out never sees another run's caches
+    assert train_clsd.main([*SMALL, "--out", str(tmp_path / "two"), "--seed", "7"]) == 0
+    assert json.loads((tmp_path / "two" / "checkpoints" / "cache_key.json").read_text())["seed"] == 7
+    # a --ckpt-dir shared on purpose is refused to a run made otherwise, before anything is written
+    shared = tmp_path / "one" / "checkpoints"
+    before = {p: p.read_bytes() for p in shared.rglob("*") if p.is_file()}
+    for other in (["--seed", "7"], ["--block-len", "16"]):
+        with pytest.raises(UserError, match="holds caches of another run"):
+            train_clsd.main([*SMALL, "--out", str(tmp_path / "three"), "--ckpt-dir", str(shared), *other])
+        assert not (tmp_path / "three").exists()
+    # and resuming the run itself with another seed is refused
+    with pytest.raises(UserError, match="other seed|--seed 42 -> 7"):
+        train_clsd.main([*SMALL, "--out", str(tmp_path / "one"), "--resume", "--seed", "7"])
+    assert {p: p.read_bytes() for p in shared.rglob("*") if p.is_file()} == before
+
+
+def test_source_indices_are_checked_against_the_verifier_before_any_phase(tmp_path):
+    import train_clsd
+
+    with pytest.raises(UserError, match=r"--source-indices 99 lie outside the verifier's \d+ layers"):
+        train_clsd.main([*SMALL, "--out", str(tmp_path / "x"), "--source-indices", "0,99"])
+    assert not (tmp_path / "x").exists()

@@ -36,7 +36,8 @@ def index_list(text: str) -> list[int]:
 def add_flags(parser) -> None:
     own = parser.add_argument_group("CLSD (defaults depend on --preset: tiny / paper)")
     own.add_argument("--ckpt-dir", type=Path, default=None, metavar="DIR",
-                     help="embedding shards and DiT checkpoints (default: runs/train_clsd/checkpoints/PRESET)")
+                     help="embedding shards and DiT checkpoints (default: OUT/checkpoints, the run's own); a shared "
+                          "one is reused only by runs with the same seed, verifier weights and settings")
     own.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
                      help="a local NuminaMath-CoT copy (save_to_disk folder or parquet files) for --preset paper")
     own.add_argument("--source-indices", type=index_list, default=None, metavar="I,J,...",

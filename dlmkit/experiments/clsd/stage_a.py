@@ -22,6 +22,7 @@ def train_rows(history: list[dict]) -> list[dict]:
 
 def phase_stage_a(run, ctx) -> None:
     cfg = ctx.settings
+    ctx.claim_ckpt_dir()
     work = cfg.ckpt_dir / "stage_a"
     meta = read_meta(cfg.ckpt_dir / "embed")
     shards, val = Shards(cfg.ckpt_dir / "embed", "train"), Shards(cfg.ckpt_dir / "embed", "val")
