@@ -11,6 +11,9 @@ Bad input ends the script with one line on stderr that names the fix, and exit s
 from __future__ import annotations
 
 import argparse
+import errno
+import math
+import os
 import random
 import sys
 from pathlib import Path
@@ -20,6 +23,10 @@ from dlmkit.errors import UserError
 from dlmkit.presets import PRESETS, ROLES
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+# OSErrors that are the machine's state, not a bug: one line and exit 2, like bad input.
+DISK_ERRORS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+               errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
+               errno.EPERM: "permission denied"}
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -81,6 +88,48 @@ def probability(text: str) -> float:
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {value}")
     return value
+
+
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    """A finite number >= 0 (a loss weight, a temperature)."""
+    value = _finite(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 (a learning rate)."""
+    value = _finite(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A finite number in (0, 1] (a share of the denoising steps)."""
+    value = _finite(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1] (e.g. 0.1 for 10%), got {value}")
+    return value
+
+
+def nonnegative_list(text: str) -> list[float]:
+    """'1,0' -> [0.0, 1.0]: distinct finite numbers >= 0, sorted (temperatures)."""
+    parts = [part for part in text.split(",") if part.strip()]
+    if not parts:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers >= 0, got {text!r}")
+    return sorted({nonnegative_float(part) for part in parts})
 
 
 def build_parser(prog: str, description: str, *, phases: list[str], roles: list[str],
@@ -183,6 +232,14 @@ def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | N
         code = main(argv)
     except UserError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except OSError as err:
+        if err.errno not in DISK_ERRORS:
+            raise
+        where = f" writing {err.filename}" if err.filename else ""
+        print(f"{prog}: error: {DISK_ERRORS[err.errno]}{where} ({os.strerror(err.errno)}); finished items are "
+              "saved: free space or fix the permissions (or pass --out DIR elsewhere), then rerun with --resume",
+              file=sys.stderr)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; finished items are saved, rerun with --resume to continue", file=sys.stderr)

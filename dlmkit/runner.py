@@ -26,6 +26,7 @@ from pathlib import Path
 
 from dlmkit.cli import (build_parser, model_overrides, resolve_device, resolve_dtype, seed_everything,
                         selected_phases)
+from dlmkit.models.hub import check_weights
 from dlmkit.presets import resolve_models
 from dlmkit.results import Run, default_out
 
@@ -73,6 +74,8 @@ def run_experiment(experiment, prog: str, doc: str, argv: list[str] | None = Non
     seed_everything(args.seed)
     roles = list(dict.fromkeys(role for phase in phases for role in experiment.PHASE_ROLES[phase]))
     specs = resolve_models(args.preset, roles, model_overrides(args))
+    for role, spec in specs.items():
+        check_weights(spec.source, role)  # a truncated file is one line now, not a traceback mid-run
     context = experiment.Context(job, settings, specs)
     run = Run(job.out, script=job.prog, argv=sys.argv[1:] if argv is None else list(argv), preset=job.preset,
               models=specs, device=device, dtype=str(dtype).removeprefix("torch."), seed=job.seed,

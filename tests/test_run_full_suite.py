@@ -241,10 +241,18 @@ def test_vocabulary_mismatch_is_one_line_naming_the_roles(dream_dir, ar_dirs, tm
     assert not (tmp_path / "r").exists()  # caught before phase A spent any time
 
 
-@pytest.mark.parametrize("bad", ["0", "1.5", "-0.1"])
-def test_fraction_outside_zero_one_is_refused(dream_dir, ar_dirs, tmp_path, bad):
-    with pytest.raises(UserError, match=r"--fractions: step fraction must be in \(0, 1\]"):
-        _suite(dream_dir, ar_dirs, tmp_path / "r", "--fractions", "0.1", bad)
+@pytest.mark.parametrize("bad", ["0", "1.5", "-0.1", "nan", "inf"])
+def test_fraction_outside_zero_one_is_refused(dream_dir, ar_dirs, tmp_path, capsys, bad):
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(lambda a: _suite(dream_dir, ar_dirs, tmp_path / "r", "--fractions", "0.1", bad))
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.count("\n") == 1 and not (tmp_path / "r").exists()
+
+
+def test_fraction_with_no_dream_step_is_refused(dream_dir, ar_dirs, tmp_path):
+    with pytest.raises(UserError, match=r"--fractions 0.001 is 0 of Dream's 128 steps .* >= 0.007812"):
+        _suite(dream_dir, ar_dirs, tmp_path / "r", "--fractions", "0.001")
+    assert not (tmp_path / "r").exists()
 
 
 def test_ablation_controls_keep_their_invariants(full_run):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dlmkit.cli import positive_int, probability
+from dlmkit.cli import nonnegative_float, positive_int, probability
 from dlmkit.experiments.clsd import embed, infer, stage_a, stage_c
 from dlmkit.experiments.clsd.context import Context
 from dlmkit.experiments.clsd.settings import Settings
@@ -57,7 +57,7 @@ def add_flags(parser) -> None:
                      help="chunks per step (tiny 16, paper 32)")
     own.add_argument("--euler-steps", type=positive_int, default=2, metavar="K",
                      help="Euler steps of a draft (stage C and inference)")
-    own.add_argument("--beta0", type=float, default=0.1, help="stage C MSE weight at the first step (annealed to 0)")
+    own.add_argument("--beta0", type=nonnegative_float, default=0.1, help="stage C MSE weight at the first step (annealed to 0)")
     own.add_argument("--candidates", type=positive_int, default=None, metavar="N",
                      help="candidate blocks drafted and scored per round (tiny 8, paper 32)")
     own.add_argument("--threshold", type=probability, default=0.5,

@@ -56,8 +56,6 @@ class Settings:
             values["train_records"] = args.embed_records
         if job.subset:
             values["prompts"] = job.subset
-        if not 0.0 <= args.beta0:
-            raise UserError(f"--beta0 must be >= 0, got {args.beta0}")
         # The caches belong to the run: under OUT (git ignores results/**/checkpoints/), removed by --overwrite.
         ckpt = args.ckpt_dir or Path(job.out) / "checkpoints"
         if args.ckpt_dir and "results" in Path(ckpt).resolve().parts and \

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dlmkit.cli import fraction
 from dlmkit.experiments.inverse import ablation, fill, gap, payload, pearl, reference, size, timing
 from dlmkit.experiments.inverse.context import Context
 from dlmkit.experiments.inverse.settings import FRACTIONS, PUBLISHED_DIR, Settings
@@ -24,7 +25,7 @@ PHASE_ROLES = {"A": ["dlm"], "B": ROLES, "C": ["dlm", "ar_small"], "ablation": [
 
 def add_flags(parser) -> None:
     own = parser.add_argument_group("inverse speculation")
-    own.add_argument("--fractions", type=float, nargs="+", default=list(FRACTIONS), metavar="F",
+    own.add_argument("--fractions", type=fraction, nargs="+", default=list(FRACTIONS), metavar="F",
                      help="step fractions in (0, 1] at which anchors are read (phases B, gap, size, payload, "
                           "timing; the ablation always uses 0.1 and 0.25)")
     own.add_argument("--published-dir", type=Path, default=PUBLISHED_DIR, metavar="DIR",

@@ -21,9 +21,12 @@ PUBLISHED_DIR = Path(__file__).resolve().parents[4] / "shared" / "data"
 def checked_fractions(fractions, steps: int) -> tuple[float, ...]:
     for fraction in fractions:
         try:
-            steps_done_at(fraction, steps)
+            done = steps_done_at(fraction, steps)
         except UserError as err:
             raise UserError(f"--fractions: {err}") from None
+        if done == 0:
+            raise UserError(f"--fractions {fraction} is 0 of Dream's {steps} steps (no anchors); pass fractions "
+                            f">= {1 / steps:.4g}")
     return tuple(sorted(set(fractions)))
 
 

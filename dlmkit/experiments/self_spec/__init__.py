@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dlmkit.cli import count_list, positive_int
+from dlmkit.cli import count_list, positive_float, positive_int
 from dlmkit.experiments.self_spec import baseline, evaluate, sample, train
 from dlmkit.experiments.self_spec.context import Context
 from dlmkit.experiments.self_spec.settings import Settings
@@ -24,9 +24,9 @@ def add_flags(parser) -> None:
     own = parser.add_argument_group("baseline phase")
     own.add_argument("--steps", type=count_list, default=None, metavar="S1,S2,...",
                      help="denoising step counts (default: tiny 8,16,32,64,128; paper 28,32,64,128,256,512)")
-    own.add_argument("--length", type=int, default=None, metavar="L",
+    own.add_argument("--length", type=positive_int, default=None, metavar="L",
                      help="tokens per sample (default: tiny 128, paper 1024; at most the MDLM's model_length)")
-    own.add_argument("--batch-size", type=int, default=None, metavar="B",
+    own.add_argument("--batch-size", type=positive_int, default=None, metavar="B",
                      help="samples drawn together (default: tiny 1, paper 16); ddpm_cache skips a call only "
                           "when no sample of the batch changed, so NFE depends on it")
     train_flags = parser.add_argument_group("train phase")
@@ -34,7 +34,7 @@ def add_flags(parser) -> None:
                              help="optimizer steps (default: tiny 1500, paper 50000)")
     train_flags.add_argument("--train-batch-size", type=positive_int, default=None, metavar="B",
                              help="blocks per step (default: tiny 16, paper 256)")
-    train_flags.add_argument("--lr", type=float, default=None,
+    train_flags.add_argument("--lr", type=positive_float, default=None,
                              help="peak learning rate after linear warmup, then cosine to 0 "
                                   "(default: tiny 1e-3, paper 1.5e-4)")
     train_flags.add_argument("--ckpt-dir", type=Path, default=None, metavar="DIR",

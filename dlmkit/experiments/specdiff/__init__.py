@@ -10,13 +10,13 @@ context.py holds the models and prompts, settings.py the flags' settings.
 
 from __future__ import annotations
 
-from dlmkit.cli import count_list, positive_int
+from dlmkit.cli import count_list, nonnegative_list, positive_int
 from dlmkit.decoding.mdlm_sampler import SAMPLERS
 from dlmkit.experiments.specdiff import tables
 from dlmkit.experiments.specdiff.context import Context
 from dlmkit.experiments.specdiff.generate import run_generations
 from dlmkit.experiments.specdiff.methods import methods_for
-from dlmkit.experiments.specdiff.settings import FAMILIES, Settings, float_list, name_list
+from dlmkit.experiments.specdiff.settings import FAMILIES, Settings, name_list
 from dlmkit.results import echo, markdown_table
 
 PHASES = {family: None for family in FAMILIES}  # run together by run_phases, below
@@ -40,7 +40,7 @@ def add_flags(parser) -> None:
                      help="SpecDiff denoising steps per draft (default: tiny 1,2,4; paper 1,2,4,8)")
     own.add_argument("--sd-gammas", type=count_list, default=None, metavar="G1,G2",
                      help="draft lengths of the AR drafter (phases sd and hf) (default: tiny 2,4,8; paper 3,5,8)")
-    own.add_argument("--temperatures", type=float_list, default=None, metavar="T1,T2",
+    own.add_argument("--temperatures", type=nonnegative_list, default=None, metavar="T1,T2",
                      help="sampling temperatures; 0 = greedy (default: 0,1)")
     own.add_argument("--sampler", choices=SAMPLERS, default="ddpm_cache",
                      help="MDLM sampler of the drafter; ddpm_cache skips calls whose input did not change")

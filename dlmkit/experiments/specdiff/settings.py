@@ -3,7 +3,6 @@ flags that override them)."""
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 
 from dlmkit.errors import UserError
@@ -16,16 +15,6 @@ PRESET_DEFAULTS = {
     "paper": dict(prompt_sets=PROMPT_SETS["paper"], prompts=50, prompt_tokens=128, max_new_tokens=256,
                   gammas=(5, 10, 15, 20), steps=(1, 2, 4, 8), sd_gammas=(3, 5, 8), temperatures=(0.0, 1.0)),
 }
-
-
-def float_list(text: str) -> list[float]:
-    try:
-        values = sorted({float(part) for part in text.split(",") if part.strip()})
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-    if not values or values[0] < 0:
-        raise argparse.ArgumentTypeError(f"temperatures must be >= 0, got {text!r}")
-    return values
 
 
 def name_list(text: str) -> list[str]:
