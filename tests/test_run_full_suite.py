@@ -101,28 +101,31 @@ def test_phase_a_same_seed_same_tables(dream_dir, tmp_path):
 
 
 def test_phase_a_resume_after_a_kill_loses_no_finished_prompt(dream_dir, tmp_path, monkeypatch):
-    real = reference.reference_run
+    real = reference.reference_runs
     calls = []
 
-    def dies_on_the_fourth(*args, **kwargs):
-        if len(calls) == 3:
+    def dies_in_the_second_batch(*args, **kwargs):
+        if calls:
             raise KeyboardInterrupt
-        calls.append(args[2]["id"])
+        calls.append([item["id"] for item in args[2]])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(reference, "reference_run", dies_on_the_fourth)
+    monkeypatch.setattr(reference, "BATCH", 3)
+    monkeypatch.setattr(reference, "reference_runs", dies_in_the_second_batch)
     with pytest.raises(KeyboardInterrupt):
         _run(dream_dir, tmp_path / "r")
     before = (tmp_path / "r" / "A.jsonl").read_text().splitlines()
     assert len(before) == 3
-    monkeypatch.setattr(reference, "reference_run", real)
+    monkeypatch.setattr(reference, "reference_runs", real)
     assert _run(dream_dir, tmp_path / "r", "--resume") == 0
     after = (tmp_path / "r" / "A.jsonl").read_text().splitlines()
     assert after[:3] == before and len(after) == 8
+    monkeypatch.setattr(reference, "BATCH", 1)  # one prompt at a time: other batches, other padding
     _run(dream_dir, tmp_path / "fresh")
     fresh = (tmp_path / "fresh" / "A.jsonl").read_text().splitlines()
     strip = lambda lines: sorted(json.dumps({k: v for k, v in json.loads(x).items() if k != "dlm_seconds"}) for x in lines)
-    assert strip(after) == strip(fresh)  # per-prompt seeds: resuming changes no sample
+    # per-prompt generators: neither resuming nor batching changes a sample
+    assert strip(after) == strip(fresh)
 
 
 def test_existing_run_needs_resume_or_overwrite(dream_dir, tmp_path):
