@@ -449,10 +449,25 @@ class Run:
             self.summary["notes"].append(text)
         self.save()
 
-    def phase_done(self, phase: str) -> None:
+    def phase_done(self, phase: str, wall_s: float | None = None, cpu_s: float | None = None) -> None:
+        """Record a phase as done; its wall and CPU (process) time go to this call's provenance and stderr."""
         if phase not in self.summary["phases_done"]:
             self.summary["phases_done"].append(phase)
+        if wall_s is not None:
+            self._clock.setdefault("phase_seconds", {})[phase] = {"wall": round(wall_s, 2), "cpu": round(cpu_s, 2)}
+            echo(f"phase {phase} done: {wall_s:.1f} s wall, {cpu_s:.1f} s CPU")
         self.save()
+
+    def closing_summary(self, phases) -> str:
+        """What a reader wants at the end of a run: the findings (notes), the tables and where every file is."""
+        lines = [f"\n## {Path(self.summary['provenance']['script']).name}: done ({', '.join(phases)})", ""]
+        if self.summary["notes"]:
+            lines += ["Findings:"] + [f"  - {note}" for note in self.summary["notes"]] + [""]
+        lines.append(f"Tables ({len(self.summary['tables'])}, full rows in summary.json): "
+                     + ", ".join(self.summary["tables"]))
+        files = sorted(p.name for p in self.dir.iterdir() if p.is_file() and not p.name.startswith("."))
+        lines.append(f"Files in {self.dir}/: " + ", ".join(files))
+        return "\n".join(lines)
 
     def save(self) -> None:
         self._clock["wall_time_s"] = round(time.time() - self.started, 2)  # this call's: first or resuming

@@ -21,11 +21,12 @@ and, where the phases do not run one after the other, run_phases(run, context, p
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from dlmkit.cli import (build_parser, model_overrides, resolve_device, resolve_dtype, seed_everything,
-                        selected_phases)
+                        selected_phases, set_threads)
 from dlmkit.models.hub import check_weights
 from dlmkit.presets import resolve_models
 from dlmkit.results import Run, default_out
@@ -54,10 +55,11 @@ def make_parser(experiment, prog: str, doc: str):
 
 
 def run_phases(run: Run, context, phases, table) -> None:
-    """The default phase loop: each phase in order, then recorded as done."""
+    """The default phase loop: each phase in order, then recorded as done with its wall and CPU time."""
     for phase in phases:
+        wall, cpu = time.perf_counter(), time.process_time()
         table[phase](run, context)
-        run.phase_done(phase)
+        run.phase_done(phase, wall_s=time.perf_counter() - wall, cpu_s=time.process_time() - cpu)
 
 
 def run_experiment(experiment, prog: str, doc: str, argv: list[str] | None = None, **overrides) -> int:
@@ -67,6 +69,7 @@ def run_experiment(experiment, prog: str, doc: str, argv: list[str] | None = Non
     phases = tuple(selected_phases(args))
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
+    set_threads(args.threads, device)
     job = Job(prog=parser.prog, preset=args.preset, subset=args.subset, seed=args.seed, phases=phases,
               out=Path(args.out or default_out(parser.prog, args.preset, args.subset)), device=device, dtype=dtype,
               resume=args.resume, overwrite=args.overwrite)
@@ -86,5 +89,5 @@ def run_experiment(experiment, prog: str, doc: str, argv: list[str] | None = Non
     else:
         run_phases(run, context, phases, experiment.PHASES)
     run.save()
-    print(f"results in {run.dir}/", file=sys.stderr)
+    print(run.closing_summary(phases), flush=True)
     return 0

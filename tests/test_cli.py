@@ -94,3 +94,16 @@ def test_list_and_probability_flag_types():
     for bad in ("1.5", "-0.1", "high"):
         with pytest.raises(argparse.ArgumentTypeError):
             probability(bad)
+
+
+def test_threads_default_to_one_on_cpu_and_follow_the_flag():
+    from dlmkit.cli import set_threads
+
+    before = torch.get_num_threads()
+    try:
+        assert set_threads(None, "cpu") == 1
+        assert set_threads(2, "cpu") == 2
+        parser = build_parser("x.py", "", phases=["A"], roles=[])
+        assert parser.parse_args(["--threads", "3"]).threads == 3
+    finally:
+        torch.set_num_threads(before)

@@ -289,3 +289,15 @@ def test_a_recorded_run_reruns_from_its_provenance_alone(tmp_path, load_script):
     timing_cells = lambda s: [(r["prompt_set"], r["temperature"], r["method"]) for r in s["tables"]["timing"]]  # noqa: E731
     assert timing_cells(second) == timing_cells(first)
     assert second["provenance"]["weights_sha256"] == prov["weights_sha256"]
+
+
+def test_phase_times_and_the_closing_summary(tmp_path, capsys):
+    run = _run(tmp_path)
+    run.add_table("t", [{"a": 1}], echo=False)
+    run.note("finding one")
+    run.phase_done("A", wall_s=2.5, cpu_s=1.25)
+    assert run.summary["provenance"]["phase_seconds"] == {"A": {"wall": 2.5, "cpu": 1.25}}
+    assert "phase A done: 2.5 s wall, 1.2 s CPU" in capsys.readouterr().err
+    text = run.closing_summary(["A"])
+    assert "  - finding one" in text and "Tables (1, full rows in summary.json): t" in text
+    assert "summary.json" in text.splitlines()[-1]
