@@ -8,6 +8,7 @@ import torch
 
 from dlmkit.decoding.flow import euler_sample, rectified_flow_loss
 from dlmkit.errors import UserError
+from dlmkit.models.cache import cache_kwargs, output_cache
 from dlmkit.models.clsd import PAPER_SOURCE_INDICES, graft, load_dit, nearest_tokens, save_dit, scale_source_indices
 from dlmkit.models.qwen35 import expand_cache, load_verifier, qwen35_9b_config, text_config
 from dlmkit.decoding.clsd import greedy_generate, clsd_generate, guillotine
@@ -194,8 +195,8 @@ def test_guillotine_cuts_at_the_first_low_confidence_position():
 def test_expanded_cache_scores_like_a_fresh_pass(verifier8):
     prompt = torch.randint(0, VOCAB, (1, 9))
     candidates = torch.randint(0, VOCAB, (3, 5))
-    cache = verifier8(input_ids=prompt, use_cache=True).past_key_values
-    cached = verifier8(input_ids=candidates, past_key_values=expand_cache(cache, 3), use_cache=True).logits
+    cache = output_cache(verifier8(input_ids=prompt, use_cache=True))
+    cached = verifier8(input_ids=candidates, **cache_kwargs(expand_cache(cache, 3)), use_cache=True).logits
     fresh = verifier8(input_ids=torch.cat([prompt.expand(3, -1), candidates], 1)).logits[:, 9:]
     torch.testing.assert_close(cached, fresh, rtol=1e-4, atol=1e-4)
     # the original cache is untouched (still batch 1, still 9 tokens)
