@@ -133,7 +133,7 @@ def nonnegative_list(text: str) -> list[float]:
 
 
 def build_parser(prog: str, description: str, *, phases: list[str], roles: list[str],
-                 default_seed: int = 42) -> OneLineParser:
+                 default_seed: int = 42, subset_help: str = "N prompts per stratum") -> OneLineParser:
     """A parser with the shared flags; scripts add their own flags to what it returns."""
     parser = OneLineParser(prog=prog, description=description,
                            formatter_class=HelpFormatter)
@@ -142,7 +142,7 @@ def build_parser(prog: str, description: str, *, phases: list[str], roles: list[
                         help="tiny: small models shipped in dlmkit/assets/tiny (runs on a CPU); "
                              "paper: the papers' hub checkpoints (needs a GPU and the hub)")
     shared.add_argument("--subset", type=positive_int, default=None, metavar="N",
-                        help="use only N prompts per stratum (a smoke test)")
+                        help=f"a smoke test: use only {subset_help}")
     shared.add_argument("--phase", action="append", choices=phases, metavar="NAME", default=None,
                         help=f"run only this phase (repeatable; default: all, in order: {', '.join(phases)})")
     shared.add_argument("--out", type=Path, default=None, metavar="DIR",

@@ -8,7 +8,7 @@ An experiment package (dlmkit/experiments/<name>/) exposes the same small contra
 
     PHASES       {name: phase(run, context)}, in the order they run
     ROLES        the model roles it uses; PHASE_ROLES: {phase: the roles it needs}
-    add_flags    its own flags (argparse group)
+    add_flags    its own flags (argparse group); SUBSET (optional): what --subset N counts, for --help
     Settings     a frozen settings object: Settings.from_flags(args, job) (one-line errors for bad values),
                  .config(specs) (summary.json's config, the phases included) and .identity(specs) (the settings a
                  resumed run must share; Run adds the seed and every role's weights and refuses a resume that differs)
@@ -49,7 +49,8 @@ class Job:
 
 
 def make_parser(experiment, prog: str, doc: str):
-    parser = build_parser(prog, doc, phases=list(experiment.PHASES), roles=list(experiment.ROLES))
+    parser = build_parser(prog, doc, phases=list(experiment.PHASES), roles=list(experiment.ROLES),
+                          **({"subset_help": experiment.SUBSET} if hasattr(experiment, "SUBSET") else {}))
     experiment.add_flags(parser)
     return parser
 

@@ -16,6 +16,7 @@ from dlmkit.experiments.bridge.token_kinds import KINDS
 
 PHASES = {"probe": phase_probe, "inject": phase_inject}
 ROLES = ["ar_large", "dlm"]
+SUBSET = "N prompts per stratum (per difficulty for --prompt-set published)"
 PHASE_ROLES = {"probe": ["ar_large"], "inject": ["ar_large", "dlm"]}  # inject reads ar_large's tokenizer only
 
 

@@ -20,6 +20,7 @@ from dlmkit.experiments.clsd.settings import Settings
 PHASES = {"embed": embed.phase_embed, "stage_a": stage_a.phase_stage_a, "stage_c": stage_c.phase_stage_c,
           "infer": infer.phase_infer}
 ROLES = ["verifier"]
+SUBSET = "N prompts at inference (phase infer; training is set by --embed-records and the step flags)"
 PHASE_ROLES = {phase: ROLES for phase in PHASES}
 
 
@@ -57,10 +58,10 @@ def add_flags(parser) -> None:
                      help="chunks per step (tiny 16, paper 32)")
     own.add_argument("--euler-steps", type=positive_int, default=2, metavar="K",
                      help="Euler steps of a draft (stage C and inference)")
-    own.add_argument("--beta0", type=nonnegative_float, default=0.1, help="stage C MSE weight at the first step (annealed to 0)")
+    own.add_argument("--beta0", type=nonnegative_float, default=0.1, metavar="WEIGHT", help="stage C MSE weight at the first step (annealed to 0)")
     own.add_argument("--candidates", type=positive_int, default=None, metavar="N",
                      help="candidate blocks drafted and scored per round (tiny 8, paper 32)")
-    own.add_argument("--threshold", type=probability, default=0.5,
+    own.add_argument("--threshold", type=probability, default=0.5, metavar="P",
                      help="guillotine: keep drafted tokens while the verifier's probability of each is >= this; "
                           ">= 0.5 makes the output equal greedy decoding")
     own.add_argument("--gen-length", type=positive_int, default=None, metavar="T",

@@ -18,6 +18,7 @@ PHASES = {"A": reference.phase_a, "B": fill.phase_b, "C": pearl.phase_c, "ablati
           "gap": gap.phase_gap, "size": size.phase_size, "payload": payload.phase_payload,
           "timing": timing.phase_timing}
 ROLES = ["dlm", "ar_small", "ar_medium"]
+SUBSET = "N prompts per stratum (task x difficulty; 8 strata)"
 # The models each phase needs (gap and size read phase B's fills and compute missing ones).
 PHASE_ROLES = {"A": ["dlm"], "B": ROLES, "C": ["dlm", "ar_small"], "ablation": ["dlm", "ar_small"], "gap": ROLES,
                "size": ROLES, "payload": ["dlm"], "timing": ["dlm", "ar_small"]}

@@ -17,6 +17,7 @@ from dlmkit.experiments.self_spec.settings import Settings
 PHASES = {"baseline": baseline.phase_baseline, "train": train.phase_train, "sample": sample.phase_sample,
           "eval": evaluate.phase_eval}
 ROLES = ["mdlm", "judge"]
+SUBSET = "N samples per sampler and step count (baseline, sample, eval)"
 PHASE_ROLES = {phase: ROLES for phase in PHASES}  # recorded for every phase: the resume identity names both
 
 

@@ -17,10 +17,11 @@ from dlmkit.experiments.specdiff.context import Context
 from dlmkit.experiments.specdiff.generate import run_generations
 from dlmkit.experiments.specdiff.methods import methods_for
 from dlmkit.experiments.specdiff.settings import FAMILIES, Settings, name_list
-from dlmkit.results import echo, markdown_table
+from dlmkit.results import markdown_table
 
 PHASES = {family: None for family in FAMILIES}  # run together by run_phases, below
 ROLES = ["mdlm", "target", "drafter"]
+SUBSET = "N prompts per prompt set"
 PHASE_ROLES = {"ar": ["target"], "sd": ["target", "drafter"], "specdiff": ["target", "mdlm"],
                "hf": ["target", "drafter"]}
 
@@ -61,13 +62,13 @@ def run_phases(run, context, phases) -> None:
     result = tables.tables(records, all_methods, cfg)
     for name in ("counts", "timing"):
         run.add_table(name, result[name], echo=False)
-        echo(f"\n### {name} (all prompt sets)\n\n"
-             f"{markdown_table([r for r in result[name] if r['prompt_set'] == 'all'])}\n")
+        # tables on stdout, like every script's (progress and logs go to stderr)
+        print(f"\n### {name} (all prompt sets)\n\n"
+              f"{markdown_table([r for r in result[name] if r['prompt_set'] == 'all'])}\n", flush=True)
     run.add_table("headline", result["headline"])
     run.summary["notes"] = []
     for note in tables.notes(result, cfg.preset, run.summary["provenance"]["device_name"], context.parameters()):
-        run.note(note)
-        echo(note)
+        run.note(note)  # printed in the run's closing summary
     if result["headline"]:
         tables.plot(run.dir / "speedup_vs_gamma.png", result, cfg,
                     f"SpecDiff ({cfg.preset}, {cfg.max_new_tokens} new tokens, {len(prompts)} prompts)")
