@@ -97,8 +97,9 @@ class Settings:
                 "train": asdict(self.train)}
 
     def identity(self, specs) -> dict:
-        # Records carry no length: resuming with another would mix two runs (the runner adds seed and models).
-        return {"length": self.length, "batch_size": self.batch_size}
+        # Records carry no length: resuming with another would mix two runs (the runner adds seed and models);
+        # the training recipe makes the causal layer that phases sample and eval read.
+        return {"length": self.length, "batch_size": self.batch_size, "train": asdict(self.train)}
 
 
 __all__ = ["PRESET_DEFAULTS", "SAMPLE_DEFAULTS", "Settings", "TRAIN_DEFAULTS", "TrainSettings"]
