@@ -34,24 +34,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from dlmkit.decoding.settings import DreamSettings  # noqa: F401 (its home is light; imported from here too)
 from dlmkit.errors import UserError
 
 ALGS = ("origin", "maskgit_plus", "topk_margin", "entropy")
-
-
-@dataclass(frozen=True)
-class DreamSettings:
-    """Dream's generation settings (the paper: 128 entropy-ordered steps, T=0.2, top_p 0.95)."""
-
-    max_new_tokens: int
-    steps: int = 128
-    alg: str = "entropy"
-    temperature: float = 0.2
-    top_p: float | None = 0.95
-    # The published runs loaded Dream with from_pretrained, which inherits top_k=50 from
-    # transformers' defaults unless the caller passes top_k; we make it explicit.
-    top_k: int | None = 50
-    eps: float = 1e-3
 
 
 class PermanenceCheck:

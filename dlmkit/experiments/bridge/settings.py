@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import asdict, dataclass, field
 
-from dlmkit.decoding.diffusion import DreamSettings
+from dlmkit.decoding.settings import DreamSettings
 from dlmkit.errors import UserError
 from dlmkit.experiments.bridge.prompts import bridge_prompts, default_prompt_set
 from dlmkit.results import echo

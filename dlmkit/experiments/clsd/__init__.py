@@ -13,12 +13,12 @@ import argparse
 from pathlib import Path
 
 from dlmkit.cli import nonnegative_float, positive_int, probability
-from dlmkit.experiments.clsd import embed, infer, stage_a, stage_c
-from dlmkit.experiments.clsd.context import Context
+from dlmkit.experiments import lazy_attribute, lazy_phase
 from dlmkit.experiments.clsd.settings import Settings
 
-PHASES = {"embed": embed.phase_embed, "stage_a": stage_a.phase_stage_a, "stage_c": stage_c.phase_stage_c,
-          "infer": infer.phase_infer}
+_HERE = __name__
+# phases and Context import torch when first used: --help stays light
+PHASES = {name: lazy_phase(f"{_HERE}.{name}", f"phase_{name}") for name in ("embed", "stage_a", "stage_c", "infer")}
 ROLES = ["verifier"]
 SUBSET = "N prompts at inference (phase infer; training is set by --embed-records and the step flags)"
 PHASE_ROLES = {phase: ROLES for phase in PHASES}
@@ -66,6 +66,12 @@ def add_flags(parser) -> None:
                           ">= 0.5 makes the output equal greedy decoding")
     own.add_argument("--gen-length", type=positive_int, default=None, metavar="T",
                      help="new tokens per prompt at inference (tiny 40, paper 512); stops early at end of turn")
+
+
+def __getattr__(name):
+    if name == "Context":
+        return lazy_attribute(_HERE, name, "context")
+    raise AttributeError(f"module {_HERE} has no attribute {name}")
 
 
 __all__ = ["Context", "PHASES", "PHASE_ROLES", "ROLES", "Settings", "add_flags", "index_list"]

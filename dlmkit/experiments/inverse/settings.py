@@ -7,8 +7,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from dlmkit.anchors import steps_done_at
-from dlmkit.decoding.diffusion import DreamSettings
+from dlmkit.decoding.settings import DreamSettings
 from dlmkit.errors import UserError
 
 FRACTIONS = (0.10, 0.15, 0.25)
@@ -19,6 +18,8 @@ PUBLISHED_DIR = Path(__file__).resolve().parents[4] / "shared" / "data"
 
 
 def checked_fractions(fractions, steps: int) -> tuple[float, ...]:
+    from dlmkit.anchors import steps_done_at  # torch: after the flags are read
+
     for fraction in fractions:
         try:
             done = steps_done_at(fraction, steps)

@@ -10,12 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from dlmkit.cli import count_list, positive_float, positive_int
-from dlmkit.experiments.self_spec import baseline, evaluate, sample, train
-from dlmkit.experiments.self_spec.context import Context
+from dlmkit.experiments import lazy_attribute, lazy_phase
 from dlmkit.experiments.self_spec.settings import Settings
 
-PHASES = {"baseline": baseline.phase_baseline, "train": train.phase_train, "sample": sample.phase_sample,
-          "eval": evaluate.phase_eval}
+_HERE = __name__
+# phases and Context import torch when first used: --help stays light
+PHASES = {name: lazy_phase(f"{_HERE}.{module}", f"phase_{name}") for name, module in (
+    ("baseline", "baseline"), ("train", "train"), ("sample", "sample"), ("eval", "evaluate"))}
 ROLES = ["mdlm", "judge"]
 SUBSET = "N samples per sampler and step count (baseline, sample, eval)"
 PHASE_ROLES = {phase: ROLES for phase in PHASES}  # recorded for every phase: the resume identity names both
@@ -54,6 +55,12 @@ def add_flags(parser) -> None:
     spec.add_argument("--calibration-samples", type=positive_int, default=None, metavar="N",
                       help="rows (never evaluated) on which dtau is calibrated to each budget "
                            "(default: tiny 8, paper 16)")
+
+
+def __getattr__(name):
+    if name == "Context":
+        return lazy_attribute(_HERE, name, "context")
+    raise AttributeError(f"module {_HERE} has no attribute {name}")
 
 
 __all__ = ["Context", "PHASES", "PHASE_ROLES", "ROLES", "Settings", "add_flags"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from dlmkit.decoding.mdlm_sampler import SAMPLERS
+from dlmkit.decoding.settings import SAMPLERS
 from dlmkit.errors import UserError
 
 # Per preset: samples, tokens per sample, the step grid, samples drawn together.

@@ -11,14 +11,13 @@ context.py holds the models and prompts, settings.py the flags' settings.
 from __future__ import annotations
 
 from dlmkit.cli import count_list, nonnegative_list, positive_int
-from dlmkit.decoding.mdlm_sampler import SAMPLERS
-from dlmkit.experiments.specdiff import tables
-from dlmkit.experiments.specdiff.context import Context
-from dlmkit.experiments.specdiff.generate import run_generations
+from dlmkit.decoding.settings import SAMPLERS
+from dlmkit.experiments import lazy_attribute
 from dlmkit.experiments.specdiff.methods import methods_for
 from dlmkit.experiments.specdiff.settings import FAMILIES, Settings, name_list
 from dlmkit.results import markdown_table
 
+_HERE = __name__
 PHASES = {family: None for family in FAMILIES}  # run together by run_phases, below
 ROLES = ["mdlm", "target", "drafter"]
 SUBSET = "N prompts per prompt set"
@@ -50,6 +49,9 @@ def add_flags(parser) -> None:
 def run_phases(run, context, phases) -> None:
     """Every selected family's generations, interleaved; then the tables over every method in the
     run directory (a resumed run may add cells), the notes and the plot."""
+    from dlmkit.experiments.specdiff import tables  # torch: after the flags are read
+    from dlmkit.experiments.specdiff.generate import run_generations
+
     cfg, prompts = context.settings, context.prompts
     run_generations(run, context, prompts, methods_for(phases, cfg), cfg)
     for phase in phases:
@@ -72,6 +74,12 @@ def run_phases(run, context, phases) -> None:
     if result["headline"]:
         tables.plot(run.dir / "speedup_vs_gamma.png", result, cfg,
                     f"SpecDiff ({cfg.preset}, {cfg.max_new_tokens} new tokens, {len(prompts)} prompts)")
+
+
+def __getattr__(name):
+    if name == "Context":
+        return lazy_attribute(_HERE, name, "context")
+    raise AttributeError(f"module {_HERE} has no attribute {name}")
 
 
 __all__ = ["Context", "PHASES", "PHASE_ROLES", "ROLES", "Settings", "add_flags", "run_phases"]
