@@ -303,7 +303,7 @@ def _stored_identity(previous: dict) -> dict | None:
     weights = provenance.get("weights_sha256", {})
     models = {role: {"source": source, "sha256": weights.get(role) or {}} for role, source in sources.items()
               if isinstance(source, str)}
-    return {"seed": seed, "models": models, "settings": identity}
+    return {"seed": seed, "models": models, "settings": identity, "recorded_before_identity": True}
 
 
 def _same_model(a: dict, b: dict) -> bool:
@@ -327,7 +327,10 @@ def _check_identity(out: Path, before: dict | None, now: dict) -> None:
                 f"{old[role].get('source')!r} -> {new[role].get('source')!r}"
             differ.append(f"--model-{role.replace('_', '-')} {what}")
     settings_before, settings_now = before.get("settings", {}), now["settings"]
-    for key in sorted(settings_before.keys() | settings_now.keys()):
+    # an older run recorded some settings only: those are compared
+    keys = settings_before.keys() & settings_now.keys() if before.get("recorded_before_identity") else \
+        settings_before.keys() | settings_now.keys()
+    for key in sorted(keys):
         if settings_before.get(key) != settings_now.get(key):
             differ.append(f"{key} {settings_before.get(key)!r} -> {settings_now.get(key)!r}")
     if differ:
@@ -388,7 +391,7 @@ class Run:
         before = _stored_identity(previous)
         _check_identity(self.dir, before, now)
         # a resume may load roles the earlier calls did not: the run's identity is the union
-        now["models"] = {**(before or {}).get("models", {}), **now["models"]}
+        now["models"] = {**(before or {}).get("models", {}), **now["models"]}  # (an older run's: recorded anew)
         config = {**(config or {}), "identity": now}
         if overwrite and self.dir.exists():
             shutil.rmtree(self.dir)

@@ -172,6 +172,13 @@ def test_resume_of_a_run_recorded_before_identity_checks_its_provenance(tmp_path
     with pytest.raises(UserError, match=r"--seed 3 -> 7"):
         _run(tmp_path, seed=7, resume=True)
     _run(tmp_path, seed=3, resume=True)
+    # an older identity that named some settings only (and models by path): those are compared
+    run = _run(tmp_path, seed=3, overwrite=True)
+    run.summary["config"]["identity"] = {"seed": 3, "length": 8, "models": {}}
+    run.save()
+    with pytest.raises(UserError, match=r"length 8 -> 16"):
+        _run(tmp_path, seed=3, identity={"length": 16, "new_setting": 1}, resume=True)
+    _run(tmp_path, seed=3, identity={"length": 8, "new_setting": 1}, resume=True)
 
 
 def test_out_that_is_a_file_or_a_stub_of_a_failed_call(tmp_path):

@@ -78,7 +78,7 @@ class Settings:
         config = {key: values[key] for key in PRESET_DEFAULTS[self.preset]}
         config.update(euler_steps=self.euler_steps, beta0=self.beta0, threshold=self.threshold, seed=self.seed,
                       source_indices=list(self.source_indices) if self.source_indices else self.source_indices,
-                      identity={"verifier": self.verifier_label(specs)})
+                      verifier=self.verifier_label(specs))
         return {**config, "ckpt_dir": str(self.ckpt_dir), "phases": list(self.phases)}
 
     def identity(self, specs) -> dict:
