@@ -153,8 +153,8 @@ def build_parser(prog: str, description: str, *, phases: list[str], roles: list[
     shared.add_argument("--dtype", choices=DTYPES, default="auto",
                         help="model dtype; auto is bfloat16 on CUDA and float32 on CPU")
     shared.add_argument("--threads", type=positive_int, default=None, metavar="N",
-                        help="torch CPU threads (default: 1 on CPU: the tiny models gain little from more, and on a "
-                             "shared machine extra threads multiply the time; give N for a quiet machine)")
+                        help="torch CPU threads (default: OMP_NUM_THREADS if set, else 1 on CPU: the tiny models "
+                             "gain little from more, and on a shared machine extra threads multiply the time)")
     shared.add_argument("--seed", type=int, default=default_seed, help="seed for data order and sampling")
     shared.add_argument("--resume", action="store_true",
                         help="continue the run in --out, skipping finished items")
@@ -201,12 +201,12 @@ def resolve_device(name: str = "auto") -> str:
 
 
 def set_threads(threads: int | None, device: str) -> int:
-    """torch's intra-op threads: --threads, else 1 on CPU (measured on the tiny preset, 8 prompts x 16 Dream
-    steps on a 2-core machine at load 3.5: 1 thread 1.6 s wall / 1.6 s CPU, 2 threads 4.5 s / 3.8 s); a GPU run
-    keeps torch's default."""
+    """torch's intra-op threads: --threads, else OMP_NUM_THREADS when set, else 1 on CPU (measured on the tiny
+    preset, 8 prompts x 16 Dream steps on a 2-core machine at load 2.4-3.5: 1 thread 1.6 s wall / 1.6 s CPU,
+    2 threads 3.6-4.5 s wall / 3.8-5.0 s CPU); a GPU run keeps torch's default."""
     import torch
 
-    if threads is None and device == "cpu":
+    if threads is None and device == "cpu" and not os.environ.get("OMP_NUM_THREADS"):
         threads = 1
     if threads is not None:
         torch.set_num_threads(threads)

@@ -101,7 +101,14 @@ def test_threads_default_to_one_on_cpu_and_follow_the_flag():
 
     before = torch.get_num_threads()
     try:
-        assert set_threads(None, "cpu") == 1
+        import os
+
+        saved = os.environ.pop("OMP_NUM_THREADS", None)
+        try:
+            assert set_threads(None, "cpu") == 1
+        finally:
+            if saved is not None:
+                os.environ["OMP_NUM_THREADS"] = saved
         assert set_threads(2, "cpu") == 2
         parser = build_parser("x.py", "", phases=["A"], roles=[])
         assert parser.parse_args(["--threads", "3"]).threads == 3
