@@ -128,6 +128,16 @@ def test_phase_a_resume_after_a_kill_loses_no_finished_prompt(dream_dir, tmp_pat
     assert strip(after) == strip(fresh)
 
 
+def test_tables_and_findings_on_stdout_progress_and_times_on_stderr(dream_dir, tmp_path, capsys):
+    assert _run(dream_dir, tmp_path / "r") == 0
+    out, err = capsys.readouterr()
+    assert "### phaseA_reference" in out and "## run_full_suite.py: done (A)" in out
+    assert "A.jsonl" in out.splitlines()[-1] and "commit_curves.png" in out.splitlines()[-1]
+    assert "phase A: Dream reference" in err and "phase A done:" in err and "###" not in err
+    times = json.loads((tmp_path / "r" / "summary.json").read_text())["provenance"]["phase_seconds"]["A"]
+    assert times["wall"] > 0 and times["cpu"] > 0
+
+
 def test_existing_run_needs_resume_or_overwrite(dream_dir, tmp_path):
     from dlmkit.errors import UserError
 
