@@ -222,9 +222,10 @@ def diffusion_generate(
     logits_hook(step, x, logits): called before sampling with the shifted logits; may return
         new logits. Hooks that return None change nothing.
     generator: the torch.Generator for every random draw (default: torch's global RNG), or a list of
-        one per row: each row then draws exactly what it would draw alone, so a batch of prompts
-        samples what the prompts would one at a time, up to the float rounding that padding and
-        batch shapes change in the logits (which can flip a draw that lands on a boundary).
+        one per row: each row then draws exactly what it would draw alone and breaks confidence ties
+        as it would alone, so a batch of prompts samples what the prompts would one at a time
+        (measured on the tiny Dream: the same tokens; a backend whose padded attention rounds the
+        logits differently could still flip a draw that lands on a boundary).
     """
     per_row = isinstance(generator, (list, tuple))
     if per_row and len(generator) != input_ids.shape[0]:
@@ -247,6 +248,7 @@ def diffusion_generate(
     else:
         attention_mask = None  # nothing to hide: lets SDPA take its fastest unmasked path
     is_real = attention_mask.bool() if attention_mask is not None else torch.ones_like(x, dtype=torch.bool)
+    pads = (~is_real).sum(dim=1).tolist()  # each row's left padding
 
     timesteps = torch.linspace(1, eps, steps + 1, device=x.device)
     never = steps
@@ -303,7 +305,10 @@ def diffusion_generate(
                     chosen = _multinomial(F.softmax(full_confidence[b] / alg_temp, dim=-1), k,
                                           generator[b] if per_row else generator)
                 else:
-                    chosen = torch.topk(full_confidence[b], k).indices
+                    # Over the row without its left padding, as the reference sees one prompt alone: equal
+                    # confidences (common when the filters leave one token) then break the same way in a batch.
+                    start = pads[b]
+                    chosen = torch.topk(full_confidence[b, start:], k).indices + start
                 x[b, chosen] = proposal[b, chosen]
 
         if tokens_hook is not None:
