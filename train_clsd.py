@@ -20,7 +20,8 @@ Phases, in order:
 Writes summary.json (tables embed, stage_a, stage_c, infer, infer_timing), infer.jsonl
 (one record per prompt and drafter; --resume skips finished ones) and the plots
 stage_a_loss.png, stage_c_ce.png, infer_accepted.png. Checkpoints and embedding shards go
-to --ckpt-dir (default runs/train_clsd/checkpoints/PRESET, git-ignored), never to --out.
+to --ckpt-dir (default OUT/checkpoints, git-ignored; a --ckpt-dir holding another run's
+caches -- other seed, verifier weights or settings -- is refused).
 
     python train_clsd.py --out results/train_clsd/tiny          # tiny preset, CPU, minutes
     python train_clsd.py --preset paper --device cuda           # Qwen3.5-9B + NuminaMath-CoT

@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from dlmkit.cli import resolve_device, resolve_dtype, run_main, synchronize  # noqa: E402
 from dlmkit.errors import UserError  # noqa: E402
+from dlmkit.models.cache import cache_kwargs, output_cache  # noqa: E402
 from dlmkit.models.clsd import PAPER_SOURCE_INDICES, CLSDDiT, DiTConfig, NearestEmbedding, scale_source_indices  # noqa: E402
 from dlmkit.models.qwen35 import TINY_VERIFIER, expand_cache, qwen35_9b_config, text_config  # noqa: E402
 from dlmkit.decoding.clsd import draft  # noqa: E402
@@ -82,7 +83,7 @@ def one_block(verifier, dit, read_tokens, cache, cond, candidates: int, block_le
     tokens = read_tokens(drafts)
     synchronize(device)
     t1 = time.perf_counter()
-    hidden = verifier.model(input_ids=tokens, past_key_values=expand_cache(cache, candidates),
+    hidden = verifier.model(input_ids=tokens, **cache_kwargs(expand_cache(cache, candidates)),
                             use_cache=True).last_hidden_state
     logprobs = verifier.lm_head(hidden[:, :-1]).float().log_softmax(-1)
     scores = logprobs.gather(-1, tokens[:, 1:, None])[..., 0].mean(-1)
@@ -121,7 +122,7 @@ def main(argv=None) -> int:
     prompt = torch.randint(0, config.vocab_size, (1, args.prompt_len), device=device)
     with torch.no_grad():
         out = verifier.model(input_ids=prompt, use_cache=True)
-    cache, cond = out.past_key_values, out.last_hidden_state[:, -1]
+    cache, cond = output_cache(out), out.last_hidden_state[:, -1]
     read_tokens = NearestEmbedding(verifier.get_input_embeddings().weight)  # made once, as inference does
     times = []
     for i in range(args.repeats + 2):

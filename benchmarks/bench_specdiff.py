@@ -49,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from dlmkit.cli import (OneLineParser, positive_int, probability, resolve_device, resolve_dtype,  # noqa: E402
                         run_main, synchronize)
 from dlmkit.errors import UserError  # noqa: E402
+from dlmkit.models.cache import cache_kwargs  # noqa: E402
 from dlmkit.results import atomic_write_json, markdown_table  # noqa: E402
 
 CONFIGS = {
@@ -124,10 +125,10 @@ def cached_forward_ms(model, context: int, width: int, device, repeats: int, war
     new = torch.randint(0, vocab, (1, width), generator=gen).to(device)
     cache = DynamicCache(config=model.config)
     with torch.no_grad():
-        model(input_ids=prefix, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        model(input_ids=prefix, use_cache=True, logits_to_keep=1, **cache_kwargs(cache))
 
         def call():
-            model(input_ids=new, past_key_values=cache, use_cache=True, logits_to_keep=width)
+            model(input_ids=new, use_cache=True, logits_to_keep=width, **cache_kwargs(cache))
             cache.crop(-width)
 
         return time_ms(call, device, repeats, warmup, stat)

@@ -282,24 +282,79 @@ def markdown_table(rows: list[dict], floatfmt: str = ".3f") -> str:
 # --------------------------------------------------------------------------- the run
 
 
+def run_identity(seed: int, models: dict, settings: dict | None) -> dict:
+    """What a resumed run must share with the run it continues (per-item records carry none of it):
+    the seed, each role's weights (sha256 of its *.safetensors, else its source) and the settings
+    that change results. `models`: role -> model_provenance(...)."""
+    return {"seed": seed, "models": {role: {"source": d["source"], "sha256": d["sha256"]} for role, d in models.items()},
+            "settings": dict(settings or {})}
+
+
+def _stored_identity(previous: dict) -> dict | None:
+    """The identity a run directory recorded; for runs written before it was recorded, what their
+    provenance says (seed, models, weights)."""
+    identity = previous.get("config", {}).get("identity")
+    provenance = previous.get("provenance") or {}
+    if identity and "settings" in identity:
+        return identity
+    if not identity and not provenance:
+        return None
+    identity = dict(identity or {})
+    seed = identity.pop("seed", provenance.get("seed"))
+    sources = identity.pop("models", None) or provenance.get("models", {})
+    weights = provenance.get("weights_sha256", {})
+    models = {role: {"source": source, "sha256": weights.get(role) or {}} for role, source in sources.items()
+              if isinstance(source, str)}
+    return {"seed": seed, "models": models, "settings": identity, "recorded_before_identity": True}
+
+
+def _same_model(a: dict, b: dict) -> bool:
+    if a.get("sha256") and b.get("sha256"):
+        return a["sha256"] == b["sha256"]  # the same weights, wherever they lie
+    return a.get("source") == b.get("source")
+
+
 def _check_identity(out: Path, before: dict | None, now: dict) -> None:
-    """Per-item records carry no seed, lengths or models, so resuming with other ones would mix two
-    runs. `identity` holds those settings; its "models" entry is compared on the roles both runs
-    loaded (a resume may run phases that need other roles)."""
+    """Refuse to resume a run with another seed, other weights for a role both calls load, or other
+    settings that change results (a resume may add phases, and so roles, and change output-only flags)."""
     if not before:
         return
-    differ = {k for k in before.keys() | now.keys() if k != "models" and before.get(k) != now.get(k)}
-    models_before, models_now = before.get("models", {}), now.get("models", {})
-    differ |= {f"models.{r}" for r in models_before.keys() & models_now.keys() if models_before[r] != models_now[r]}
+    differ = []
+    if before.get("seed") is not None and before["seed"] != now["seed"]:
+        differ.append(f"--seed {before['seed']} -> {now['seed']}")
+    old, new = before.get("models", {}), now["models"]
+    for role in sorted(old.keys() & new.keys()):
+        if not _same_model(old[role], new[role]):
+            what = "weights" if old[role].get("source") == new[role].get("source") else \
+                f"{old[role].get('source')!r} -> {new[role].get('source')!r}"
+            differ.append(f"--model-{role.replace('_', '-')} {what}")
+    settings_before, settings_now = before.get("settings", {}), now["settings"]
+    # an older run recorded some settings only: those are compared
+    keys = settings_before.keys() & settings_now.keys() if before.get("recorded_before_identity") else \
+        settings_before.keys() | settings_now.keys()
+    for key in sorted(keys):
+        if settings_before.get(key) != settings_now.get(key):
+            differ.append(f"{key} {settings_before.get(key)!r} -> {settings_now.get(key)!r}")
     if differ:
-        was = ", ".join(f"{k} {_lookup(before, k)!r} -> {_lookup(now, k)!r}" for k in sorted(differ))
-        raise UserError(f"{out} holds a run with other settings ({was}); resume with the same flags and models, "
-                        "or pass --overwrite")
+        raise UserError(f"{out} holds a run made with other inputs ({'; '.join(differ)}); resume with the same "
+                        "seed, models and settings, or pass --out NEW_DIR (or --overwrite)")
 
 
-def _lookup(identity: dict, key: str):
-    head, _, role = key.partition(".")
-    return identity.get(head, {}).get(role) if role else identity.get(head)
+def _holds_results(directory: Path) -> bool:
+    """True when `directory` holds anything a run computed. A summary.json with no phase done, no
+    table and no note (a call that stopped before its first result) holds nothing to lose."""
+    if not directory.is_dir():
+        return False
+    for entry in directory.iterdir():
+        if entry.name != "summary.json":
+            return True
+        try:
+            summary = json.loads(entry.read_text())
+        except (OSError, ValueError):
+            return True
+        if not isinstance(summary, dict) or any(summary.get(k) for k in ("phases_done", "tables", "notes")):
+            return True
+    return False
 
 
 def _argv_as_typed(script: str, argv) -> list[str]:
@@ -326,17 +381,24 @@ class Run:
                  device: str, dtype: str, seed: int, config: dict | None = None,
                  identity: dict | None = None, resume: bool = False, overwrite: bool = False):
         self.dir = Path(out)
-        if self.dir.exists() and any(self.dir.iterdir()) and not (resume or overwrite):
+        if self.dir.exists() and not self.dir.is_dir():
+            raise UserError(f"--out {self.dir} is a file, not a directory; pass --out NEW_DIR")
+        if _holds_results(self.dir) and not (resume or overwrite):
             raise UserError(f"{self.dir} already holds a run; pass --resume to continue it, "
                             f"--overwrite to replace it, or --out NEW_DIR")
+        sources = {role: str(getattr(s, "source", s)) for role, s in models.items()}
+        described = {role: model_provenance(src) for role, src in sources.items()}  # each file hashed once
+        previous = self._load_previous() if resume else {}
+        now = run_identity(seed, described, identity)
+        before = _stored_identity(previous)
+        _check_identity(self.dir, before, now)
+        # a resume may load roles the earlier calls did not: the run's identity is the union
+        now["models"] = {**(before or {}).get("models", {}), **now["models"]}  # (an older run's: recorded anew)
+        config = {**(config or {}), "identity": now}
         if overwrite and self.dir.exists():
             shutil.rmtree(self.dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.started = time.time()
-        previous = self._load_previous() if resume else {}
-        if identity is not None:
-            _check_identity(self.dir, previous.get("config", {}).get("identity"), identity)
-            config = {**(config or {}), "identity": identity}
         started_utc = datetime.now(timezone.utc).isoformat(timespec="seconds")
         git = git_state(exclude=self.dir)
         argv = _argv_as_typed(script, argv)
@@ -348,8 +410,6 @@ class Run:
             provenance["resumes"] = [*provenance.get("resumes", []), self._clock]
             provenance["resumed"] = True
         else:
-            sources = {role: str(getattr(s, "source", s)) for role, s in models.items()}
-            described = {role: model_provenance(src) for role, src in sources.items()}
             provenance = self._clock = {
                 "script": argv[0], "argv": argv, "cwd": _relative(Path.cwd()), "out": _relative(self.dir),
                 "preset": preset,
@@ -373,6 +433,8 @@ class Run:
         self.save()
 
     def _load_previous(self) -> dict:
+        if not self.dir.is_dir():
+            return {}
         path = self.dir / "summary.json"
         if not path.exists():
             return {}
@@ -395,10 +457,25 @@ class Run:
             self.summary["notes"].append(text)
         self.save()
 
-    def phase_done(self, phase: str) -> None:
+    def phase_done(self, phase: str, wall_s: float | None = None, cpu_s: float | None = None) -> None:
+        """Record a phase as done; its wall and CPU (process) time go to this call's provenance and stderr."""
         if phase not in self.summary["phases_done"]:
             self.summary["phases_done"].append(phase)
+        if wall_s is not None:
+            self._clock.setdefault("phase_seconds", {})[phase] = {"wall": round(wall_s, 2), "cpu": round(cpu_s, 2)}
+            echo(f"phase {phase} done: {wall_s:.1f} s wall, {cpu_s:.1f} s CPU")
         self.save()
+
+    def closing_summary(self, phases) -> str:
+        """What a reader wants at the end of a run: the findings (notes), the tables and where every file is."""
+        lines = [f"\n## {Path(self.summary['provenance']['script']).name}: done ({', '.join(phases)})", ""]
+        if self.summary["notes"]:
+            lines += ["Findings:"] + [f"  - {note}" for note in self.summary["notes"]] + [""]
+        lines.append(f"Tables ({len(self.summary['tables'])}, full rows in summary.json): "
+                     + ", ".join(self.summary["tables"]))
+        files = sorted(p.name for p in self.dir.iterdir() if p.is_file() and not p.name.startswith("."))
+        lines.append(f"Files in {self.dir}/: " + ", ".join(files))
+        return "\n".join(lines)
 
     def save(self) -> None:
         self._clock["wall_time_s"] = round(time.time() - self.started, 2)  # this call's: first or resuming

@@ -94,3 +94,36 @@ def test_list_and_probability_flag_types():
     for bad in ("1.5", "-0.1", "high"):
         with pytest.raises(argparse.ArgumentTypeError):
             probability(bad)
+
+
+def test_threads_default_to_one_on_cpu_and_follow_the_flag():
+    from dlmkit.cli import set_threads
+
+    before = torch.get_num_threads()
+    try:
+        import os
+
+        saved = os.environ.pop("OMP_NUM_THREADS", None)
+        try:
+            assert set_threads(None, "cpu") == 1
+        finally:
+            if saved is not None:
+                os.environ["OMP_NUM_THREADS"] = saved
+        assert set_threads(2, "cpu") == 2
+        parser = build_parser("x.py", "", phases=["A"], roles=[])
+        assert parser.parse_args(["--threads", "3"]).threads == 3
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_help_imports_neither_torch_nor_transformers(script):
+    code = (f"import runpy, sys; sys.argv = [{script!r}, '--help']\n"
+            "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\nexcept SystemExit as e:\n    assert e.code == 0\n"
+            "heavy = sorted(m for m in ('torch', 'transformers') if m in sys.modules)\n"
+            "print('HEAVY', heavy, file=sys.stderr)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stderr
+    assert "HEAVY []" in proc.stderr, proc.stderr
+    assert "--subset N" in proc.stdout

@@ -8,6 +8,7 @@ import torch
 
 from dlmkit.decoding.flow import euler_sample, rectified_flow_loss
 from dlmkit.errors import UserError
+from dlmkit.models.cache import cache_kwargs, output_cache
 from dlmkit.models.clsd import PAPER_SOURCE_INDICES, graft, load_dit, nearest_tokens, save_dit, scale_source_indices
 from dlmkit.models.qwen35 import expand_cache, load_verifier, qwen35_9b_config, text_config
 from dlmkit.decoding.clsd import greedy_generate, clsd_generate, guillotine
@@ -194,8 +195,8 @@ def test_guillotine_cuts_at_the_first_low_confidence_position():
 def test_expanded_cache_scores_like_a_fresh_pass(verifier8):
     prompt = torch.randint(0, VOCAB, (1, 9))
     candidates = torch.randint(0, VOCAB, (3, 5))
-    cache = verifier8(input_ids=prompt, use_cache=True).past_key_values
-    cached = verifier8(input_ids=candidates, past_key_values=expand_cache(cache, 3), use_cache=True).logits
+    cache = output_cache(verifier8(input_ids=prompt, use_cache=True))
+    cached = verifier8(input_ids=candidates, **cache_kwargs(expand_cache(cache, 3)), use_cache=True).logits
     fresh = verifier8(input_ids=torch.cat([prompt.expand(3, -1), candidates], 1)).logits[:, 9:]
     torch.testing.assert_close(cached, fresh, rtol=1e-4, atol=1e-4)
     # the original cache is untouched (still batch 1, still 9 tokens)
@@ -313,6 +314,38 @@ def test_windows_cut_the_stream_in_blocks():
 def test_script_refuses_checkpoints_under_results(tmp_path):
     import train_clsd
 
-    with pytest.raises(UserError, match="--ckpt-dir"):
-        train_clsd.main(["--out", str(tmp_path / "out"), "--ckpt-dir", str(tmp_path / "out" / "ckpt"),
+    with pytest.raises(UserError, match="--ckpt-dir .* inside results/"):
+        train_clsd.main(["--out", str(tmp_path / "out"), "--ckpt-dir", str(tmp_path / "results" / "ckpt"),
                          "--phase", "embed"])
+
+
+SMALL = ["--subset", "1", "--embed-records", "8", "--phase", "embed"]
+
+
+def test_caches_belong_to_a_run_and_are_keyed_by_what_made_them(tmp_path):
+    import train_clsd
+
+    assert train_clsd.main([*SMALL, "--out", str(tmp_path / "one")]) == 0
+    assert json.loads((tmp_path / "one" / "checkpoints" / "cache_key.json").read_text())["seed"] == 42
+    # a new run with its own --out never sees another run's caches
+    assert train_clsd.main([*SMALL, "--out", str(tmp_path / "two"), "--seed", "7"]) == 0
+    assert json.loads((tmp_path / "two" / "checkpoints" / "cache_key.json").read_text())["seed"] == 7
+    # a --ckpt-dir shared on purpose is refused to a run made otherwise, before anything is written
+    shared = tmp_path / "one" / "checkpoints"
+    before = {p: p.read_bytes() for p in shared.rglob("*") if p.is_file()}
+    for other in (["--seed", "7"], ["--block-len", "16"]):
+        with pytest.raises(UserError, match="holds caches of another run"):
+            train_clsd.main([*SMALL, "--out", str(tmp_path / "three"), "--ckpt-dir", str(shared), *other])
+        assert not (tmp_path / "three").exists()
+    # and resuming the run itself with another seed is refused
+    with pytest.raises(UserError, match="other seed|--seed 42 -> 7"):
+        train_clsd.main([*SMALL, "--out", str(tmp_path / "one"), "--resume", "--seed", "7"])
+    assert {p: p.read_bytes() for p in shared.rglob("*") if p.is_file()} == before
+
+
+def test_source_indices_are_checked_against_the_verifier_before_any_phase(tmp_path):
+    import train_clsd
+
+    with pytest.raises(UserError, match=r"--source-indices 99 lie outside the verifier's \d+ layers"):
+        train_clsd.main([*SMALL, "--out", str(tmp_path / "x"), "--source-indices", "0,99"])
+    assert not (tmp_path / "x").exists()

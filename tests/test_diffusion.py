@@ -233,6 +233,36 @@ def test_left_padded_batch_equals_one_prompt_at_a_time(tiny, alg):
         assert batch.sequences[row, :7].tolist() == ids[row].tolist()  # prompt and padding untouched
 
 
+@pytest.mark.parametrize("alg", ["entropy", "origin", "maskgit_plus"])
+def test_sampled_batch_with_a_generator_per_row_equals_one_prompt_at_a_time(tiny, alg):
+    """Temperature > 0: each row draws from its own generator what it would draw alone."""
+    ids, mask = _left_pad(PROMPTS, tiny.pad_token_id)
+    kwargs = dict(max_new_tokens=10, steps=5, alg=alg, temperature=0.7, top_p=0.95)
+    generators = [torch.Generator().manual_seed(100 + row) for row in range(len(PROMPTS))]
+    batch = diffusion_generate(tiny, ids, mask, generator=generators, **kwargs)
+    for row, prompt in enumerate(PROMPTS):
+        single = _generate(tiny, prompt, generator=torch.Generator().manual_seed(100 + row), **kwargs)
+        assert batch.generated[row].tolist() == single.generated[0].tolist(), (alg, row)
+        assert batch.commit_step[row].tolist() == single.commit_step[0].tolist(), (alg, row)
+    shared = diffusion_generate(tiny, ids, mask, generator=torch.Generator().manual_seed(100), **kwargs)
+    assert shared.generated.tolist() != batch.generated.tolist()  # one shared generator draws otherwise
+    with pytest.raises(UserError, match="one per row"):
+        diffusion_generate(tiny, ids, mask, generator=generators[:2], **kwargs)
+
+
+def test_equal_confidences_break_alike_in_a_padded_batch(tiny):
+    """top_k=1 leaves one token everywhere: every masked position has the same confidence, and which
+    ones commit is decided by tie-breaking, which must not move with the row's left padding."""
+    ids, mask = _left_pad(PROMPTS, tiny.pad_token_id)
+    kwargs = dict(max_new_tokens=10, steps=2, alg="entropy", temperature=0.7, top_k=1)
+    batch = diffusion_generate(tiny, ids, mask, generator=[torch.Generator().manual_seed(r) for r in range(3)],
+                               **kwargs)
+    for row, prompt in enumerate(PROMPTS):
+        single = _generate(tiny, prompt, generator=torch.Generator().manual_seed(row), **kwargs)
+        assert batch.commit_step[row].tolist() == single.commit_step[0].tolist(), row
+        assert batch.generated[row].tolist() == single.generated[0].tolist(), row
+
+
 def test_left_padding_passes_mask_and_positions_like_the_reference():
     seen = []
 

@@ -285,3 +285,10 @@ def test_script_end_to_end_resume_and_same_seed_same_tables(model_dirs, tmp_path
     assert json.loads((tmp_path / "one" / "summary.json").read_text())["tables"] == tables
     assert bridge_viability.main(argv + ["--out", str(tmp_path / "two")], dream=short) == 0
     assert json.loads((tmp_path / "two" / "summary.json").read_text())["tables"] == tables
+    # Another seed, or Dream run another way, would mix two runs' records: refused, the run kept.
+    with pytest.raises(UserError, match=r"--seed 42 -> 7"):
+        bridge_viability.main(argv + ["--out", str(tmp_path / "one"), "--resume", "--seed", "7"], dream=short)
+    with pytest.raises(UserError, match=r"dream .*'steps': 4.* -> .*'steps': 6"):
+        bridge_viability.main(argv + ["--out", str(tmp_path / "one"), "--resume"],
+                              dream=DreamSettings(max_new_tokens=12, steps=6))
+    assert json.loads((tmp_path / "one" / "summary.json").read_text())["tables"] == tables

@@ -135,7 +135,7 @@ def test_gap_table_leaves_out_prompts_without_gaps_and_carries_n():
     table = gap_table([{"rows": rows}], [0.1])
     oracle = next(r for r in table if r["end_rule"] == "oracle")
     assert oracle["n"] == 3 and math.isclose(oracle["gap_f1"], 0.6)
-    assert oracle["published_gap_f1"] == 0.475 and oracle["rho_coverage_gap_f1"] == pytest.approx(0.5)
+    assert oracle["published_gap_f1"] == 0.475 and oracle["spearman_coverage_vs_gap_f1"] == pytest.approx(0.5)
     assert next(r for r in table if r["end_rule"] == "committed_end")["published_gap_f1"] is None
 
 

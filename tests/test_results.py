@@ -90,10 +90,11 @@ def test_existing_run_is_never_overwritten_silently(tmp_path):
         _run(tmp_path)
     assert _run(tmp_path, resume=True).summary["tables"] == {"t": [{"a": 1}]}
     kept = _run(tmp_path, resume=True, config={"phases": ["B"]})
-    assert kept.summary["config"] == {"phases": ["B"]}
+    assert kept.summary["config"]["phases"] == ["B"]
     _run(tmp_path, overwrite=True, config={"dream": {"steps": 128}})
     merged = _run(tmp_path, resume=True, config={"phases": ["B"]})
-    assert merged.summary["config"] == {"dream": {"steps": 128}, "phases": ["B"]}
+    assert {k: v for k, v in merged.summary["config"].items() if k != "identity"} == \
+        {"dream": {"steps": 128}, "phases": ["B"]}
     assert _run(tmp_path, overwrite=True).summary["tables"] == {}
 
 
@@ -137,15 +138,60 @@ def test_atomic_write_gives_ordinary_file_permissions(tmp_path):
     assert (tmp_path / "s.json").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
-def test_resume_refuses_other_identity_but_allows_other_roles(tmp_path):
-    first = {"seed": 0, "length": 8, "models": {"mdlm": "a", "judge": "j"}}
-    _run(tmp_path, identity=first)
-    run = _run(tmp_path, identity={"seed": 0, "length": 8, "models": {"mdlm": "a", "target": "t"}}, resume=True)
-    assert run.summary["config"]["identity"]["models"] == {"mdlm": "a", "target": "t"}
-    with pytest.raises(UserError, match=r"other settings \(length 8 -> 16\)"):
-        _run(tmp_path, identity={**first, "length": 16}, resume=True)
-    with pytest.raises(UserError, match=r"models.mdlm 'a' -> 'b'"):
-        _run(tmp_path, identity={**first, "models": {"mdlm": "b"}}, resume=True)
+def test_resume_refuses_other_seed_weights_or_settings_but_allows_other_roles(tmp_path):
+    weights = {}
+    for name, content in (("a", b"A"), ("b", b"B"), ("j", b"J"), ("t", b"T"), ("a2", b"A")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.safetensors").write_bytes(content)
+        weights[name] = str(tmp_path / name)
+    _run(tmp_path, identity={"length": 8}, models={"mdlm": weights["a"], "judge": weights["j"]})
+    run = _run(tmp_path, identity={"length": 8}, models={"mdlm": weights["a"], "target": weights["t"]}, resume=True)
+    stored = run.summary["config"]["identity"]
+    assert sorted(stored["models"]) == ["judge", "mdlm", "target"] and stored["seed"] == 1  # the union of roles
+    # the same weights under another path are the same model
+    _run(tmp_path, identity={"length": 8}, models={"mdlm": weights["a2"]}, resume=True)
+    with pytest.raises(UserError, match=r"length 8 -> 16"):
+        _run(tmp_path, identity={"length": 16}, models={"mdlm": weights["a"]}, resume=True)
+    with pytest.raises(UserError, match=r"--model-mdlm .*/b'"):
+        _run(tmp_path, identity={"length": 8}, models={"mdlm": weights["b"]}, resume=True)
+    with pytest.raises(UserError, match=r"--seed 1 -> 7"):
+        _run(tmp_path, identity={"length": 8}, models={"mdlm": weights["a"]}, seed=7, resume=True)
+    # a role an earlier call loaded (judge) is checked even when the call in between did not load it
+    with pytest.raises(UserError, match=r"--model-judge"):
+        _run(tmp_path, identity={"length": 8}, models={"judge": weights["t"]}, resume=True)
+    (tmp_path / "a2" / "model.safetensors").write_bytes(b"changed")  # the path last recorded, other weights
+    with pytest.raises(UserError, match=r"--model-mdlm weights"):
+        _run(tmp_path, identity={"length": 8}, models={"mdlm": weights["a2"]}, resume=True)
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["config"]["identity"]["seed"] == 1
+
+
+def test_resume_of_a_run_recorded_before_identity_checks_its_provenance(tmp_path):
+    run = _run(tmp_path, seed=3)
+    del run.summary["config"]["identity"]
+    run.save()
+    with pytest.raises(UserError, match=r"--seed 3 -> 7"):
+        _run(tmp_path, seed=7, resume=True)
+    _run(tmp_path, seed=3, resume=True)
+    # an older identity that named some settings only (and models by path): those are compared
+    run = _run(tmp_path, seed=3, overwrite=True)
+    run.summary["config"]["identity"] = {"seed": 3, "length": 8, "models": {}}
+    run.save()
+    with pytest.raises(UserError, match=r"length 8 -> 16"):
+        _run(tmp_path, seed=3, identity={"length": 16, "new_setting": 1}, resume=True)
+    _run(tmp_path, seed=3, identity={"length": 8, "new_setting": 1}, resume=True)
+
+
+def test_out_that_is_a_file_or_a_stub_of_a_failed_call(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="is a file, not a directory"):
+        Run(tmp_path / "file", script="x.py", argv=[], preset="tiny", models={}, device="cpu", dtype="float32",
+            seed=1)
+    _run(tmp_path)  # a call that wrote its summary and stopped before any result
+    _run(tmp_path, seed=2)  # is replaced without --resume or --overwrite
+    run = _run(tmp_path, seed=2, resume=True)
+    run.note("a finding")
+    with pytest.raises(UserError, match="already holds a run"):
+        _run(tmp_path, seed=2)
 
 
 # --------------------------------------------------------------------------- provenance
@@ -252,3 +298,15 @@ def test_a_recorded_run_reruns_from_its_provenance_alone(tmp_path, load_script):
     timing_cells = lambda s: [(r["prompt_set"], r["temperature"], r["method"]) for r in s["timings"]["timing"]]  # noqa: E731
     assert timing_cells(second) == timing_cells(first)
     assert second["provenance"]["weights_sha256"] == prov["weights_sha256"]
+
+
+def test_phase_times_and_the_closing_summary(tmp_path, capsys):
+    run = _run(tmp_path)
+    run.add_table("t", [{"a": 1}], echo=False)
+    run.note("finding one")
+    run.phase_done("A", wall_s=2.5, cpu_s=1.25)
+    assert run.summary["provenance"]["phase_seconds"] == {"A": {"wall": 2.5, "cpu": 1.25}}
+    assert "phase A done: 2.5 s wall, 1.2 s CPU" in capsys.readouterr().err
+    text = run.closing_summary(["A"])
+    assert "  - finding one" in text and "Tables (1, full rows in summary.json): t" in text
+    assert "summary.json" in text.splitlines()[-1]

@@ -101,28 +101,41 @@ def test_phase_a_same_seed_same_tables(dream_dir, tmp_path):
 
 
 def test_phase_a_resume_after_a_kill_loses_no_finished_prompt(dream_dir, tmp_path, monkeypatch):
-    real = reference.reference_run
+    real = reference.reference_runs
     calls = []
 
-    def dies_on_the_fourth(*args, **kwargs):
-        if len(calls) == 3:
+    def dies_in_the_second_batch(*args, **kwargs):
+        if calls:
             raise KeyboardInterrupt
-        calls.append(args[2]["id"])
+        calls.append([item["id"] for item in args[2]])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(reference, "reference_run", dies_on_the_fourth)
+    monkeypatch.setattr(reference, "BATCH", 3)
+    monkeypatch.setattr(reference, "reference_runs", dies_in_the_second_batch)
     with pytest.raises(KeyboardInterrupt):
         _run(dream_dir, tmp_path / "r")
     before = (tmp_path / "r" / "A.jsonl").read_text().splitlines()
     assert len(before) == 3
-    monkeypatch.setattr(reference, "reference_run", real)
+    monkeypatch.setattr(reference, "reference_runs", real)
     assert _run(dream_dir, tmp_path / "r", "--resume") == 0
     after = (tmp_path / "r" / "A.jsonl").read_text().splitlines()
     assert after[:3] == before and len(after) == 8
+    monkeypatch.setattr(reference, "BATCH", 1)  # one prompt at a time: other batches, other padding
     _run(dream_dir, tmp_path / "fresh")
     fresh = (tmp_path / "fresh" / "A.jsonl").read_text().splitlines()
     strip = lambda lines: sorted(json.dumps({k: v for k, v in json.loads(x).items() if k != "dlm_seconds"}) for x in lines)
-    assert strip(after) == strip(fresh)  # per-prompt seeds: resuming changes no sample
+    # per-prompt generators: neither resuming nor batching changes a sample
+    assert strip(after) == strip(fresh)
+
+
+def test_tables_and_findings_on_stdout_progress_and_times_on_stderr(dream_dir, tmp_path, capsys):
+    assert _run(dream_dir, tmp_path / "r") == 0
+    out, err = capsys.readouterr()
+    assert "### phaseA_reference" in out and "## run_full_suite.py: done (A)" in out
+    assert "A.jsonl" in out.splitlines()[-1] and "commit_curves.png" in out.splitlines()[-1]
+    assert "phase A: Dream reference" in err and "phase A done:" in err and "###" not in err
+    times = json.loads((tmp_path / "r" / "summary.json").read_text())["provenance"]["phase_seconds"]["A"]
+    assert times["wall"] > 0 and times["cpu"] > 0
 
 
 def test_existing_run_needs_resume_or_overwrite(dream_dir, tmp_path):
@@ -208,6 +221,20 @@ def test_phase_b_resume_after_a_kill_loses_no_finished_prompt(dream_dir, ar_dirs
     assert tables["table2_pipeline"] == json.loads((full_run / "summary.json").read_text())["tables"]["table2_pipeline"]
 
 
+def test_resume_refuses_another_seed_or_gap_filler_and_keeps_the_run(dream_dir, ar_dirs, full_run, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(full_run, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(UserError, match=r"other inputs \(--seed 42 -> 7\)"):
+        _suite(dream_dir, ar_dirs, out, "--phase", "B", "--resume", "--seed", "7")
+    # phase A alone loads no gap-filler, yet the run's C / ablation / timing were made with ar_small
+    with pytest.raises(UserError, match=r"--model-ar-small "):
+        _suite(dream_dir, ar_dirs, out, "--phase", "B", "--resume", small=ar_dirs["ar_medium"])
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing touched
+    # the same inputs with other phases and output-only flags resume
+    assert _suite(dream_dir, ar_dirs, out, "--phase", "payload", "--resume", "--published-dir", str(tmp_path)) == 0
+
+
 def test_a_later_phase_without_phase_a_says_run_phase_a_first(dream_dir, ar_dirs, tmp_path):
     with pytest.raises(UserError, match=r"run phase A first: run_full_suite.py --phase A --out .* --resume"):
         _suite(dream_dir, ar_dirs, tmp_path / "r", "--phase", "gap")
@@ -227,10 +254,18 @@ def test_vocabulary_mismatch_is_one_line_naming_the_roles(dream_dir, ar_dirs, tm
     assert not (tmp_path / "r").exists()  # caught before phase A spent any time
 
 
-@pytest.mark.parametrize("bad", ["0", "1.5", "-0.1"])
-def test_fraction_outside_zero_one_is_refused(dream_dir, ar_dirs, tmp_path, bad):
-    with pytest.raises(UserError, match=r"--fractions: step fraction must be in \(0, 1\]"):
-        _suite(dream_dir, ar_dirs, tmp_path / "r", "--fractions", "0.1", bad)
+@pytest.mark.parametrize("bad", ["0", "1.5", "-0.1", "nan", "inf"])
+def test_fraction_outside_zero_one_is_refused(dream_dir, ar_dirs, tmp_path, capsys, bad):
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(lambda a: _suite(dream_dir, ar_dirs, tmp_path / "r", "--fractions", "0.1", bad))
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.count("\n") == 1 and not (tmp_path / "r").exists()
+
+
+def test_fraction_with_no_dream_step_is_refused(dream_dir, ar_dirs, tmp_path):
+    with pytest.raises(UserError, match=r"--fractions 0.001 is 0 of Dream's 128 steps .* >= 0.007812"):
+        _suite(dream_dir, ar_dirs, tmp_path / "r", "--fractions", "0.001")
+    assert not (tmp_path / "r").exists()
 
 
 def test_ablation_controls_keep_their_invariants(full_run):

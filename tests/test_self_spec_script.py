@@ -88,5 +88,8 @@ def test_same_seed_same_samples_and_errors(models, small_data, tmp_path, load_sc
     assert a == b
     with pytest.raises(UserError, match="no mdlm_baseline table"):
         script.main(argv(models, outs[0], "--resume", "--phase", "eval", "--subset", "2", "--nfe", "3"))
+    # the trained layer the samples came from was trained at another rate: resuming would mix two runs
+    with pytest.raises(UserError, match=r"train .*'lr'"):
+        script.main(argv(models, outs[0], "--resume", "--phase", "sample", "--subset", "2", "--nfe", "3", "--lr", "0.5"))
     with pytest.raises(UserError, match="--phase train first"):
         script.main(argv(models, tmp_path / "c", "--phase", "sample", "--self-spec", str(tmp_path / "none")))

@@ -103,7 +103,7 @@ def test_script_writes_seeded_tables_jsonl_plot_and_resumes(tmp_path):
     resumed = run_script(tmp_path / "a", "--resume")
     assert (tmp_path / "a" / "specdiff.jsonl").read_text() == before
     assert resumed["tables"]["counts"] == first["tables"]["counts"]
-    with pytest.raises(UserError, match="other settings"):
+    with pytest.raises(UserError, match="other inputs .*--seed 42 -> 7"):
         run_script(tmp_path / "a", "--resume", "--seed", "7")
 
 

@@ -29,6 +29,7 @@ import torch
 from dlmkit.cli import synchronize
 from dlmkit.decoding.flow import euler_sample
 from dlmkit.models.clsd import NearestEmbedding
+from dlmkit.models.cache import cache_kwargs, output_cache
 from dlmkit.models.qwen35 import expand_cache
 
 
@@ -56,9 +57,9 @@ class BlockGeneration:
 @torch.no_grad()
 def verifier_step(verifier, ids: torch.Tensor, cache=None):
     """(cache, final hidden states, logits) of the verifier on ids after the cached text."""
-    out = verifier.model(input_ids=ids, past_key_values=cache, use_cache=True)
+    out = verifier.model(input_ids=ids, use_cache=True, **cache_kwargs(cache))
     hidden = out.last_hidden_state
-    return out.past_key_values, hidden, verifier.lm_head(hidden)
+    return output_cache(out), hidden, verifier.lm_head(hidden)
 
 
 def _finish(tokens: list[int], max_new: int, stop_ids: set[int]) -> tuple[list[int], bool]:

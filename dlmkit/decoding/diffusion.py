@@ -34,37 +34,29 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from dlmkit.decoding.settings import DreamSettings  # noqa: F401 (its home is light; imported from here too)
 from dlmkit.errors import UserError
 
 ALGS = ("origin", "maskgit_plus", "topk_margin", "entropy")
-
-
-@dataclass(frozen=True)
-class DreamSettings:
-    """Dream's generation settings (the paper: 128 entropy-ordered steps, T=0.2, top_p 0.95)."""
-
-    max_new_tokens: int
-    steps: int = 128
-    alg: str = "entropy"
-    temperature: float = 0.2
-    top_p: float | None = 0.95
-    # The published runs loaded Dream with from_pretrained, which inherits top_k=50 from
-    # transformers' defaults unless the caller passes top_k; we make it explicit.
-    top_k: int | None = 50
-    eps: float = 1e-3
 
 
 class PermanenceCheck:
     """A tokens hook that counts committed positions whose token later changes."""
 
     def __init__(self, mask_id: int):
-        self.mask_id, self.previous, self.violations = mask_id, None, 0
+        self.mask_id, self.previous, self.violations, self.row_violations = mask_id, None, 0, None
 
     def __call__(self, step, x, logits):
         if self.previous is not None:
             committed = self.previous != self.mask_id
-            self.violations += int((x[committed] != self.previous[committed]).sum())
+            changed = (committed & (x != self.previous)).sum(dim=1)
+            self.row_violations = changed if self.row_violations is None else self.row_violations + changed
+            self.violations = int(self.row_violations.sum())
         self.previous = x.clone()
+
+    def violations_of(self, row: int) -> int:
+        """The violations in one row of the batch."""
+        return 0 if self.row_violations is None else int(self.row_violations[row])
 
 
 @dataclass
@@ -119,13 +111,22 @@ def _rand(n: int, device, generator: torch.Generator | None) -> torch.Tensor:
     return torch.rand(n, device=generator.device, generator=generator).to(device)
 
 
-def sample_tokens(logits, temperature=0.0, top_p=None, top_k=None, confidence="prob", generator=None):
+def _row_draws(draw, counts: list[int], generators) -> torch.Tensor:
+    """One draw per batch row with that row's generator, concatenated in row order: rows of a batch
+    consume their generators exactly as they would alone (draw(n, generator) -> n values)."""
+    return torch.cat([draw(n, g) for n, g in zip(counts, generators)]) if counts else draw(0, generators[0])
+
+
+def sample_tokens(logits, temperature=0.0, top_p=None, top_k=None, confidence="prob", generator=None,
+                  row_counts=None):
     """Sample one token per row of `logits` (N, V) and score how sure the model is.
 
     Order as the reference: divide by temperature, top_p, top_k, softmax, then sample
     (argmax at temperature 0). The filters act even at temperature 0, so they change the
     confidences (margin, entropy) though not the argmax.
     confidence: "prob" (of the chosen token), "margin" (top1 - top2) or "neg_entropy" (sum p log p).
+    generator: one torch.Generator, or a list of one per batch row with row_counts (how many of the N
+        rows of `logits` belong to each batch row, in order).
     Returns (confidence (N,), tokens (N,)).
     """
     if temperature > 0:
@@ -138,7 +139,12 @@ def sample_tokens(logits, temperature=0.0, top_p=None, top_k=None, confidence="p
 
     if temperature > 0:
         # torch.distributions.Categorical, as the reference uses, normalises then calls multinomial
-        tokens = _multinomial(probs / probs.sum(-1, keepdim=True), 1, generator).squeeze(-1)
+        normalised = probs / probs.sum(-1, keepdim=True)
+        if isinstance(generator, (list, tuple)):
+            parts = normalised.split(row_counts)
+            tokens = torch.cat([_multinomial(p, 1, g) for p, g in zip(parts, generator)]).squeeze(-1)
+        else:
+            tokens = _multinomial(normalised, 1, generator).squeeze(-1)
         score = torch.gather(probs, -1, tokens.unsqueeze(-1)).squeeze(-1)
     else:
         score, tokens = probs.max(dim=-1)
@@ -215,8 +221,15 @@ def diffusion_generate(
         step and after every step with the updated canvas; may return a new canvas.
     logits_hook(step, x, logits): called before sampling with the shifted logits; may return
         new logits. Hooks that return None change nothing.
-    generator: the torch.Generator for every random draw (default: torch's global RNG).
+    generator: the torch.Generator for every random draw (default: torch's global RNG), or a list of
+        one per row: each row then draws exactly what it would draw alone and breaks confidence ties
+        as it would alone, so a batch of prompts samples what the prompts would one at a time
+        (measured on the tiny Dream: the same tokens; a backend whose padded attention rounds the
+        logits differently could still flip a draw that lands on a boundary).
     """
+    per_row = isinstance(generator, (list, tuple))
+    if per_row and len(generator) != input_ids.shape[0]:
+        raise UserError(f"{len(generator)} generators for a batch of {input_ids.shape[0]}; pass one per row")
     _check_args(input_ids, attention_mask, max_new_tokens, steps, alg, temperature, top_p, top_k, alg_temp, eps)
     mask_id = mask_token_id if mask_token_id is not None else getattr(model, "mask_token_id", None)
     if mask_id is None:
@@ -235,6 +248,7 @@ def diffusion_generate(
     else:
         attention_mask = None  # nothing to hide: lets SDPA take its fastest unmasked path
     is_real = attention_mask.bool() if attention_mask is not None else torch.ones_like(x, dtype=torch.bool)
+    pads = (~is_real).sum(dim=1).tolist()  # each row's left padding
 
     timesteps = torch.linspace(1, eps, steps + 1, device=x.device)
     never = steps
@@ -256,6 +270,7 @@ def diffusion_generate(
         if logits_hook is not None:
             logits = _or_same(logits_hook(i, x, logits), logits)
         mask_logits = logits[mask_index]
+        row_counts = mask_index.sum(dim=1).tolist() if per_row else None
         t, s = timesteps[i], timesteps[i + 1]
         last = i == steps - 1
 
@@ -263,12 +278,18 @@ def diffusion_generate(
             # Each masked position independently jumps from t to s with probability 1 - s/t.
             p_transfer = 1.0 if last else 1 - s / t
             x0 = torch.full_like(x[mask_index], mask_id)
-            transfer = _rand(x0.numel(), x.device, generator) < p_transfer
+            if per_row:
+                transfer = _row_draws(lambda n, g: _rand(n, x.device, g), row_counts, generator) < p_transfer
+            else:
+                transfer = _rand(x0.numel(), x.device, generator) < p_transfer
             if transfer.any():
-                _, x0[transfer] = sample_tokens(mask_logits[transfer], temperature, top_p, top_k, generator=generator)
+                counts = [int(part.sum()) for part in transfer.split(row_counts)] if per_row else None
+                _, x0[transfer] = sample_tokens(mask_logits[transfer], temperature, top_p, top_k, generator=generator,
+                                                row_counts=counts)
             x[mask_index] = x0
         else:
-            confidence, x0 = sample_tokens(mask_logits, temperature, top_p, top_k, _CONFIDENCE[alg], generator)
+            confidence, x0 = sample_tokens(mask_logits, temperature, top_p, top_k, _CONFIDENCE[alg], generator,
+                                           row_counts)
             # Non-masked positions score -inf so they are never chosen (permanence).
             full_confidence = torch.full(x.shape, -torch.inf, dtype=logits.dtype, device=x.device)
             full_confidence[mask_index] = confidence
@@ -281,9 +302,13 @@ def diffusion_generate(
                 if k == 0:
                     continue
                 if alg_temp:
-                    chosen = _multinomial(F.softmax(full_confidence[b] / alg_temp, dim=-1), k, generator)
+                    chosen = _multinomial(F.softmax(full_confidence[b] / alg_temp, dim=-1), k,
+                                          generator[b] if per_row else generator)
                 else:
-                    chosen = torch.topk(full_confidence[b], k).indices
+                    # Over the row without its left padding, as the reference sees one prompt alone: equal
+                    # confidences (common when the filters leave one token) then break the same way in a batch.
+                    start = pads[b]
+                    chosen = torch.topk(full_confidence[b, start:], k).indices + start
                 x[b, chosen] = proposal[b, chosen]
 
         if tokens_hook is not None:
@@ -293,6 +318,14 @@ def diffusion_generate(
             history.append(x.clone())
 
     return DiffusionOutput(sequences=x, commit_step=commit_step, prompt_length=prompt_len, history=history)
+
+
+def left_padded(prompts: list[list[int]], pad_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompts of different lengths as one left-padded batch: (input_ids, attention_mask), both (B, P)."""
+    width = max(map(len, prompts))
+    ids = torch.tensor([[pad_id] * (width - len(p)) + list(p) for p in prompts], device=device)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+    return ids, mask
 
 
 def _or_same(returned, original):

@@ -48,6 +48,7 @@ import torch
 
 from dlmkit.data.chat import default_end_token_ids
 from dlmkit.errors import UserError
+from dlmkit.models.cache import cache_kwargs
 
 END_RULES = ("committed_end", "oracle", "fixed")
 ORACLE_COVERAGE = 0.4  # paper 3.3: the end marker applies above 40% coverage
@@ -358,7 +359,7 @@ def _decode_batch(model, rows: list[_Row], chunked: bool, pad_token_id: int, res
             positions[i, width - k:] = torch.arange(r.fed, r.fed + k)
         seen_mask = torch.cat([seen_mask, mask.to(device)], dim=1)
         logits = model(input_ids=ids.to(device), attention_mask=seen_mask, position_ids=positions.to(device),
-                       past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1].float()
+                       use_cache=True, logits_to_keep=1, **cache_kwargs(cache)).logits[:, -1].float()
         result.forward_passes += 1
         result.tokens_processed += sum(len(c) for c in chunks)
         result.slots_processed += len(chunks) * width

@@ -38,9 +38,9 @@ import torch
 
 from dlmkit.decoding.speculative import uniforms
 from dlmkit.errors import UserError
+from dlmkit.decoding.settings import SAMPLERS  # noqa: F401 (its home is light)
 from dlmkit.models.mdlm_diffusion import LogLinearSchedule, subs_log_probs
 
-SAMPLERS = ("ddpm", "ddpm_cache")
 ORDERS = ("random", "left_to_right")
 _ROWS_PER_DRAW = 256  # bounds the (rows, vocab) float64 noise buffer
 

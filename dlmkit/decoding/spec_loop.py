@@ -32,6 +32,7 @@ import torch
 from dlmkit.decoding.speculative import (greedy_verify, probs_from_logits, sample_from, speculative_verify,
                                          uniforms)
 from dlmkit.errors import UserError
+from dlmkit.models.cache import cache_kwargs
 
 
 # --------------------------------------------------------------------------- the cached target
@@ -83,7 +84,7 @@ class CachedLM:
             shared += 1
         self.rollback(shared)
         new = torch.tensor([sequence[shared:]], dtype=torch.long, device=self.device)
-        out = self.model(input_ids=new, past_key_values=self.cache, use_cache=True, logits_to_keep=n_last)
+        out = self.model(input_ids=new, use_cache=True, logits_to_keep=n_last, **cache_kwargs(self.cache))
         self.fed.extend(sequence[shared:])
         self.calls += 1
         return out.logits[0, -n_last:].float()

@@ -2,3 +2,24 @@
 PHASES (name -> phase(run, context), in order), ROLES and PHASE_ROLES, add_flags, a frozen
 Settings built from the flags, and a Context that the phases share. No experiment imports
 another; what two of them need lives in the shared layers below (tests/test_layout.py)."""
+
+from __future__ import annotations
+
+import importlib
+
+
+def lazy_phase(module: str, name: str):
+    """phase(run, context), imported from `module` when it first runs: a script's --help (built from
+    the package's PHASES, ROLES, add_flags and Settings) never imports torch."""
+
+    def phase(run, context):
+        return getattr(importlib.import_module(module), name)(run, context)
+
+    phase.__name__ = phase.__qualname__ = name
+    phase.__module__ = module
+    return phase
+
+
+def lazy_attribute(package: str, name: str, module: str):
+    """For a package's module-level __getattr__: `name` from `module`, imported on first use."""
+    return getattr(importlib.import_module(f"{package}.{module}"), name)

@@ -39,6 +39,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from dlmkit.errors import UserError
+from dlmkit.models.cache import cache_kwargs
 
 PAPER_SOURCE_INDICES = [0, 3, 6, 9, 12, 15, 18, 21, 24, 26, 28, 31]
 PAPER_SOURCE_LAYERS = 32
@@ -161,7 +162,7 @@ class CLSDDiT(nn.Module):
         x = x + self.pos_embed[:, :length].to(x.dtype)
         position_ids = torch.arange(length, device=x.device)[None].expand(batch, -1)
         position_embeddings = self.rotary_emb(x, position_ids)
-        mask = create_causal_mask(config=self.text, inputs_embeds=x, attention_mask=None, past_key_values=None,
+        mask = create_causal_mask(config=self.text, inputs_embeds=x, attention_mask=None, **cache_kwargs(None),
                                   position_ids=position_ids)
         for block in self.blocks:
             x = block(x, c, position_embeddings, mask)

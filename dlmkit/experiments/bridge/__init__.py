@@ -7,15 +7,16 @@ content, prompts.py holds the prompt sets, context.py the models, settings.py th
 from __future__ import annotations
 
 from dlmkit.cli import positive_int, probability
-from dlmkit.experiments.bridge.context import Context
-from dlmkit.experiments.bridge.inject import phase_inject
-from dlmkit.experiments.bridge.probe import phase_probe
+from dlmkit.experiments import lazy_attribute, lazy_phase
 from dlmkit.experiments.bridge.prompts import PROMPT_SETS
 from dlmkit.experiments.bridge.settings import QUANTIZATIONS, THRESHOLDS, Settings
 from dlmkit.experiments.bridge.token_kinds import KINDS
 
-PHASES = {"probe": phase_probe, "inject": phase_inject}
+_HERE = __name__
+# phases and Context import torch when first used: --help stays light
+PHASES = {name: lazy_phase(f"{_HERE}.{name}", f"phase_{name}") for name in ("probe", "inject")}
 ROLES = ["ar_large", "dlm"]
+SUBSET = "N prompts per stratum (per difficulty for --prompt-set published)"
 PHASE_ROLES = {"probe": ["ar_large"], "inject": ["ar_large", "dlm"]}  # inject reads ar_large's tokenizer only
 
 
@@ -45,6 +46,12 @@ def add_flags(parser) -> None:
     own.add_argument("--ar-quantization", choices=QUANTIZATIONS, default="auto",
                      help="load ar_large in 4-bit NF4 through bitsandbytes (CUDA only); auto: 4-bit for the "
                           "paper preset when CUDA and bitsandbytes are there")
+
+
+def __getattr__(name):
+    if name == "Context":
+        return lazy_attribute(_HERE, name, "context")
+    raise AttributeError(f"module {_HERE} has no attribute {name}")
 
 
 __all__ = ["Context", "PHASES", "PHASE_ROLES", "ROLES", "Settings", "add_flags"]

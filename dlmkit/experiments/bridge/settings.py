@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import asdict, dataclass, field
 
-from dlmkit.decoding.diffusion import DreamSettings
+from dlmkit.decoding.settings import DreamSettings
 from dlmkit.errors import UserError
 from dlmkit.experiments.bridge.prompts import bridge_prompts, default_prompt_set
 from dlmkit.results import echo
@@ -103,5 +103,7 @@ class Settings:
                 "min_accuracy": self.min_accuracy, "max_inject_configs": self.max_inject_configs,
                 "inject_kinds": self.inject_kinds, "step_grid": self.step_grid}
 
-    def identity(self, specs) -> None:
-        return None  # the probe and inject records carry their taps, grid and conditions; the phases check them
+    def identity(self, specs) -> dict:
+        # The probe and inject records carry their taps, grid and conditions (the phases check them);
+        # Dream's settings and the prompt set they were made with (the runner adds seed and models).
+        return {"dream": asdict(self.dream), "prompt_set": self.prompt_set, "quantization": self.quantization}

@@ -12,14 +12,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dlmkit.cli import positive_int, probability
-from dlmkit.experiments.clsd import embed, infer, stage_a, stage_c
-from dlmkit.experiments.clsd.context import Context
+from dlmkit.cli import nonnegative_float, positive_int, probability
+from dlmkit.experiments import lazy_attribute, lazy_phase
 from dlmkit.experiments.clsd.settings import Settings
 
-PHASES = {"embed": embed.phase_embed, "stage_a": stage_a.phase_stage_a, "stage_c": stage_c.phase_stage_c,
-          "infer": infer.phase_infer}
+_HERE = __name__
+# phases and Context import torch when first used: --help stays light
+PHASES = {name: lazy_phase(f"{_HERE}.{name}", f"phase_{name}") for name in ("embed", "stage_a", "stage_c", "infer")}
 ROLES = ["verifier"]
+SUBSET = "N prompts at inference (phase infer; training is set by --embed-records and the step flags)"
 PHASE_ROLES = {phase: ROLES for phase in PHASES}
 
 
@@ -36,7 +37,8 @@ def index_list(text: str) -> list[int]:
 def add_flags(parser) -> None:
     own = parser.add_argument_group("CLSD (defaults depend on --preset: tiny / paper)")
     own.add_argument("--ckpt-dir", type=Path, default=None, metavar="DIR",
-                     help="embedding shards and DiT checkpoints (default: runs/train_clsd/checkpoints/PRESET)")
+                     help="embedding shards and DiT checkpoints (default: OUT/checkpoints, the run's own); a shared "
+                          "one is reused only by runs with the same seed, verifier weights and settings")
     own.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
                      help="a local NuminaMath-CoT copy (save_to_disk folder or parquet files) for --preset paper")
     own.add_argument("--source-indices", type=index_list, default=None, metavar="I,J,...",
@@ -56,14 +58,20 @@ def add_flags(parser) -> None:
                      help="chunks per step (tiny 16, paper 32)")
     own.add_argument("--euler-steps", type=positive_int, default=2, metavar="K",
                      help="Euler steps of a draft (stage C and inference)")
-    own.add_argument("--beta0", type=float, default=0.1, help="stage C MSE weight at the first step (annealed to 0)")
+    own.add_argument("--beta0", type=nonnegative_float, default=0.1, metavar="WEIGHT", help="stage C MSE weight at the first step (annealed to 0)")
     own.add_argument("--candidates", type=positive_int, default=None, metavar="N",
                      help="candidate blocks drafted and scored per round (tiny 8, paper 32)")
-    own.add_argument("--threshold", type=probability, default=0.5,
+    own.add_argument("--threshold", type=probability, default=0.5, metavar="P",
                      help="guillotine: keep drafted tokens while the verifier's probability of each is >= this; "
                           ">= 0.5 makes the output equal greedy decoding")
     own.add_argument("--gen-length", type=positive_int, default=None, metavar="T",
                      help="new tokens per prompt at inference (tiny 40, paper 512); stops early at end of turn")
+
+
+def __getattr__(name):
+    if name == "Context":
+        return lazy_attribute(_HERE, name, "context")
+    raise AttributeError(f"module {_HERE} has no attribute {name}")
 
 
 __all__ = ["Context", "PHASES", "PHASE_ROLES", "ROLES", "Settings", "add_flags", "index_list"]

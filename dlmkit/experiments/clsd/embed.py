@@ -16,6 +16,7 @@ from dlmkit.results import atomic_write_json, echo
 
 def phase_embed(run, ctx) -> None:
     cfg = ctx.settings
+    ctx.claim_ckpt_dir()
     directory = cfg.ckpt_dir / "embed"
     meta_path = directory / "meta.json"
     wanted = {k: getattr(cfg, k) for k in ("block_len", "prefix_len", "train_records", "val_records")} | \

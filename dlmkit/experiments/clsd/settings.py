@@ -18,6 +18,8 @@ PRESET_DEFAULTS = {
                   stage_c_steps=5_000, batch_size=32, stage_a_lr=1e-4, stage_c_lr=1e-5, candidates=32, prompts=64,
                   gen_length=512, val_batch=32),
 }
+IDENTITY = ("block_len", "prefix_len", "train_records", "val_records", "stage_a_steps", "stage_c_steps", "batch_size",
+            "stage_a_lr", "stage_c_lr", "candidates", "gen_length", "val_batch", "euler_steps", "beta0", "threshold")
 FLAGGED = ("block_len", "prefix_len", "stage_a_steps", "stage_c_steps", "batch_size", "candidates", "gen_length")
 
 
@@ -54,13 +56,12 @@ class Settings:
             values["train_records"] = args.embed_records
         if job.subset:
             values["prompts"] = job.subset
-        if not 0.0 <= args.beta0:
-            raise UserError(f"--beta0 must be >= 0, got {args.beta0}")
-        ckpt = args.ckpt_dir or Path("runs") / "train_clsd" / "checkpoints" / \
-            (f"{job.preset}-subset{job.subset}" if job.subset else job.preset)
-        if Path(ckpt).resolve().is_relative_to(Path(job.out).resolve()) or "results" in Path(ckpt).resolve().parts:
-            raise UserError(f"--ckpt-dir {ckpt} lies inside --out or results/; checkpoints must stay out of "
-                            "committed results: pass a --ckpt-dir under runs/")
+        # The caches belong to the run: under OUT (git ignores results/**/checkpoints/), removed by --overwrite.
+        ckpt = args.ckpt_dir or Path(job.out) / "checkpoints"
+        if args.ckpt_dir and "results" in Path(ckpt).resolve().parts and \
+                not Path(ckpt).resolve().is_relative_to(Path(job.out).resolve()):
+            raise UserError(f"--ckpt-dir {ckpt} lies inside results/; checkpoints must stay out of committed "
+                            "results: leave --ckpt-dir out (OUT/checkpoints) or pass one under runs/")
         return cls(preset=job.preset, phases=job.phases, euler_steps=args.euler_steps, beta0=args.beta0,
                    threshold=args.threshold, seed=job.seed,
                    source_indices=tuple(args.source_indices) if args.source_indices else None,
@@ -77,8 +78,12 @@ class Settings:
         config = {key: values[key] for key in PRESET_DEFAULTS[self.preset]}
         config.update(euler_steps=self.euler_steps, beta0=self.beta0, threshold=self.threshold, seed=self.seed,
                       source_indices=list(self.source_indices) if self.source_indices else self.source_indices,
-                      identity={"verifier": self.verifier_label(specs)})
+                      verifier=self.verifier_label(specs))
         return {**config, "ckpt_dir": str(self.ckpt_dir), "phases": list(self.phases)}
 
-    def identity(self, specs) -> None:
-        return None  # the embedding shards record their settings and verifier (meta.json); phase embed checks them
+    def identity(self, specs) -> dict:
+        # Every setting that changes the shards, the trained DiT or the inference records (the runner adds
+        # seed and models); the prompt count only adds items.
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {key: values[key] for key in IDENTITY} | {
+            "source_indices": list(self.source_indices) if self.source_indices else None}

@@ -9,7 +9,7 @@ from dlmkit.experiments.clsd.data import Shards, read_meta
 from dlmkit.experiments.clsd.objectives import evaluate_drafts, flow_batch, stage_a_loss
 from dlmkit.models.clsd import graft, save_dit
 from dlmkit.plots import line_plot
-from dlmkit.results import echo, markdown_table
+from dlmkit.results import markdown_table
 from dlmkit.train.loop import TrainConfig, train
 
 # The model card's stage A flow MSE after 50K steps at 9B scale (units not stated).
@@ -22,6 +22,7 @@ def train_rows(history: list[dict]) -> list[dict]:
 
 def phase_stage_a(run, ctx) -> None:
     cfg = ctx.settings
+    ctx.claim_ckpt_dir()
     work = cfg.ckpt_dir / "stage_a"
     meta = read_meta(cfg.ckpt_dir / "embed")
     shards, val = Shards(cfg.ckpt_dir / "embed", "train"), Shards(cfg.ckpt_dir / "embed", "val")
@@ -47,7 +48,7 @@ def phase_stage_a(run, ctx) -> None:
     rows = train_rows(history)
     run.add_table("stage_a", rows, echo=False)
     evals = [r for r in rows if "val_flow_mse" in r]
-    echo("\n### stage_a (evaluations)\n\n" + markdown_table(evals, ".4f"))
+    print("\n### stage_a (evaluations)\n\n" + markdown_table(evals, ".4f") + "\n", flush=True)  # tables: stdout
     run.summary["config"]["dit"] = {"source_indices": dit.config.source_indices, "layer_types": dit.layer_types,
                                     "parameters": sum(p.numel() for p in dit.parameters())}
     final = rows[-1]

@@ -14,6 +14,7 @@ from dlmkit.train.loop import TrainConfig, train
 
 def phase_stage_c(run, ctx) -> None:
     cfg = ctx.settings
+    ctx.claim_ckpt_dir()
     work = cfg.ckpt_dir / "stage_c"
     meta = read_meta(cfg.ckpt_dir / "embed")
     shards, val = Shards(cfg.ckpt_dir / "embed", "train"), Shards(cfg.ckpt_dir / "embed", "val")

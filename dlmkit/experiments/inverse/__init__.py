@@ -9,14 +9,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dlmkit.experiments.inverse import ablation, fill, gap, payload, pearl, reference, size, timing
-from dlmkit.experiments.inverse.context import Context
+from dlmkit.cli import fraction
+from dlmkit.experiments import lazy_attribute, lazy_phase
 from dlmkit.experiments.inverse.settings import FRACTIONS, PUBLISHED_DIR, Settings
 
-PHASES = {"A": reference.phase_a, "B": fill.phase_b, "C": pearl.phase_c, "ablation": ablation.phase_ablation,
-          "gap": gap.phase_gap, "size": size.phase_size, "payload": payload.phase_payload,
-          "timing": timing.phase_timing}
+_HERE = __name__
+# phases and Context import torch when first used: --help stays light
+PHASES = {name: lazy_phase(f"{_HERE}.{module}", function) for name, module, function in (
+    ("A", "reference", "phase_a"), ("B", "fill", "phase_b"), ("C", "pearl", "phase_c"),
+    ("ablation", "ablation", "phase_ablation"), ("gap", "gap", "phase_gap"), ("size", "size", "phase_size"),
+    ("payload", "payload", "phase_payload"), ("timing", "timing", "phase_timing"))}
 ROLES = ["dlm", "ar_small", "ar_medium"]
+SUBSET = "N prompts per stratum (task x difficulty; 8 strata)"
 # The models each phase needs (gap and size read phase B's fills and compute missing ones).
 PHASE_ROLES = {"A": ["dlm"], "B": ROLES, "C": ["dlm", "ar_small"], "ablation": ["dlm", "ar_small"], "gap": ROLES,
                "size": ROLES, "payload": ["dlm"], "timing": ["dlm", "ar_small"]}
@@ -24,12 +28,18 @@ PHASE_ROLES = {"A": ["dlm"], "B": ROLES, "C": ["dlm", "ar_small"], "ablation": [
 
 def add_flags(parser) -> None:
     own = parser.add_argument_group("inverse speculation")
-    own.add_argument("--fractions", type=float, nargs="+", default=list(FRACTIONS), metavar="F",
+    own.add_argument("--fractions", type=fraction, nargs="+", default=list(FRACTIONS), metavar="F",
                      help="step fractions in (0, 1] at which anchors are read (phases B, gap, size, payload, "
                           "timing; the ablation always uses 0.1 and 0.25)")
     own.add_argument("--published-dir", type=Path, default=PUBLISHED_DIR, metavar="DIR",
                      help="folder holding the paper's published_timing.json, shown beside table6_timing "
                           "(optional; a missing file leaves those columns empty)")
+
+
+def __getattr__(name):
+    if name == "Context":
+        return lazy_attribute(_HERE, name, "context")
+    raise AttributeError(f"module {_HERE} has no attribute {name}")
 
 
 __all__ = ["Context", "PHASES", "PHASE_ROLES", "ROLES", "Settings", "add_flags"]

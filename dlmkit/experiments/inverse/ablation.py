@@ -85,9 +85,10 @@ def _fill(record: dict, condition: str, fraction, rule: str) -> dict:
 
 
 def _paired(x: list[float], y: list[float], tag: str) -> dict:
+    """Cohen's d and the Wilcoxon signed-rank p of paired F1s x against y, named by `tag`."""
     if len(x) < 2:
-        return {f"d_{tag}": None, f"p_{tag}": None}
-    return {f"d_{tag}": cohens_d(x, y)["d"], f"p_{tag}": wilcoxon(x, y)["p_value"]}
+        return {f"cohens_d_{tag}": None, f"wilcoxon_p_{tag}": None}
+    return {f"cohens_d_{tag}": cohens_d(x, y)["d"], f"wilcoxon_p_{tag}": wilcoxon(x, y)["p_value"]}
 
 
 def ablation_table(records: list[dict]) -> list[dict]:
@@ -103,9 +104,9 @@ def ablation_table(records: list[dict]) -> list[dict]:
                 f1 = [f["f1"] for f in fills]
                 row = {"fraction": fraction, "end_rule": rule, "anchors": condition, "n": len(fills),
                        **mean_ci(f1, "f1"), **proportion_ci([f["correct"] for f in fills], "accuracy")}
-                row.update(_paired(real_f1, f1, "real_vs_this") if condition != "real"
-                           else {"d_real_vs_this": None, "p_real_vs_this": None})
-                row.update(_paired(f1, alone_f1, "this_vs_alone"))
+                row.update(_paired(real_f1, f1, "real_anchors_vs_these") if condition != "real"
+                           else {"cohens_d_real_anchors_vs_these": None, "wilcoxon_p_real_anchors_vs_these": None})
+                row.update(_paired(f1, alone_f1, "vs_ar_alone"))
                 row["published_f1"] = PUBLISHED_TABLE4.get((condition, fraction)) if rule == "oracle" else None
                 rows.append(row)
     return rows

@@ -62,14 +62,16 @@ def gap_table(records: list[dict], fractions) -> list[dict]:
                    "gap_token_acc": mean([r["gap_token_acc"] for r in rows]),
                    "gap_token_acc_alone": mean([r["gap_token_acc_alone"] for r in rows]),
                    "coverage": mean([r["coverage"] for r in rows]),
-                   "d_vs_alone": None, "p_vs_alone": None, "rho_coverage_gap_f1": None, "p_rho": None}
+                   "cohens_d_vs_ar_alone": None, "wilcoxon_p_vs_ar_alone": None,
+                   "spearman_coverage_vs_gap_f1": None, "spearman_p": None}
             if len(rows) >= 2:
                 rho = spearman([r["coverage"] for r in rows], f1)
-                row.update(d_vs_alone=cohens_d(f1, alone)["d"], p_vs_alone=wilcoxon(f1, alone)["p_value"],
-                           rho_coverage_gap_f1=rho["rho"], p_rho=rho["p_value"])
+                row.update(cohens_d_vs_ar_alone=cohens_d(f1, alone)["d"],
+                           wilcoxon_p_vs_ar_alone=wilcoxon(f1, alone)["p_value"],
+                           spearman_coverage_vs_gap_f1=rho["rho"], spearman_p=rho["p_value"])
             published = PUBLISHED_TABLE5 if (round(fraction, 4), rule) == (0.1, "oracle") else {}
             row.update(published_gap_f1=published.get("gap_f1"), published_gap_f1_alone=published.get("gap_f1_alone"),
-                       published_rho=published.get("rho"))
+                       published_spearman=published.get("rho"))
             out.append(row)
     return out
 
@@ -81,7 +83,7 @@ def phase_gap(run, context) -> None:
     rows = gap_table(evaluation, context.fractions)
     run.add_table("table5_gap_only", rows)
     misses = not_reproduced(rows, {"gap_f1": "published_gap_f1", "gap_f1_alone": "published_gap_f1_alone",
-                                   "rho_coverage_gap_f1": "published_rho"},
+                                   "spearman_coverage_vs_gap_f1": "published_spearman"},
                             lambda r: f"@{r['fraction']} ({r['end_rule']})", tolerance=0.1)
     if misses:
         run.note(f"table5_gap_only ({context.preset} preset, n={rows[0]['n']}) does not reproduce: " + "; ".join(misses))

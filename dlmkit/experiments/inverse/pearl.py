@@ -36,14 +36,13 @@ pearl_curve.png.
 from __future__ import annotations
 
 import statistics
-
-import torch
+import sys
 from tqdm.auto import tqdm
 
 from dlmkit.anchors import Anchors
-from dlmkit.data.chat import chat_prompt_ids, end_token_ids, response_length
-from dlmkit.decoding.diffusion import diffusion_generate
+from dlmkit.data.chat import end_token_ids, response_length
 from dlmkit.experiments.inverse.fill import gap_fill
+from dlmkit.experiments.inverse.reference import BATCH, dream_batch
 from dlmkit.metrics.scoring import by_stratum, mean, score_answer
 from dlmkit.plots import pyplot, save_figure
 from dlmkit.seeds import item_seed
@@ -66,26 +65,47 @@ def anchors_after(record: dict, steps_done: int) -> Anchors:
     return Anchors(positions, tuple(record["tokens"][p] for p in positions), len(commits))
 
 
-def dream_answer(context, item: dict, steps: int, seed: int) -> dict:
-    """Dream's answer to one prompt with `steps` total steps (otherwise the reference settings)."""
-    model, tokenizer, settings = context.dlm(), context.dlm_tokenizer(), context.dream
-    input_ids = torch.tensor([chat_prompt_ids(tokenizer, item["prompt"])], device=model.device)
-    generator = torch.Generator(device=model.device).manual_seed(seed)
-    out = diffusion_generate(model, input_ids, max_new_tokens=settings.max_new_tokens, steps=steps, alg=settings.alg,
-                             temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k,
-                             eps=settings.eps, generator=generator)
-    tokens = out.generated[0].tolist()
-    length = response_length(tokens, end_token_ids(tokenizer))
-    return {"gen_len": length, "text": tokenizer.decode(tokens[:length], skip_special_tokens=True)}
+def dream_answers(context, items: list[dict], steps: int, on_step=None) -> list[dict]:
+    """Dream's answers to a batch of prompts with `steps` total steps (otherwise the reference settings),
+    each prompt sampled with its own seed for (prompt, steps): what it would answer alone."""
+    model, tokenizer = context.dlm(), context.dlm_tokenizer()
+    seeds = [item_seed(context.seed, f"{item['id']}/steps={steps}") for item in items]
+
+    def hook(step, x, logits):  # returns None: the canvas is left as it is
+        if step is not None and on_step is not None:
+            on_step()
+    _, out = dream_batch(model, tokenizer, items, context.dream, seeds, steps=steps, tokens_hook=hook)
+    answers = []
+    for row in range(len(items)):
+        tokens = out.generated[row].tolist()
+        length = response_length(tokens, end_token_ids(tokenizer))
+        answers.append({"gen_len": length, "text": tokenizer.decode(tokens[:length], skip_special_tokens=True)})
+    return answers
 
 
-def pearl_prompt(context, item: dict, record: dict) -> dict:
-    """Phase C's record of one GSM8K prompt: both methods at every step count of the grid."""
+def pearl_prompts(context, items: list[dict], records: dict, bar=None) -> list[dict]:
+    """Phase C's records of a batch of GSM8K prompts: both methods at every step count of the grid
+    (Dream runs the batch at once per step count; the gap fills run per prompt)."""
+    grid = step_grid(context.dream.steps)
+    answers = {}
+    for n in grid:
+        answers[n] = dream_answers(context, items, n, (lambda: bar.update(len(items))) if bar is not None else None)
+    out = []
+    for row, item in enumerate(items):
+        out.append(pearl_prompt(context, item, records[item["id"]], {n: answers[n][row] for n in grid}))
+        if bar is not None:
+            bar.update(len(grid))  # the gap fills count as one step per step count
+    return out
+
+
+def pearl_prompt(context, item: dict, record: dict, answers: dict | None = None) -> dict:
+    """Phase C's record of one GSM8K prompt: both methods at every step count of the grid.
+    answers: {steps: Dream's answer} already computed (a batch), else Dream runs here."""
     full = context.dream.steps
     grid = step_grid(full)
     runs = []
     for n in grid:
-        answer = dream_answer(context, item, n, item_seed(context.seed, f"{item['id']}/steps={n}"))
+        answer = answers[n] if answers else dream_answers(context, [item], n)[0]
         runs.append({"method": METHODS[0], "steps": n, "fraction": n / full, "gen_len": answer["gen_len"],
                      "text": answer["text"], **score_answer(item, answer["text"], record["text"])})
     jobs = [({"method": METHODS[1], "steps": n, "fraction": n / full}, anchors_after(record, n), "committed_end")
@@ -167,10 +187,14 @@ def phase_c(run, context) -> None:
     grid = step_grid(context.dream.steps)
     have = {r["id"]: r for r in log.records() if r.get("grid") == grid}
     todo = [i for i in items if i["id"] not in have]
-    for item in tqdm(todo, desc="phase C: pearl point (GSM8K)", disable=not todo):
-        record = pearl_prompt(context, item, a_records[item["id"]])
-        log.append(record)
-        have[item["id"]] = record
+    # progress in prompt-steps (Dream's steps over the grid, and one per gap fill): C's items are long
+    per_prompt = sum(grid) + len(grid)
+    with tqdm(total=len(todo) * per_prompt, desc=f"phase C: pearl point, {len(todo)} GSM8K prompts x "
+              f"{len(grid)} step counts", unit="step", disable=not todo, file=sys.stderr) as bar:
+        for start in range(0, len(todo), BATCH):
+            for record in pearl_prompts(context, todo[start:start + BATCH], a_records, bar):
+                log.append(record)
+                have[record["id"]] = record
     run.summary["config"]["pearl"] = {"grid": grid, "keep": KEEP, "methods": list(METHODS)}
     records = [have[i["id"]] for i in items]
     if not records:
@@ -183,4 +207,5 @@ def phase_c(run, context) -> None:
     plot_pearl(curve, KEEP * mean([r["rerun_f1"] for r in records]), run.dir / "pearl_curve.png")
 
 
-__all__ = ["GRID_128", "METHODS", "anchors_after", "curve_table", "pearl_prompt", "pearl_table", "phase_c", "step_grid"]
+__all__ = ["GRID_128", "METHODS", "anchors_after", "curve_table", "dream_answers", "pearl_prompt", "pearl_prompts",
+           "pearl_table", "phase_c", "step_grid"]

@@ -10,6 +10,7 @@ contiguous-prefix share of the anchors at the paper's fractions, a permanence ch
 
 from __future__ import annotations
 
+import sys
 import time
 
 import torch
@@ -17,7 +18,7 @@ from tqdm.auto import tqdm
 
 from dlmkit.anchors import anchors_at_fraction, contiguous_prefix_fraction, steps_done_at
 from dlmkit.data.chat import chat_prompt_ids, end_token_ids, response_length
-from dlmkit.decoding.diffusion import DreamSettings, PermanenceCheck, diffusion_generate
+from dlmkit.decoding.diffusion import DreamSettings, PermanenceCheck, diffusion_generate, left_padded
 from dlmkit.experiments.inverse.settings import FRACTIONS
 from dlmkit.metrics.answers import check_answer
 from dlmkit.metrics.scoring import by_stratum, mean
@@ -25,22 +26,53 @@ from dlmkit.plots import pyplot, save_figure
 from dlmkit.seeds import item_seed
 
 CURVE_POINTS = (0.05, 0.10, 0.15, 0.20, 0.25, 0.375, 0.50, 0.75, 1.0)
+# Prompts Dream runs at once (phases A and C): per-step work on a tiny model is mostly overhead that a
+# batch shares; each prompt keeps its own generator, and a batch's records are appended when it ends.
+BATCH = 8
 
+
+
+def dream_batch(model, tokenizer, items: list[dict], settings: DreamSettings, seeds: list[int], steps: int | None = None,
+                tokens_hook=None):
+    """Dream on several prompts at once, left padded, each prompt sampling from its own generator
+    (seeded by `seeds`), so each row draws what it would draw alone (see diffusion_generate)."""
+    prompts = [chat_prompt_ids(tokenizer, item["prompt"]) for item in items]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    input_ids, attention_mask = left_padded(prompts, pad, device=model.device)
+    generators = [torch.Generator(device=model.device).manual_seed(seed) for seed in seeds]
+    out = diffusion_generate(model, input_ids, attention_mask, max_new_tokens=settings.max_new_tokens,
+                             steps=steps or settings.steps, alg=settings.alg, temperature=settings.temperature,
+                             top_p=settings.top_p, top_k=settings.top_k, eps=settings.eps, tokens_hook=tokens_hook,
+                             generator=generators)
+    return prompts, out
+
+
+def reference_runs(model, tokenizer, items: list[dict], settings: DreamSettings, seed: int,
+                   on_step=None) -> list[dict]:
+    """Dream's full run on a batch of prompts, one JSON-ready record per prompt (dlm_seconds: the
+    batch's time over its prompts). on_step(): called after each denoising step (progress)."""
+    check = PermanenceCheck(model.mask_token_id)
+
+    def hook(step, x, logits):
+        check(step, x, logits)
+        if step is not None and on_step is not None:
+            on_step()
+
+    start = time.perf_counter()
+    prompts, out = dream_batch(model, tokenizer, items, settings, [item_seed(seed, item["id"]) for item in items],
+                               tokens_hook=hook)
+    seconds = (time.perf_counter() - start) / len(items)
+    return [_reference_record(tokenizer, item, settings, prompt, out.generated[row].tolist(),
+                              out.commit_step[row].tolist(), check.violations_of(row), seconds)
+            for row, (item, prompt) in enumerate(zip(items, prompts))]
 
 
 def reference_run(model, tokenizer, item: dict, settings: DreamSettings, seed: int) -> dict:
     """Dream's full run on one prompt, as a JSON-ready record."""
-    prompt = chat_prompt_ids(tokenizer, item["prompt"])
-    input_ids = torch.tensor([prompt], device=model.device)
-    generator = torch.Generator(device=model.device).manual_seed(item_seed(seed, item["id"]))
-    check = PermanenceCheck(model.mask_token_id)
-    start = time.perf_counter()
-    out = diffusion_generate(model, input_ids, max_new_tokens=settings.max_new_tokens, steps=settings.steps,
-                             alg=settings.alg, temperature=settings.temperature, top_p=settings.top_p,
-                             top_k=settings.top_k, eps=settings.eps, tokens_hook=check, generator=generator)
-    seconds = time.perf_counter() - start
-    tokens = out.generated[0].tolist()
-    commit_step = out.commit_step[0].tolist()
+    return reference_runs(model, tokenizer, [item], settings, seed)[0]
+
+
+def _reference_record(tokenizer, item, settings, prompt, tokens, commit_step, violations, seconds) -> dict:
     length = response_length(tokens, end_token_ids(tokenizer))
     text = tokenizer.decode(tokens[:length], skip_special_tokens=True)
 
@@ -52,7 +84,7 @@ def reference_run(model, tokenizer, item: dict, settings: DreamSettings, seed: i
         "correct": check_answer(item, text) if item["task"] != "humaneval" or length else False,
         "tokens": tokens, "commit_step": commit_step,
         "s50_step": s50, "s50_frac": s50 / settings.steps if s50 is not None else None,
-        "permanence_violations": check.violations, "dlm_seconds": round(seconds, 4),
+        "permanence_violations": violations, "dlm_seconds": round(seconds, 4),
     }
     if item["task"] == "gsm8k":
         record["correct_strict"] = check_answer(item, text, gsm8k_mode="strict-match")
@@ -123,8 +155,15 @@ def phase_a(run, context) -> None:
     items = context.items()
     log = run.log("A")
     done = log.done_ids()
-    for item in tqdm([i for i in items if i["id"] not in done], desc="phase A: Dream reference"):
-        log.append(reference_run(model, tokenizer, item, settings, context.seed))
+    todo = [i for i in items if i["id"] not in done]
+    # progress in prompt-steps: a batch of 8 prompts x 128 steps moves the bar 8 per step
+    with tqdm(total=len(todo) * settings.steps, desc=f"phase A: Dream reference, {len(todo)} prompts x "
+              f"{settings.steps} steps", unit="step", disable=not todo, file=sys.stderr) as bar:
+        for start in range(0, len(todo), BATCH):
+            batch = todo[start:start + BATCH]
+            for record in reference_runs(model, tokenizer, batch, settings, context.seed,
+                                         on_step=lambda n=len(batch): bar.update(n)):
+                log.append(record)
     wanted = {i["id"] for i in items}
     records = [r for r in log.records() if r["id"] in wanted]
     run.add_table("phaseA_reference", stratum_table(records))

@@ -7,9 +7,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from dlmkit.anchors import steps_done_at
 from dlmkit.data.published import PUBLISHED_DIR  # noqa: F401  (the --published-dir default)
-from dlmkit.decoding.diffusion import DreamSettings
+from dlmkit.decoding.settings import DreamSettings
 from dlmkit.errors import UserError
 
 FRACTIONS = (0.10, 0.15, 0.25)
@@ -19,11 +18,16 @@ DREAM = {"paper": DreamSettings(max_new_tokens=512), "tiny": DreamSettings(max_n
 
 
 def checked_fractions(fractions, steps: int) -> tuple[float, ...]:
+    from dlmkit.anchors import steps_done_at  # torch: after the flags are read
+
     for fraction in fractions:
         try:
-            steps_done_at(fraction, steps)
+            done = steps_done_at(fraction, steps)
         except UserError as err:
             raise UserError(f"--fractions: {err}") from None
+        if done == 0:
+            raise UserError(f"--fractions {fraction} is 0 of Dream's {steps} steps (no anchors); pass fractions "
+                            f">= {1 / steps:.4g}")
     return tuple(sorted(set(fractions)))
 
 
@@ -46,5 +50,7 @@ class Settings:
         return {"subset": self.subset, "phases": list(self.phases), "fractions": list(self.fractions),
                 "dream": asdict(self.dream)}
 
-    def identity(self, specs) -> None:
-        return None  # phase A's records carry the canvas width; later phases check it (Context.phase_a_records)
+    def identity(self, specs) -> dict:
+        # Dream's settings make phase A's records, which every later phase reads (the runner adds seed and models);
+        # the fractions only add items, keyed by fraction.
+        return {"dream": asdict(self.dream)}

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dlmkit.cli import count_list, positive_int
-from dlmkit.experiments.self_spec import baseline, evaluate, sample, train
-from dlmkit.experiments.self_spec.context import Context
+from dlmkit.cli import count_list, positive_float, positive_int
+from dlmkit.experiments import lazy_attribute, lazy_phase
 from dlmkit.experiments.self_spec.settings import Settings
 
-PHASES = {"baseline": baseline.phase_baseline, "train": train.phase_train, "sample": sample.phase_sample,
-          "eval": evaluate.phase_eval}
+_HERE = __name__
+# phases and Context import torch when first used: --help stays light
+PHASES = {name: lazy_phase(f"{_HERE}.{module}", f"phase_{name}") for name, module in (
+    ("baseline", "baseline"), ("train", "train"), ("sample", "sample"), ("eval", "evaluate"))}
 ROLES = ["mdlm", "judge"]
+SUBSET = "N samples per sampler and step count (baseline, sample, eval)"
 PHASE_ROLES = {phase: ROLES for phase in PHASES}  # recorded for every phase: the resume identity names both
 
 
@@ -24,9 +26,9 @@ def add_flags(parser) -> None:
     own = parser.add_argument_group("baseline phase")
     own.add_argument("--steps", type=count_list, default=None, metavar="S1,S2,...",
                      help="denoising step counts (default: tiny 8,16,32,64,128; paper 28,32,64,128,256,512)")
-    own.add_argument("--length", type=int, default=None, metavar="L",
+    own.add_argument("--length", type=positive_int, default=None, metavar="L",
                      help="tokens per sample (default: tiny 128, paper 1024; at most the MDLM's model_length)")
-    own.add_argument("--batch-size", type=int, default=None, metavar="B",
+    own.add_argument("--batch-size", type=positive_int, default=None, metavar="B",
                      help="samples drawn together (default: tiny 1, paper 16); ddpm_cache skips a call only "
                           "when no sample of the batch changed, so NFE depends on it")
     train_flags = parser.add_argument_group("train phase")
@@ -34,7 +36,7 @@ def add_flags(parser) -> None:
                              help="optimizer steps (default: tiny 1500, paper 50000)")
     train_flags.add_argument("--train-batch-size", type=positive_int, default=None, metavar="B",
                              help="blocks per step (default: tiny 16, paper 256)")
-    train_flags.add_argument("--lr", type=float, default=None,
+    train_flags.add_argument("--lr", type=positive_float, default=None,
                              help="peak learning rate after linear warmup, then cosine to 0 "
                                   "(default: tiny 1e-3, paper 1.5e-4)")
     train_flags.add_argument("--ckpt-dir", type=Path, default=None, metavar="DIR",
@@ -53,6 +55,12 @@ def add_flags(parser) -> None:
     spec.add_argument("--calibration-samples", type=positive_int, default=None, metavar="N",
                       help="rows (never evaluated) on which dtau is calibrated to each budget "
                            "(default: tiny 8, paper 16)")
+
+
+def __getattr__(name):
+    if name == "Context":
+        return lazy_attribute(_HERE, name, "context")
+    raise AttributeError(f"module {_HERE} has no attribute {name}")
 
 
 __all__ = ["Context", "PHASES", "PHASE_ROLES", "ROLES", "Settings", "add_flags"]

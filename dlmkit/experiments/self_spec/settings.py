@@ -6,9 +6,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from dlmkit.decoding.mdlm_sampler import SAMPLERS
+from dlmkit.decoding.settings import SAMPLERS
 from dlmkit.errors import UserError
-from dlmkit.results import portable_source
 
 # Per preset: samples, tokens per sample, the step grid, samples drawn together.
 # The paper grid is the proposal's NFE grid {28, 64, 128, 256, 512} plus 32, where MDLM's
@@ -98,9 +97,9 @@ class Settings:
                 "train": asdict(self.train)}
 
     def identity(self, specs) -> dict:
-        # Records carry no seed, length or model: resuming with other ones would mix two runs.
-        return {"seed": self.seed, "length": self.length, "batch_size": self.batch_size,
-                "models": {role: portable_source(spec.source) for role, spec in specs.items()}}
+        # Records carry no length: resuming with another would mix two runs (the runner adds seed and models);
+        # the training recipe makes the causal layer that phases sample and eval read.
+        return {"length": self.length, "batch_size": self.batch_size, "train": asdict(self.train)}
 
 
 __all__ = ["PRESET_DEFAULTS", "SAMPLE_DEFAULTS", "Settings", "TRAIN_DEFAULTS", "TrainSettings"]

@@ -10,17 +10,17 @@ context.py holds the models and prompts, settings.py the flags' settings.
 
 from __future__ import annotations
 
-from dlmkit.cli import count_list, positive_int
-from dlmkit.decoding.mdlm_sampler import SAMPLERS
-from dlmkit.experiments.specdiff import tables
-from dlmkit.experiments.specdiff.context import Context
-from dlmkit.experiments.specdiff.generate import run_generations
+from dlmkit.cli import count_list, nonnegative_list, positive_int
+from dlmkit.decoding.settings import SAMPLERS
+from dlmkit.experiments import lazy_attribute
 from dlmkit.experiments.specdiff.methods import methods_for
-from dlmkit.experiments.specdiff.settings import FAMILIES, Settings, float_list, name_list
-from dlmkit.results import echo, markdown_table
+from dlmkit.experiments.specdiff.settings import FAMILIES, Settings, name_list
+from dlmkit.results import markdown_table
 
+_HERE = __name__
 PHASES = {family: None for family in FAMILIES}  # run together by run_phases, below
 ROLES = ["mdlm", "target", "drafter"]
+SUBSET = "N prompts per prompt set"
 PHASE_ROLES = {"ar": ["target"], "sd": ["target", "drafter"], "specdiff": ["target", "mdlm"],
                "hf": ["target", "drafter"]}
 
@@ -40,7 +40,7 @@ def add_flags(parser) -> None:
                      help="SpecDiff denoising steps per draft (default: tiny 1,2,4; paper 1,2,4,8)")
     own.add_argument("--sd-gammas", type=count_list, default=None, metavar="G1,G2",
                      help="draft lengths of the AR drafter (phases sd and hf) (default: tiny 2,4,8; paper 3,5,8)")
-    own.add_argument("--temperatures", type=float_list, default=None, metavar="T1,T2",
+    own.add_argument("--temperatures", type=nonnegative_list, default=None, metavar="T1,T2",
                      help="sampling temperatures; 0 = greedy (default: 0,1)")
     own.add_argument("--timing-repeats", type=positive_int, default=3, metavar="R",
                      help="time every generation R times (same seed, same tokens; repeats outside methods, so all "
@@ -52,6 +52,9 @@ def add_flags(parser) -> None:
 def run_phases(run, context, phases) -> None:
     """Every selected family's generations, interleaved; then the tables over every method in the
     run directory (a resumed run may add cells), the notes and the plot."""
+    from dlmkit.experiments.specdiff import tables  # torch: after the flags are read
+    from dlmkit.experiments.specdiff.generate import run_generations
+
     cfg, prompts = context.settings, context.prompts
     run_generations(run, context, prompts, methods_for(phases, cfg), cfg)
     for phase in phases:
@@ -64,16 +67,26 @@ def run_phases(run, context, phases) -> None:
     result = tables.tables(records, all_methods, cfg)
     for name, section in (("counts", "tables"), ("timing", "timings")):
         run.add_table(name, result[name], echo=False, section=section)
-        echo(f"\n### {name} (all prompt sets)\n\n"
-             f"{markdown_table([r for r in result[name] if r['prompt_set'] == 'all'])}\n")
+        # tables on stdout, like every script's (progress and logs go to stderr)
+        print(f"
+### {name} (all prompt sets)
+
+"
+              f"{markdown_table([r for r in result[name] if r['prompt_set'] == 'all'])}
+", flush=True)
     run.add_table("headline", result["headline"], section="timings")
     run.summary["notes"] = []
     for note in tables.notes(result, cfg.preset, run.summary["provenance"]["device_name"], context.parameters()):
-        run.note(note)
-        echo(note)
+        run.note(note)  # printed in the run's closing summary
     if result["headline"]:
         tables.plot(run.dir / "speedup_vs_gamma.png", result, cfg,
                     f"SpecDiff ({cfg.preset}, {cfg.max_new_tokens} new tokens, {len(prompts)} prompts)")
+
+
+def __getattr__(name):
+    if name == "Context":
+        return lazy_attribute(_HERE, name, "context")
+    raise AttributeError(f"module {_HERE} has no attribute {name}")
 
 
 __all__ = ["Context", "PHASES", "PHASE_ROLES", "ROLES", "Settings", "add_flags", "run_phases"]

@@ -3,11 +3,9 @@ flags that override them)."""
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 
 from dlmkit.errors import UserError
-from dlmkit.results import portable_source
 
 FAMILIES = ("ar", "sd", "specdiff", "hf")
 PROMPT_SETS = {"tiny": ("documents", "chat"), "paper": ("owt", "cnn_dm")}
@@ -17,16 +15,6 @@ PRESET_DEFAULTS = {
     "paper": dict(prompt_sets=PROMPT_SETS["paper"], prompts=50, prompt_tokens=128, max_new_tokens=256,
                   gammas=(5, 10, 15, 20), steps=(1, 2, 4, 8), sd_gammas=(3, 5, 8), temperatures=(0.0, 1.0)),
 }
-
-
-def float_list(text: str) -> list[float]:
-    try:
-        values = sorted({float(part) for part in text.split(",") if part.strip()})
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-    if not values or values[0] < 0:
-        raise argparse.ArgumentTypeError(f"temperatures must be >= 0, got {text!r}")
-    return values
 
 
 def name_list(text: str) -> list[str]:
@@ -74,6 +62,5 @@ class Settings:
                 "seed": self.seed, "timing_repeats": self.timing_repeats, "phases": list(self.phases)}
 
     def identity(self, specs) -> dict:
-        # Records carry no model or length: resuming with other ones would mix two runs.
-        return {"seed": self.seed, "prompt_tokens": self.prompt_tokens, "max_new_tokens": self.max_new_tokens,
-                "sampler": self.sampler, "models": {role: portable_source(spec.source) for role, spec in specs.items()}}
+        # Records carry no length: resuming with other ones would mix two runs (the runner adds seed and models).
+        return {"prompt_tokens": self.prompt_tokens, "max_new_tokens": self.max_new_tokens, "sampler": self.sampler}
