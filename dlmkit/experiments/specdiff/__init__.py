@@ -68,12 +68,8 @@ def run_phases(run, context, phases) -> None:
     for name, section in (("counts", "tables"), ("timing", "timings")):
         run.add_table(name, result[name], echo=False, section=section)
         # tables on stdout, like every script's (progress and logs go to stderr)
-        print(f"
-### {name} (all prompt sets)
-
-"
-              f"{markdown_table([r for r in result[name] if r['prompt_set'] == 'all'])}
-", flush=True)
+        print(f"\n### {name} (all prompt sets)\n\n"
+              f"{markdown_table([r for r in result[name] if r['prompt_set'] == 'all'])}\n", flush=True)
     run.add_table("headline", result["headline"], section="timings")
     run.summary["notes"] = []
     for note in tables.notes(result, cfg.preset, run.summary["provenance"]["device_name"], context.parameters()):
