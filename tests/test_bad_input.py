@@ -134,3 +134,16 @@ def test_a_failed_model_load_leaves_nothing_that_blocks_the_corrected_rerun(tmp_
     assert code == 2, err
     code, err = _exit("specdiff_bench", argv, capsys)  # no --overwrite needed
     assert code == 0, err
+
+
+@pytest.mark.parametrize("script", ["run_full_suite", "bridge_viability"])
+def test_missing_bubblewrap_is_one_line_before_any_model_runs(script, tmp_path, capsys, monkeypatch):
+    from dlmkit.metrics import sandbox
+
+    monkeypatch.setattr(sandbox, "_checked", None)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    out = tmp_path / "out"
+    code, err = _exit(script, ["--subset", "1", "--out", str(out)], capsys)
+    _one_line(code, err)
+    assert "apt-get install bubblewrap" in err and "--unsafe-exec" in err
+    assert not (out / "summary.json").exists()

@@ -21,6 +21,7 @@ from dlmkit.models.ar import load_ar
 from dlmkit.models.hub import is_local
 from dlmkit.models.logit_lens import check_taps
 from dlmkit.models.roles import DreamRole
+from dlmkit.metrics.sandbox import check_available
 
 
 def default_taps(preset: str, n_layers: int) -> list[int]:
@@ -53,6 +54,8 @@ class Context(DreamRole):
         self.preset, self.seed, self.device, self.dtype = job.preset, job.seed, job.device, job.dtype
         self.items, self.quantization, self.prog = list(settings.items), settings.quantization, job.prog
         self._cache: dict = {}
+        if any(item["task"] == "humaneval" for item in self.items):
+            check_available()  # the HumanEval sandbox: one line naming bubblewrap before any model runs
         if "probe" not in job.phases and job.overwrite:
             raise UserError(f"--overwrite would discard the probe records in {job.out} that phase inject reads; "
                             "pass --resume instead")

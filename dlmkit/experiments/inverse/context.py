@@ -17,6 +17,7 @@ from transformers import AutoConfig, AutoTokenizer
 
 from dlmkit.data.benchmarks import prompt_set
 from dlmkit.data.chat import default_end_token_ids
+from dlmkit.metrics.sandbox import check_available
 from dlmkit.errors import UserError
 from dlmkit.models.ar import load_ar
 from dlmkit.models.dream import read_dream_config
@@ -26,6 +27,9 @@ from dlmkit.results import JsonlLog
 
 AR_ROLES = ("ar_small", "ar_medium")
 
+
+# Phases that score answers against the ground truth (HumanEval-like ones by running them).
+SCORING_PHASES = {"A", "B", "C", "ablation"}
 
 class Context(DreamRole):
     """What the phases share: the settings, the prompts, the models and tokenizers (loaded on
@@ -39,6 +43,8 @@ class Context(DreamRole):
         self.dream, self.fractions, self.published_dir = settings.dream, settings.fractions, settings.published_dir
         self._cache: dict = {}
         self.check_vocabularies(list(specs))
+        if set(job.phases) & SCORING_PHASES and any(item["task"] == "humaneval" for item in self.items()):
+            check_available()  # the HumanEval sandbox: one line naming bubblewrap now, not after phase A
         if job.phases and "A" not in job.phases:
             if job.overwrite:
                 raise UserError(f"--overwrite would discard phase A's records in {job.out} that phase "
