@@ -49,6 +49,7 @@ from dlmkit.anchors import Anchors, anchors_at_fraction  # noqa: E402
 from dlmkit.decoding.forced import forced_decode, forced_decode_naive  # noqa: E402
 from dlmkit.cli import run_main, synchronize  # noqa: E402
 from dlmkit.errors import UserError  # noqa: E402
+from dlmkit.models.real_configs import QWEN25_05B  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PUBLISHED = REPO.parent / "shared" / "data" / "published_anchors.json"
@@ -58,11 +59,8 @@ CONFIGS = {
     "tiny": dict(vocab_size=1024, hidden_size=128, intermediate_size=352, num_hidden_layers=4,
                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
                  tie_word_embeddings=True),
-    # Qwen2.5-0.5B(-Instruct) geometry: 494 M parameters, tied embeddings.
-    "qwen2.5-0.5b": dict(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
-                         num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768,
-                         rope_parameters={"rope_type": "default", "rope_theta": 1e6}, rms_norm_eps=1e-6,
-                         tie_word_embeddings=True),
+    # Qwen2.5-0.5B(-Instruct) geometry: 494 M parameters, tied embeddings (dlmkit/models/real_configs.py).
+    "qwen2.5-0.5b": QWEN25_05B,
 }
 
 

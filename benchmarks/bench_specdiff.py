@@ -49,14 +49,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from dlmkit.cli import (OneLineParser, positive_int, probability, resolve_device, resolve_dtype,  # noqa: E402
                         run_main, synchronize)
 from dlmkit.errors import UserError  # noqa: E402
+from dlmkit.models.real_configs import GPT2, GPT2_XL, MDLM_OWT  # noqa: E402
 from dlmkit.results import atomic_write_json, markdown_table  # noqa: E402
 
 CONFIGS = {
-    "paper": {
-        "target": dict(vocab_size=50257, n_embd=1600, n_layer=48, n_head=25, n_positions=1024),
-        "drafter": dict(vocab_size=50257, n_embd=768, n_layer=12, n_head=12, n_positions=1024),
-        "mdlm": dict(vocab_size=50258, model_length=1024, hidden_dim=768, cond_dim=128, n_blocks=12, n_heads=12,
-                     dropout=0.0, time_conditioning=False),
+    "paper": {  # dlmkit/models/real_configs.py
+        "target": GPT2_XL,
+        "drafter": GPT2,
+        "mdlm": {**MDLM_OWT, "dropout": 0.0},
         "context": 512,
     },
     "tiny": {
