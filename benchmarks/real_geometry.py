@@ -10,10 +10,14 @@ token ids of the real vocabulary sizes, at small canvases and step counts:
              diffusion_generate (64-token canvas, 8 steps, the paper's sampling settings) ->
              anchors at 25% -> Qwen2.5-0.5B at full size (bf16, vocab 151936) -> load_ar ->
              forced_decode, chunked and stepwise (their tokens must agree)
+  bridge     Qwen2.5-32B geometry (1 of 64 layers, bf16, vocab 152064, untied) -> load_ar -> greedy
+             answer -> teacher-forced logit lens at the paper taps -> the lens tokens injected into
+             Dream-7B's canvas (1 layer) before step 0 (experiments/bridge's Injection hook)
   specdiff   mdlm-owt at full size (fp32, vocab 50258, 1024 positions) -> load_mdlm -> MDLMDrafter;
              gpt2-xl geometry (2 of 48 layers) target and gpt2 geometry (2 of 12 layers) drafter ->
              load_ar -> speculative_generate (MDLM drafter at T 1 and 0, AR drafter) and ar_generate;
-             greedy speculative output must equal greedy AR output
+             greedy speculative output must equal greedy AR output; a gpt2-large geometry judge
+             (2 of 36 layers) scores the outputs (judge_nll)
   self_spec  mdlm-owt at full size -> SelfSpecMDLM -> save/load of the trained parts -> one sampler
              step over the whole 1024-token canvas and one training loss + backward (batch 1)
   clsd       Qwen3.5-9B geometry (2 of 32 layers: one DeltaNet, one attention; bf16, vocab 248320)
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import subprocess
@@ -49,7 +54,7 @@ sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 from dlmkit.models.real_configs import with_layers  # noqa: E402
 
-CASES = ("inverse", "specdiff", "self_spec", "clsd")
+CASES = ("inverse", "bridge", "specdiff", "self_spec", "clsd")
 
 
 def _build(cls, config, dtype):
@@ -183,6 +188,7 @@ def case_inverse(tmp: Path) -> dict:
 def case_specdiff(tmp: Path) -> dict:
     from dlmkit.decoding.drafters import ARDrafter, MDLMDrafter
     from dlmkit.decoding.spec_loop import CachedLM, ar_generate, speculative_generate
+    from dlmkit.metrics.lm import judge_nll
     from dlmkit.models.ar import load_ar
     from dlmkit.models.mdlm import load_mdlm
 
@@ -206,9 +212,55 @@ def case_specdiff(tmp: Path) -> dict:
                               generator=torch.Generator().manual_seed(3))
     for result in (sampled, one_step, sd):
         assert len(result.tokens) == n and all(0 <= t < 50257 for t in result.tokens)
-    return {"target_calls_ar": greedy_ar.target_calls, "target_calls_specdiff_greedy": greedy_spec.target_calls,
+    del target, drafter, cached
+    _free()
+    judge, _ = load_ar(write_gpt2(tmp / "judge", "gpt2-large", 2), with_tokenizer=False)
+    scored = judge_nll([prefix + sampled.tokens, prefix + sd.tokens], judge, pad_token_id=50256)
+    assert scored.num_tokens == 2 * (len(prefix) + n - 1) and math.isfinite(scored.gen_ppl)
+    return {"judge_gen_ppl": scored.gen_ppl, "target_calls_ar": greedy_ar.target_calls,
+            "target_calls_specdiff_greedy": greedy_spec.target_calls,
             "accepted_t1": sum(sampled.accepted), "drafter_nfe_t2": sampled.drafter_nfe,
             "accepted_sd": sum(sd.accepted)}
+
+
+def case_bridge(tmp: Path) -> dict:
+    from dlmkit.decoding.diffusion import DreamSettings, diffusion_generate
+    from dlmkit.experiments.bridge.context import default_taps
+    from dlmkit.experiments.bridge.inject import Injection
+    from dlmkit.experiments.bridge.probe import greedy_answer
+    from dlmkit.models.ar import load_ar
+    from dlmkit.models.dream import load_dream
+    from dlmkit.models.logit_lens import teacher_forced_lens
+
+    large, _ = load_ar(write_qwen2(tmp / "ar_large", "qwen2.5-32b", 1), dtype=torch.bfloat16, with_tokenizer=False)
+    config = large.config
+    assert (config.vocab_size, config.hidden_size, config.tie_word_embeddings) == (152064, 5120, False)
+    gen = torch.Generator().manual_seed(0)
+    prompt = torch.randint(0, 151643, (16,), generator=gen).tolist()
+    answer, _ = greedy_answer(large, prompt, 8, [151645])
+    taps = default_taps("paper", 1)
+    full = torch.tensor([prompt + answer])
+    positions = [len(prompt) - 1 + k for k in range(len(answer))]
+    readout = teacher_forced_lens(large, full, positions, taps)
+    lens_ids = readout.top_ids[taps[-1]]
+    assert len(lens_ids) == len(answer) and all(0 <= t < 152064 for t in lens_ids)
+    assert all(0 < p <= 1 for p in readout.top_probs[taps[-1]])
+    del large, full
+    _free()
+
+    dream = load_dream(write_dream(tmp / "dream", 1), dtype=torch.bfloat16)
+    # Inject the lens tokens (those that are not Dream's mask) at their positions before step 0.
+    injected = {p: t for p, t in enumerate(lens_ids) if t != dream.mask_token_id}
+    hook = Injection(len(prompt), injected, dream.mask_token_id)
+    settings = DreamSettings(max_new_tokens=48, steps=4)
+    out = diffusion_generate(dream, torch.tensor([prompt]), max_new_tokens=settings.max_new_tokens,
+                             steps=settings.steps, alg=settings.alg, temperature=settings.temperature,
+                             top_p=settings.top_p, top_k=settings.top_k, eps=settings.eps, tokens_hook=hook,
+                             generator=gen)
+    assert hook.injected_changed == 0 and hook.permanence_violations == 0
+    assert all(int(out.generated[0, p]) == t for p, t in injected.items())
+    return {"taps": taps, "answer_len": len(answer), "injected": len(injected),
+            "max_lens_prob": max(readout.top_probs[taps[-1]])}
 
 
 def case_self_spec(tmp: Path) -> dict:
@@ -274,7 +326,8 @@ def case_clsd(tmp: Path) -> dict:
             "rounds": len(out.rounds), "verifier_calls": out.verifier_calls, "first_round": out.rounds[0]}
 
 
-CASE_FUNCTIONS = {"inverse": case_inverse, "specdiff": case_specdiff, "self_spec": case_self_spec, "clsd": case_clsd}
+CASE_FUNCTIONS = {"inverse": case_inverse, "bridge": case_bridge, "specdiff": case_specdiff,
+                  "self_spec": case_self_spec, "clsd": case_clsd}
 
 
 # --------------------------------------------------------------------------- running

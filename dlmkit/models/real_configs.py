@@ -8,6 +8,7 @@ in the form its constructor takes:
   dream-7b       DreamConfig fields (Qwen2.5-7B with bidirectional attention, untied head)
   qwen2.5-0.5b   transformers Qwen2Config kwargs (tied embeddings, 151936 rows)
   qwen2.5-1.5b   transformers Qwen2Config kwargs
+  qwen2.5-32b    transformers Qwen2Config kwargs (the bridge probe; untied, 152064 rows)
   gpt2*          transformers GPT2Config kwargs (vocabulary 50257)
   mdlm-owt       MDLMConfig fields (GPT-2's 50257 + the mask)
   qwen3.5-9b     qwen35.text_config kwargs (the text tower; vocabulary 248320)
@@ -38,6 +39,12 @@ QWEN25_15B = dict(vocab_size=151936, hidden_size=1536, intermediate_size=8960, n
                   rope_parameters={"rope_type": "default", "rope_theta": 1e6}, rms_norm_eps=1e-6,
                   tie_word_embeddings=True)
 
+# Qwen2.5-32B(-Instruct): the bridge probe (untied head, Dream's 152064-row table).
+QWEN25_32B = dict(vocab_size=152064, hidden_size=5120, intermediate_size=27648, num_hidden_layers=64,
+                  num_attention_heads=40, num_key_value_heads=8, max_position_embeddings=32768,
+                  rope_parameters={"rope_type": "default", "rope_theta": 1e6}, rms_norm_eps=1e-6,
+                  tie_word_embeddings=False)
+
 GPT2 = dict(vocab_size=50257, n_embd=768, n_layer=12, n_head=12, n_positions=1024)
 GPT2_LARGE = dict(vocab_size=50257, n_embd=1280, n_layer=36, n_head=20, n_positions=1024)
 GPT2_XL = dict(vocab_size=50257, n_embd=1600, n_layer=48, n_head=25, n_positions=1024)
@@ -58,6 +65,7 @@ REAL_CONFIGS = {
     "dream-7b": ("dream", "Dream-org/Dream-v0-Instruct-7B", DREAM_7B, "num_hidden_layers"),
     "qwen2.5-0.5b": ("qwen2", "Qwen/Qwen2.5-0.5B-Instruct", QWEN25_05B, "num_hidden_layers"),
     "qwen2.5-1.5b": ("qwen2", "Qwen/Qwen2.5-1.5B-Instruct", QWEN25_15B, "num_hidden_layers"),
+    "qwen2.5-32b": ("qwen2", "Qwen/Qwen2.5-32B-Instruct", QWEN25_32B, "num_hidden_layers"),
     "gpt2": ("gpt2", "gpt2", GPT2, "n_layer"),
     "gpt2-large": ("gpt2", "gpt2-large", GPT2_LARGE, "n_layer"),
     "gpt2-xl": ("gpt2", "gpt2-xl", GPT2_XL, "n_layer"),
