@@ -382,10 +382,11 @@ def main(argv=None) -> int:
         rss = f"{r['peak_rss_gib']:.2f}" if r["peak_rss_gib"] is not None else ""
         print(f"| {r['case']} | {'yes' if r['ok'] else 'NO'} | {seconds} | {rss} | {(r['error'] or '')[:120]} |")
     if args.json:
-        from dlmkit.results import atomic_write_json
+        from dlmkit.results import atomic_write_json, device_description, git_state, package_versions
 
-        atomic_write_json(args.json, {"cases": results, "torch": torch.__version__,
-                                      "threads": os.environ.get("OMP_NUM_THREADS")})
+        atomic_write_json(args.json, {"cases": results, "device": device_description("cpu"),
+                                      "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+                                      "versions": package_versions(), "git": git_state()})
     return 0 if all(r["ok"] for r in results) else 1
 
 
