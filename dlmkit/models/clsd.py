@@ -160,7 +160,9 @@ class CLSDDiT(nn.Module):
         c = self.t_embedder(t).to(x.dtype) + cond.to(x.dtype).expand(batch, -1)
         x = x + self.pos_embed[:, :length].to(x.dtype)
         position_ids = torch.arange(length, device=x.device)[None].expand(batch, -1)
-        position_embeddings = self.rotary_emb(x, position_ids)
+        # Qwen3.5's rotary takes one row of positions per rope grid, (3, B, L), as its text model passes
+        # them; transformers 5.17 (the GPU image's) indexes that shape and fails on (B, L).
+        position_embeddings = self.rotary_emb(x, position_ids[None].expand(3, -1, -1))
         mask = create_causal_mask(config=self.text, inputs_embeds=x, attention_mask=None, past_key_values=None,
                                   position_ids=position_ids)
         for block in self.blocks:
