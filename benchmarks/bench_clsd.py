@@ -92,6 +92,32 @@ def one_block(verifier, dit, read_tokens, cache, cond, candidates: int, block_le
     return 1000 * (t1 - t0), 1000 * (time.perf_counter() - t1)
 
 
+def measure_blocks(config, device: str, dtype, *, candidates: int, block_len: int, euler_steps: int,
+                   prompt_len: int, repeats: int, warmup: int = 2, deadline: float | None = None):
+    """([(draft ms, score ms)] of `repeats` rounds after `warmup` untimed ones, facts about the models).
+    With a deadline (a time.perf_counter() value) the timed rounds stop early, keeping at least one."""
+    torch.manual_seed(0)
+    verifier, dit = build_models(config, device, dtype)
+    info = {"verifier_params": sum(p.numel() for p in verifier.parameters()),
+            "dit_params": sum(p.numel() for p in dit.parameters()), "dit_layers": len(dit.blocks),
+            "deltanet_layers": dit.layer_types.count("linear_attention"),
+            "attention_layers": dit.layer_types.count("full_attention"),
+            "deltanet_path": "flash-linear-attention" if importlib.util.find_spec("fla") else "torch fallback"}
+    prompt = torch.randint(0, config.vocab_size, (1, prompt_len), device=device)
+    with torch.no_grad():
+        out = verifier.model(input_ids=prompt, use_cache=True)
+    cache, cond = output_cache(out), out.last_hidden_state[:, -1]
+    read_tokens = NearestEmbedding(verifier.get_input_embeddings().weight)  # made once, as inference does
+    times = []
+    for i in range(repeats + warmup):
+        if i > warmup and deadline is not None and time.perf_counter() + sum(times[-1]) / 1e3 > deadline:
+            break
+        result = one_block(verifier, dit, read_tokens, cache, cond, candidates, block_len, euler_steps, device)
+        if i >= warmup:
+            times.append(result)
+    return times, info
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="tiny", help="tiny (CPU) or qwen3.5-9b (a GPU with ~30 GB free)")
@@ -112,24 +138,11 @@ def main(argv=None) -> int:
     config = build_config(args.config)
     if args.config != "tiny" and not device.startswith("cuda"):
         raise UserError(f"--config {args.config} needs a GPU; pass --device cuda, or --config tiny on a CPU")
-    torch.manual_seed(0)
-    verifier, dit = build_models(config, device, dtype)
-    fla = importlib.util.find_spec("fla") is not None
-    print(f"config {args.config}: verifier {sum(p.numel() for p in verifier.parameters()) / 1e9:.3f}B params, "
-          f"DiT {sum(p.numel() for p in dit.parameters()) / 1e9:.3f}B ({len(dit.blocks)} layers: "
-          f"{dit.layer_types.count('linear_attention')} DeltaNet + {dit.layer_types.count('full_attention')} "
-          f"attention), {dtype}, {device}; DeltaNet path: {'flash-linear-attention' if fla else 'torch fallback'}")
-    prompt = torch.randint(0, config.vocab_size, (1, args.prompt_len), device=device)
-    with torch.no_grad():
-        out = verifier.model(input_ids=prompt, use_cache=True)
-    cache, cond = output_cache(out), out.last_hidden_state[:, -1]
-    read_tokens = NearestEmbedding(verifier.get_input_embeddings().weight)  # made once, as inference does
-    times = []
-    for i in range(args.repeats + 2):
-        result = one_block(verifier, dit, read_tokens, cache, cond, args.candidates, args.block_len,
-                           args.euler_steps, device)
-        if i >= 2:
-            times.append(result)
+    times, info = measure_blocks(config, device, dtype, candidates=args.candidates, block_len=args.block_len,
+                                 euler_steps=args.euler_steps, prompt_len=args.prompt_len, repeats=args.repeats)
+    print(f"config {args.config}: verifier {info['verifier_params'] / 1e9:.3f}B params, "
+          f"DiT {info['dit_params'] / 1e9:.3f}B ({info['dit_layers']} layers: {info['deltanet_layers']} DeltaNet + "
+          f"{info['attention_layers']} attention), {dtype}, {device}; DeltaNet path: {info['deltanet_path']}")
     draft_ms = statistics.median(t[0] for t in times)
     score_ms = statistics.median(t[1] for t in times)
     total = statistics.median(t[0] + t[1] for t in times)

@@ -78,22 +78,30 @@ def roofline_seconds(config, canvas: int, batch: int, bytes_per_param: int, peak
     return flops, nbytes, max(flops / peak_flops, nbytes / peak_bw)
 
 
-def measured_cpu_peaks(dtype, size: int = 1024, copy_bytes: int = 1 << 28) -> tuple[float, float]:
-    """This CPU's matmul FLOP/s and copy bandwidth, measured now, for an honest CPU roofline."""
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+def measured_peaks(dtype, device="cpu", size: int = 1024, copy_bytes: int = 1 << 28) -> tuple[float, float]:
+    """This device's matmul FLOP/s (size^2 operands of `dtype`) and copy bandwidth (read + write),
+    measured now, for an honest roofline. On a GPU pass sizes that fill it (e.g. 8192, 4 GB)."""
+    device = torch.device(device)
+    a = torch.randn(size, size, dtype=dtype, device=device)
+    b = torch.randn(size, size, dtype=dtype, device=device)
     a @ b
-    start = time.perf_counter()
-    for _ in range(5):
-        a @ b
-    flops = 5 * 2 * size**3 / (time.perf_counter() - start)
-    src = torch.empty(copy_bytes // 4, dtype=torch.float32)
+    with Timer(device) as t:
+        for _ in range(5):
+            a @ b
+    flops = 5 * 2 * size**3 / t.seconds
+    del a, b
+    src = torch.randn(copy_bytes // 4, dtype=torch.float32, device=device)  # random, not zeros (METHOD.md)
     dst = torch.empty_like(src)
     dst.copy_(src)
-    start = time.perf_counter()
-    for _ in range(3):
-        dst.copy_(src)
-    bandwidth = 3 * 2 * copy_bytes / (time.perf_counter() - start)  # read + write
+    with Timer(device) as t:
+        for _ in range(3):
+            dst.copy_(src)
+    bandwidth = 3 * 2 * copy_bytes / t.seconds  # read + write
     return flops, bandwidth
+
+
+def measured_cpu_peaks(dtype, size: int = 1024, copy_bytes: int = 1 << 28) -> tuple[float, float]:
+    return measured_peaks(dtype, "cpu", size, copy_bytes)
 
 
 class Timer:

@@ -50,17 +50,16 @@ from dlmkit.decoding.forced import forced_decode, forced_decode_naive  # noqa: E
 from dlmkit.cli import run_main, synchronize  # noqa: E402
 from dlmkit.errors import UserError  # noqa: E402
 from dlmkit.data.published import ANCHORS_FILE as PUBLISHED  # noqa: E402
+from dlmkit.models.real_configs import QWEN25_05B  # noqa: E402
+
 
 CONFIGS = {
     # A small random Qwen2 that runs on one CPU thread in well under a minute for 20 prompts.
     "tiny": dict(vocab_size=1024, hidden_size=128, intermediate_size=352, num_hidden_layers=4,
                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
                  tie_word_embeddings=True),
-    # Qwen2.5-0.5B(-Instruct) geometry: 494 M parameters, tied embeddings.
-    "qwen2.5-0.5b": dict(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
-                         num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768,
-                         rope_parameters={"rope_type": "default", "rope_theta": 1e6}, rms_norm_eps=1e-6,
-                         tie_word_embeddings=True),
+    # Qwen2.5-0.5B(-Instruct) geometry: 494 M parameters, tied embeddings (dlmkit/models/real_configs.py).
+    "qwen2.5-0.5b": QWEN25_05B,
 }
 
 
@@ -69,7 +68,7 @@ def parse_args(argv=None):
     p.add_argument("--config", choices=sorted(CONFIGS), default="tiny",
                    help="random AR: tiny (CPU) or the Qwen2.5-0.5B geometry in bf16 (GPU) (default tiny)")
     p.add_argument("--anchors", type=Path, help="JSONL of our own runs instead of the published patterns")
-    p.add_argument("--published", type=Path, default=PUBLISHED, help=f"published patterns (default {PUBLISHED})")
+    p.add_argument("--published", type=Path, default=PUBLISHED, help="published patterns (default: the copy shipped in dlmkit/data/published)")
     p.add_argument("--limit", type=int, help="replay only the first N prompts")
     p.add_argument("--fractions", type=float, nargs="+", default=[0.10, 0.25],
                    help="step fractions to replay (default 0.10 0.25)")

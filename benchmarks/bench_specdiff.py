@@ -39,7 +39,6 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -47,17 +46,18 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from dlmkit.cli import (OneLineParser, positive_int, probability, resolve_device, resolve_dtype,  # noqa: E402
-                        run_main, synchronize)
+                        run_main)
 from dlmkit.errors import UserError  # noqa: E402
 from dlmkit.models.cache import cache_kwargs  # noqa: E402
+from dlmkit.models.real_configs import GPT2, GPT2_XL, MDLM_OWT  # noqa: E402
 from dlmkit.results import atomic_write_json, markdown_table  # noqa: E402
+from dlmkit.timing import time_calls  # noqa: E402
 
 CONFIGS = {
-    "paper": {
-        "target": dict(vocab_size=50257, n_embd=1600, n_layer=48, n_head=25, n_positions=1024),
-        "drafter": dict(vocab_size=50257, n_embd=768, n_layer=12, n_head=12, n_positions=1024),
-        "mdlm": dict(vocab_size=50258, model_length=1024, hidden_dim=768, cond_dim=128, n_blocks=12, n_heads=12,
-                     dropout=0.0, time_conditioning=False),
+    "paper": {  # dlmkit/models/real_configs.py
+        "target": GPT2_XL,
+        "drafter": GPT2,
+        "mdlm": {**MDLM_OWT, "dropout": 0.0},
         "context": 512,
     },
     "tiny": {
@@ -101,20 +101,17 @@ def parse_args(argv=None):
 STAT = {"median": statistics.median, "min": min}
 
 
-def time_ms(fn, device, repeats: int, warmup: int, stat: str = "median") -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append(1000 * (time.perf_counter() - start))
-    return STAT[stat](times)
+def time_ms(fn, device, repeats: int, warmup: int, stat: str = "median", spread: dict | None = None,
+            key: str | None = None) -> float:
+    """The --stat of `repeats` timed calls; with `spread`, also spread[key] = median/min/max/n."""
+    timing = time_calls(fn, device, repeats, warmup)
+    if spread is not None:
+        spread[key] = timing.to_dict()
+    return STAT[stat](timing.samples_ms)
 
 
-def cached_forward_ms(model, context: int, width: int, device, repeats: int, warmup: int, stat: str) -> float:
+def cached_forward_ms(model, context: int, width: int, device, repeats: int, warmup: int, stat: str,
+                      spread: dict | None = None, key: str | None = None) -> float:
     """A forward of `width` new tokens over a DynamicCache holding `context` tokens (cropped back after
     every call, as the speculative loop does after a rejection)."""
     from transformers import DynamicCache
@@ -131,35 +128,49 @@ def cached_forward_ms(model, context: int, width: int, device, repeats: int, war
             model(input_ids=new, use_cache=True, logits_to_keep=width, **cache_kwargs(cache))
             cache.crop(-width)
 
-        return time_ms(call, device, repeats, warmup, stat)
+        return time_ms(call, device, repeats, warmup, stat, spread, key)
 
 
-def mdlm_call_ms(model, device, repeats: int, warmup: int, stat: str) -> float:
+def mdlm_call_ms(model, device, repeats: int, warmup: int, stat: str, spread: dict | None = None) -> float:
     length, mask = model.config.model_length, model.mask_id
     canvas = torch.randint(0, mask, (1, length), generator=torch.Generator().manual_seed(0)).to(device)
     canvas[:, -8:] = mask
     with torch.no_grad():
-        return time_ms(lambda: model(canvas), device, repeats, warmup, stat)
+        return time_ms(lambda: model(canvas), device, repeats, warmup, stat, spread, "mdlm_call_ms")
 
 
 def measure(config: dict, context: int, gammas: list[int], device, dtype, repeats: int, warmup: int,
-            stat: str = "median") -> dict:
+            stat: str = "median", spread: dict | None = None) -> dict:
+    """Per-call costs in ms (see the module docstring); with `spread`, each call's median/min/max/n
+    lands there under the same key (the verify calls as target_verify_ms_G)."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from dlmkit.models.mdlm import MDLM, MDLMConfig
 
+    def build(cls, cfg):  # made on the device in its dtype: no CPU copy of gpt2-xl
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(dtype)
+        try:
+            with torch.device(device):
+                return cls(cfg).eval()
+        finally:
+            torch.set_default_dtype(previous)
+
     costs = {}
     torch.manual_seed(0)
-    target = GPT2LMHeadModel(GPT2Config(**config["target"])).to(device=device, dtype=dtype).eval()
-    costs["target_step_ms"] = cached_forward_ms(target, context, 1, device, repeats, warmup, stat)
-    costs["target_verify_ms"] = {g: cached_forward_ms(target, context, g + 1, device, repeats, warmup, stat)
+    target = build(GPT2LMHeadModel, GPT2Config(**config["target"]))
+    costs["target_step_ms"] = cached_forward_ms(target, context, 1, device, repeats, warmup, stat, spread,
+                                                "target_step_ms")
+    costs["target_verify_ms"] = {g: cached_forward_ms(target, context, g + 1, device, repeats, warmup, stat, spread,
+                                                      f"target_verify_ms_{g}")
                                  for g in gammas}
     del target
-    drafter = GPT2LMHeadModel(GPT2Config(**config["drafter"])).to(device=device, dtype=dtype).eval()
-    costs["drafter_token_ms"] = cached_forward_ms(drafter, context, 1, device, repeats, warmup, stat)
+    drafter = build(GPT2LMHeadModel, GPT2Config(**config["drafter"]))
+    costs["drafter_token_ms"] = cached_forward_ms(drafter, context, 1, device, repeats, warmup, stat, spread,
+                                                  "drafter_token_ms")
     del drafter
-    mdlm = MDLM(MDLMConfig(**config["mdlm"])).to(device=device, dtype=dtype).eval()
-    costs["mdlm_call_ms"] = mdlm_call_ms(mdlm, device, repeats, warmup, stat)
+    mdlm = build(MDLM, MDLMConfig(**config["mdlm"]))
+    costs["mdlm_call_ms"] = mdlm_call_ms(mdlm, device, repeats, warmup, stat, spread)
     return costs
 
 

@@ -161,7 +161,9 @@ class CLSDDiT(nn.Module):
         c = self.t_embedder(t).to(x.dtype) + cond.to(x.dtype).expand(batch, -1)
         x = x + self.pos_embed[:, :length].to(x.dtype)
         position_ids = torch.arange(length, device=x.device)[None].expand(batch, -1)
-        position_embeddings = self.rotary_emb(x, position_ids)
+        # Qwen3.5's rotary takes one row of positions per rope grid, (3, B, L), as its text model passes
+        # them; transformers 5.17 (the GPU image's) indexes that shape and fails on (B, L).
+        position_embeddings = self.rotary_emb(x, position_ids[None].expand(3, -1, -1))
         mask = create_causal_mask(config=self.text, inputs_embeds=x, attention_mask=None, **cache_kwargs(None),
                                   position_ids=position_ids)
         for block in self.blocks:
@@ -173,9 +175,12 @@ class CLSDDiT(nn.Module):
 
 
 def embedding_scale(verifier) -> float:
-    """RMS of the verifier's input-embedding matrix: the data scale of the flow."""
-    weight = verifier.get_input_embeddings().weight.detach().float()
-    return float(weight.pow(2).mean().sqrt())
+    """RMS of the verifier's input-embedding matrix: the data scale of the flow. Summed a chunk of
+    rows at a time: a float32 copy of the whole table and its square would be 8 GB at 9B (found by
+    benchmarks/real_geometry.py)."""
+    weight = verifier.get_input_embeddings().weight.detach()
+    total = sum(float(rows.float().pow(2).sum(dtype=torch.float64)) for rows in weight.split(4096))
+    return (total / weight.numel()) ** 0.5
 
 
 def graft(verifier, source_indices=None, *, block_len: int = 128) -> CLSDDiT:
@@ -222,11 +227,12 @@ def load_dit(directory: Path, device: str = "cpu", dtype=None) -> CLSDDiT:
 class NearestEmbedding:
     """Reads tokens off drafts: the ids of the nearest rows (L2) of an embedding matrix (V, H).
     The float32 table and its squared norms are made once, not per round (at 9B the table is
-    248320 x 4096)."""
+    248320 x 4096: 4 GB in float32). The squared norms are summed a chunk of rows at a time, so no
+    second table-sized temporary is made (found by benchmarks/real_geometry.py: +4 GB at 9B)."""
 
     def __init__(self, embedding: torch.Tensor, chunk: int = 4096):
         self.table = embedding.float()
-        self.norms = self.table.pow(2).sum(-1)
+        self.norms = torch.cat([rows.pow(2).sum(-1) for rows in self.table.split(chunk)])
         self.chunk = chunk
 
     def __call__(self, embeds: torch.Tensor) -> torch.Tensor:

@@ -29,10 +29,8 @@ from torch import nn
 
 from dlmkit.errors import UserError
 from dlmkit.models.hub import checkpoint_dir
-
-# Dream-7B's special tokens (Qwen2 vocabulary).
-DREAM_MASK_TOKEN_ID = 151666  # <|mask|>
-DREAM_EOS_TOKEN_ID = 151643  # <|endoftext|>, also pad and bos
+# Dream-7B's geometry and special tokens (Qwen2 vocabulary) live with the other real sizes.
+from dlmkit.models.real_configs import DREAM_7B, DREAM_EOS_TOKEN_ID, DREAM_MASK_TOKEN_ID
 
 # ---------------------------------------------------------------------------------------
 # Config
@@ -112,13 +110,8 @@ DREAM_SIZES = {
     "tiny": dict(vocab_size=384, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
                  mask_token_id=380, pad_token_id=381, bos_token_id=381, eos_token_id=381),
-    # Dream-v0-7B = Qwen2.5-7B geometry, untied head.
-    "dream-7b": dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
-                     num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=131072,
-                     rope_theta=1e6, rms_norm_eps=1e-6, tie_word_embeddings=False,
-                     mask_token_id=DREAM_MASK_TOKEN_ID, pad_token_id=DREAM_EOS_TOKEN_ID,
-                     bos_token_id=DREAM_EOS_TOKEN_ID, eos_token_id=DREAM_EOS_TOKEN_ID,
-                     torch_dtype="bfloat16"),
+    # Dream-v0-7B = Qwen2.5-7B geometry, untied head (models/real_configs.py).
+    "dream-7b": DREAM_7B,
 }
 
 

@@ -21,13 +21,7 @@ from safetensors.torch import load_file
 
 from dlmkit.errors import UserError
 from dlmkit.models.hub import checkpoint_dir
-
-# The 9B text tower (REFERENCE.md section 4; the rest are transformers' defaults, which
-# are Qwen3.5-9B's): hidden 4096, 32 layers, every 4th full attention, vocab 248320.
-QWEN35_9B = dict(vocab_size=248320, hidden_size=4096, num_hidden_layers=32, intermediate_size=12288,
-                 num_attention_heads=16, num_key_value_heads=4, head_dim=256, linear_num_key_heads=16,
-                 linear_num_value_heads=32, linear_key_head_dim=128, linear_value_head_dim=128,
-                 tie_word_embeddings=False)
+from dlmkit.models.real_configs import QWEN35_9B  # the 9B text tower (REFERENCE.md section 4)
 
 # The tiny verifier: 16 hybrid layers of width 64 (12 DeltaNet + 4 attention), tied
 # embeddings to keep the shipped checkpoint small.
@@ -57,7 +51,7 @@ def text_config(vocab_size: int | None = None, *, rope_theta: float = 10_000.0, 
 
 def qwen35_9b_config():
     """Qwen3.5-9B's text tower as a config (for shapes and benchmarks; no weights)."""
-    return text_config(rope_theta=10_000_000.0, partial_rotary_factor=0.25, **QWEN35_9B)
+    return text_config(**QWEN35_9B)
 
 
 def text_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
