@@ -473,6 +473,8 @@ class Run:
             lines += ["Findings:"] + [f"  - {note}" for note in self.summary["notes"]] + [""]
         lines.append(f"Tables ({len(self.summary['tables'])}, full rows in summary.json): "
                      + ", ".join(self.summary["tables"]))
+        if self.summary["timings"]:
+            lines.append("Timings (measured here, beside the tables): " + ", ".join(self.summary["timings"]))
         files = sorted(p.name for p in self.dir.iterdir() if p.is_file() and not p.name.startswith("."))
         lines.append(f"Files in {self.dir}/: " + ", ".join(files))
         return "\n".join(lines)
