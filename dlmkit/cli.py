@@ -167,8 +167,9 @@ def build_parser(prog: str, description: str, *, phases: list[str], roles: list[
     shared.add_argument("--dtype", choices=DTYPES, default="auto",
                         help="model dtype; auto is bfloat16 on CUDA and float32 on CPU")
     shared.add_argument("--threads", type=positive_int, default=None, metavar="N",
-                        help="torch CPU threads (default: OMP_NUM_THREADS if set, else 1 on CPU: the tiny models "
-                             "gain little from more, and on a shared machine extra threads multiply the time)")
+                        help="torch CPU threads (default: OMP_NUM_THREADS if set, else the cores idle at the start, the "
+                             "cores minus the load average, at least 1: on a shared machine extra threads multiply "
+                             "the time)")
     shared.add_argument("--seed", type=int, default=default_seed, help="seed for data order and sampling")
     shared.add_argument("--resume", action="store_true",
                         help="continue the run in --out, skipping finished items")
@@ -214,14 +215,26 @@ def resolve_device(name: str = "auto") -> str:
     raise UserError(f"unknown --device {name!r}; pass auto, cpu, cuda or cuda:N")
 
 
+def idle_cores(cores: int | None = None, load: float | None = None) -> int:
+    """The cores nobody else is using now: all of this process's cores minus the 1-minute load
+    average, rounded, at least 1. On the tiny preset one thread per idle core is fastest: on a
+    quiet 2-core machine 2 threads bring `run_full_suite.py --subset 2` from 93 s to about 67 s,
+    while at load 2.4-3.5 a second thread made 8 prompts x 16 Dream steps 2.4x slower (3.6-4.5 s
+    wall against 1.5 s): threads beyond the idle cores only fight the other jobs."""
+    cores = cores if cores is not None else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+        else (os.cpu_count() or 1)
+    load = load if load is not None else (os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0)
+    return max(1, min(cores, int(cores - load + 0.5)))
+
+
 def set_threads(threads: int | None, device: str) -> int:
-    """torch's intra-op threads: --threads, else OMP_NUM_THREADS when set, else 1 on CPU (measured on the tiny
-    preset, 8 prompts x 16 Dream steps on a 2-core machine at load 2.4-3.5: 1 thread 1.6 s wall / 1.6 s CPU,
-    2 threads 3.6-4.5 s wall / 3.8-5.0 s CPU); a GPU run keeps torch's default."""
+    """torch's intra-op threads: --threads, else OMP_NUM_THREADS when set, else the idle cores on CPU
+    (idle_cores: so a busy machine costs time in proportion to its load, not a multiple of it);
+    a GPU run keeps torch's default."""
     import torch
 
     if threads is None and device == "cpu" and not os.environ.get("OMP_NUM_THREADS"):
-        threads = 1
+        threads = idle_cores()
     if threads is not None:
         torch.set_num_threads(threads)
     return torch.get_num_threads()

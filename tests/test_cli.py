@@ -96,8 +96,13 @@ def test_list_and_probability_flag_types():
             probability(bad)
 
 
-def test_threads_default_to_one_on_cpu_and_follow_the_flag():
-    from dlmkit.cli import set_threads
+def test_threads_default_to_the_idle_cores_on_cpu_and_follow_the_flag(monkeypatch):
+    from dlmkit import cli
+    from dlmkit.cli import idle_cores, set_threads
+
+    assert idle_cores(2, 0.2) == 2 and idle_cores(2, 1.0) == 1 and idle_cores(2, 3.5) == 1
+    assert idle_cores(16, 4.2) == 12 and idle_cores(1, 0.0) == 1
+    monkeypatch.setattr(cli, "idle_cores", lambda: 1)  # a busy machine
 
     before = torch.get_num_threads()
     try:
