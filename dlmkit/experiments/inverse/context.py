@@ -43,7 +43,7 @@ class Context(DreamRole):
         self.dream, self.fractions, self.published_dir = settings.dream, settings.fractions, settings.published_dir
         self._cache: dict = {}
         self.check_vocabularies(list(specs))
-        if set(job.phases) & SCORING_PHASES and any(item["task"] == "humaneval" for item in self.items()):
+        if set(job.phases) & SCORING_PHASES:  # every stratum subset holds HumanEval-like prompts
             check_available()  # the HumanEval sandbox: one line naming bubblewrap now, not after phase A
         if job.phases and "A" not in job.phases:
             if job.overwrite:
