@@ -10,8 +10,8 @@ from tokenizers import Tokenizer
 from dlmkit.data.benchmarks import tiny_prompts
 from dlmkit.data.tinyworld import GSM8K_SUFFIX, HUMANEVAL_PREFIX, LETTERS, MC_SUFFIX, STRATA, TinyWorld
 from dlmkit.data.tinyworld2 import (ATTRIBUTES, CONCLUSIONS, DOC_SENTENCES, FRAMES, MOST_FRAMES, N_HELDOUT,
-                                    OPENERS, Gazetteer, TinyWorld2, role_text_stream, states_fact, tiny_world,
-                                    town_names)
+                                    OPENERS, Gazetteer, TinyWorld2, content_flags, content_spans, role_text_stream,
+                                    states_fact, tiny_world, town_names)
 from dlmkit.errors import UserError
 from dlmkit.metrics.answers import check_answer
 from dlmkit.presets import TINY_TOKENIZER
@@ -206,7 +206,7 @@ def test_formats_of_each_stratum_are_generation_ones(prompts):
 def test_content_spans_are_the_facts_and_the_letter(prompts):
     item = next(i for i in prompts if i["task"] == "mmlu" and i["difficulty"] == "easy")
     value, letter = (item["target"][a:b] for a, b in item["content"])
-    assert value.strip() == item["choices"][LETTERS.index(item["answer"])] and letter == item["answer"]
+    assert value == item["choices"][LETTERS.index(item["answer"])] and letter == item["answer"]
 
 
 def test_fact_probes_cover_every_heldout_fact_and_check_the_value(world):
@@ -216,3 +216,19 @@ def test_fact_probes_cover_every_heldout_fact_and_check_the_value(world):
         assert states_fact(probe, probe["target"])
         other = next(v for v in ATTRIBUTES[probe["facts"][0][1]][1] if v != probe["value"])
         assert not states_fact(probe, f"Well, {other} is the thing. {probe['value']} is not.")
+
+
+def test_content_rule_covers_the_reference_content_and_flags_tokens(prompts, bpe):
+    for item in prompts:
+        found = content_spans(item["task"], item["target"])
+        for a, b in item["content"]:
+            assert any(x <= a and b <= y for x, y in found), (item["id"], item["target"][a:b])
+        if item["task"] in ("mmlu", "arc"):
+            assert sorted(map(tuple, item["content"])) == found
+    item = next(i for i in prompts if i["task"] == "arc" and i["difficulty"] == "easy")
+    ids = bpe.encode(item["target"]).ids
+    pieces = [bpe.decode([i]) for i in ids]
+    flags = content_flags(item["task"], pieces)
+    assert [p.strip() for p, f in zip(pieces, flags) if f] == [item["target"][a:b] for a, b in item["content"]]
+    assert content_flags("gsm8k", ["So", " 4", " +", " 9", " =", " 13", "."]) == [False, True, False, True,
+                                                                                   False, True, False]

@@ -82,14 +82,16 @@ lead comes in three phrasings; the last line is "#### N". HumanEval: the body fi
 the constant to one of three names (k, m, c: same length) and then uses it.
 
 Every item carries `content`: the character spans of its reference answer that the fact
-base determines (values, the letter, numbers derived from facts, the code constant), so a
-run can count the content share of its anchors, and `paraphrase`: the indices of the
-phrasings drawn (the test checks that they are equiprobable).
+base determines (values, the letter, numbers derived from facts, the code constant), and
+`paraphrase`: the indices of the phrasings drawn (the test checks that they are
+equiprobable). `content_spans` / `content_flags` find the same kinds of spans in any answer,
+a model's included, token by token: what a run counts as the content share of its anchors.
 """
 
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -263,10 +265,12 @@ def _options(rng: random.Random, correct: str, pool: list[str]) -> tuple[list[st
     return choices, LETTERS[choices.index(correct)]
 
 
-def _mc_answer(rng: random.Random, value: str, noun: str, be: str, letter: str, frames=FRAMES):
-    """OPENER VALUE FRAME CONCLUSION LETTER, each paraphrase slot drawn uniformly."""
+def _mc_answer(rng: random.Random, values: list[str], noun: str, be: str, letter: str, frames=FRAMES):
+    """OPENER VALUE(S) FRAME CONCLUSION LETTER, each paraphrase slot drawn uniformly."""
     o, f, c = rng.randrange(3), rng.randrange(3), rng.randrange(3)
-    ans = _Answer().add(OPENERS[o]).add(" " + value, content=True)
+    ans = _Answer().add(OPENERS[o])
+    for i, value in enumerate(values):
+        ans.add(" and " if i else " ").add(value, content=True)
     ans.add(frames[f].format(be=be, noun=noun))
     conclusion = CONCLUSIONS[c].format(letter="\0")
     head, tail = conclusion.split("\0")
@@ -285,7 +289,7 @@ def _mmlu(g: Gazetteer, rng: random.Random, towns, difficulty: str) -> dict:
         noun, values = ATTRIBUTES[attr]
         choices, letter = _options(rng, facts[attr], list(values))
         question = MMLU_QUESTIONS[attr].format(town=town)
-        ans, para = _mc_answer(rng, facts[attr], noun, "is", letter)
+        ans, para = _mc_answer(rng, [facts[attr]], noun, "is", letter)
         asked = [(town, attr)]
     else:  # two facts at once
         a1, a2 = sorted(rng.sample(MMLU_ATTRIBUTES, 2), key=MMLU_ATTRIBUTES.index)
@@ -298,7 +302,7 @@ def _mmlu(g: Gazetteer, rng: random.Random, towns, difficulty: str) -> dict:
                 pool.add(pair)
         choices, letter = _options(rng, correct, sorted(pool))
         question = f"Which {n1} and which {n2} belong to {town}?"
-        ans, para = _mc_answer(rng, correct, f"{n1} and {n2}", "are", letter)
+        ans, para = _mc_answer(rng, [facts[a1], facts[a2]], f"{n1} and {n2}", "are", letter)
         asked = [(town, a1), (town, a2)]
     return {"prompt": _mc_prompt(question, choices), "answer": letter, "choices": choices, "target": ans.text,
             "content": ans.content, "paraphrase": para, "facts": asked}
@@ -311,7 +315,7 @@ def _arc(g: Gazetteer, rng: random.Random, towns, difficulty: str) -> dict:
         noun, values = ATTRIBUTES[attr]
         value = g.facts[town][attr]
         choices, letter = _options(rng, value, list(values))
-        ans, para = _mc_answer(rng, value, noun, "is", letter)
+        ans, para = _mc_answer(rng, [value], noun, "is", letter)
         question = ARC_QUESTIONS[attr].format(town=town)
         asked = [(town, attr)]
     else:  # which of four towns has the most bells (drawn until the maximum is unique)
@@ -325,7 +329,7 @@ def _arc(g: Gazetteer, rng: random.Random, towns, difficulty: str) -> dict:
         rng.shuffle(choices)
         letter = LETTERS[choices.index(best)]
         o, f, c = rng.randrange(3), rng.randrange(3), rng.randrange(3)
-        ans = _Answer().add(OPENERS[o]).add(" " + best, content=True).add(MOST_FRAMES[f])
+        ans = _Answer().add(OPENERS[o] + " ").add(best, content=True).add(MOST_FRAMES[f])
         head, tail = CONCLUSIONS[c].format(letter="\0").split("\0")
         ans.add(head).add(letter, content=True).add(tail)
         para = [o, f, c]
@@ -522,7 +526,7 @@ class TinyWorld2:
                 value = self.gazetteer.facts[town][attr]
                 choices, letter = _options(rng, value, list(values))
                 question = {**MMLU_QUESTIONS, **ARC_QUESTIONS}[attr].format(town=town)
-                ans, para = _mc_answer(rng, value, noun, "is", letter)
+                ans, para = _mc_answer(rng, [value], noun, "is", letter)
                 task = "mmlu" if attr in MMLU_ATTRIBUTES else "arc"
                 prompt = _mc_prompt(question, choices)
                 out.append({"id": f"tiny2-probe-{town}-{attr}", "task": task, "difficulty": "easy",
@@ -543,6 +547,34 @@ def states_fact(item: dict, response: str) -> bool:
         if word.lower() in values:
             return word.lower() == item["value"]
     return False
+
+
+_VALUE_WORDS = sorted({v for _, values in ATTRIBUTES.values() for v in values if not v.isdigit()}, key=len,
+                      reverse=True)
+_MC_CONTENT = re.compile(r"\b(?:\d+|[A-D]|" + "|".join(_VALUE_WORDS) + "|" + "|".join(town_names()) + r")\b",
+                         re.IGNORECASE)
+_NUMBER = re.compile(r"\b\d+\b")
+
+
+def content_spans(task: str, text: str) -> list[tuple[int, int]]:
+    """Character spans of any answer (a model's or the reference) that name fact-base content:
+    in multiple choice, attribute values, town names, numbers and the letter; in GSM8K and
+    code, numbers (facts and what follows from them; town names there are copies of the prompt).
+    On the reference answers this covers every span of the item's `content` (tested)."""
+    pattern = _MC_CONTENT if task in ("mmlu", "arc") else _NUMBER
+    return [m.span() for m in pattern.finditer(text)]
+
+
+def content_flags(task: str, token_texts: list[str]) -> list[bool]:
+    """Per token (its decoded text, in order): whether it overlaps a content span of the joined
+    text. The run's anchors are counted with this: the content share of the anchors."""
+    spans = content_spans(task, "".join(token_texts))
+    flags, start = [], 0
+    for piece in token_texts:
+        end = start + len(piece)
+        flags.append(any(a < end and start < b for a, b in spans) and bool(piece.strip()))
+        start = end
+    return flags
 
 
 def role_text_stream(world: TinyWorld2, role: str, n_chat: int, per_town: int = 8, split: str = "train"
