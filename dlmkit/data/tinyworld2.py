@@ -95,8 +95,8 @@ import re
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from dlmkit.data.tinyworld import (DIFFICULTIES, FILLER, GSM8K_SUFFIX, HUMANEVAL_PREFIX, LETTERS, MC_SUFFIX,
-                                   NAMES, SPLITS, STRATA, THINGS)
+from dlmkit.data.tinyworld import (DIFFICULTIES, FILLER, GSM8K_SUFFIX, HUMANEVAL_PREFIX, LETTERS, MC_SUFFIX, NAMES,
+                                   SPLITS, STRATA, THINGS)
 from dlmkit.errors import UserError
 
 GENERATION = 2
@@ -246,7 +246,7 @@ class _Answer:
         self.text = ""
         self.content: list[tuple[int, int]] = []
 
-    def add(self, piece: str, content: bool = False) -> "_Answer":
+    def add(self, piece: str, content: bool = False) -> _Answer:
         if content:
             self.content.append((len(self.text), len(self.text) + len(piece)))
         self.text += piece
@@ -401,19 +401,19 @@ _FUNCTIONS = {
                      "return s * {v}", lambda r: r.choice(["ab", "x", "hi", "cat"])),
     "sum_plus_bells": ("medium", "xs", "Return the sum of the numbers in xs plus the number of bells in {town}.",
                        "return sum(xs) + {v}", lambda r: [r.randint(0, 9) for _ in range(r.randint(1, 4))]),
-    "scale_by_bells": ("medium", "xs", "Return a list with every number in xs multiplied by the number of bells "
-                       "in {town}.", "return [x * {v} for x in xs]",
+    "scale_by_bells": ("medium", "xs", ("Return a list with every number in xs multiplied by the number of bells "
+                        "in {town}."), "return [x * {v} for x in xs]",
                        lambda r: [r.randint(0, 9) for _ in range(r.randint(1, 4))]),
-    "keep_above_bells": ("medium", "xs", "Return the numbers in xs that are greater than the number of bells "
-                         "in {town}.", "return [x for x in xs if x > {v}]",
+    "keep_above_bells": ("medium", "xs", ("Return the numbers in xs that are greater than the number of bells "
+                          "in {town}."), "return [x for x in xs if x > {v}]",
                          lambda r: [r.randint(0, 12) for _ in range(r.randint(1, 5))]),
-    "count_even_above_bells": ("hard", "xs", "Return how many numbers in xs are even and greater than the "
-                               "number of bells in {town}.",
-                               "count = 0\n    for x in xs:\n        if x % 2 == 0 and x > {v}:\n"
-                               "            count += 1\n    return count",
+    "count_even_above_bells": ("hard", "xs", ("Return how many numbers in xs are even and greater than the "
+                                "number of bells in {town}."),
+                               ("count = 0\n    for x in xs:\n        if x % 2 == 0 and x > {v}:\n"
+                                "            count += 1\n    return count"),
                                lambda r: [r.randint(0, 12) for _ in range(r.randint(1, 5))]),
-    "first_over_bells": ("hard", "xs", "Return the first number in xs greater than the number of bells in "
-                         "{town}, or -1 if there is none.",
+    "first_over_bells": ("hard", "xs", ("Return the first number in xs greater than the number of bells in "
+                          "{town}, or -1 if there is none."),
                          "for x in xs:\n        if x > {v}:\n            return x\n    return -1",
                          lambda r: [r.randint(0, 12) for _ in range(r.randint(1, 5))]),
 }
