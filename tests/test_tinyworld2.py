@@ -232,3 +232,31 @@ def test_content_rule_covers_the_reference_content_and_flags_tokens(prompts, bpe
     assert [p.strip() for p, f in zip(pieces, flags) if f] == [item["target"][a:b] for a, b in item["content"]]
     assert content_flags("gsm8k", ["So", " 4", " +", " 9", " =", " 13", "."]) == [False, True, False, True,
                                                                                    False, True, False]
+
+
+def test_wording_alone_keeps_two_free_answers_apart():
+    """Word F1 (the run's metric) between two multiple-choice answers: with independent
+    phrasings, a model with the wrong fact stays below the issue's 0.55 for the AR alone, and
+    even the right fact in other words stays well below 1; with one shared phrasing, wrong
+    facts alone would leave F1 near 0.8 (why the wording asymmetry is needed)."""
+    import random
+    import statistics
+
+    from dlmkit.metrics.text import word_f1
+
+    rng = random.Random(0)
+
+    def answer(value, noun, letter, slots):
+        o, f, c = slots
+        return OPENERS[o] + " " + value + FRAMES[f].format(be="is", noun=noun) + CONCLUSIONS[c].format(letter=letter)
+
+    same_facts, other_facts, shared_wording = [], [], []
+    for _ in range(2000):
+        noun, values = ATTRIBUTES[rng.choice(["crop", "trade", "music", "roof", "emblem", "country"])]
+        (v, w), (a, b) = rng.sample(values, 2), rng.sample(LETTERS, 2)
+        s, t = [rng.randrange(3) for _ in range(3)], [rng.randrange(3) for _ in range(3)]
+        same_facts.append(word_f1(answer(v, noun, a, s), answer(v, noun, a, t)))
+        other_facts.append(word_f1(answer(v, noun, a, s), answer(w, noun, b, t)))
+        shared_wording.append(word_f1(answer(v, noun, a, s), answer(w, noun, b, s)))
+    assert statistics.mean(other_facts) < 0.5 < statistics.mean(same_facts) < 0.7
+    assert statistics.mean(shared_wording) > 0.75
