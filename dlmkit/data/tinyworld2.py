@@ -57,8 +57,9 @@ HUMANEVAL_PREFIX, the option lines, `#### N`, HumanEval's fields)
     arc easy     one fact (roof, emblem, country or bells)
     arc hard     which of four held-out towns has the most bells (a comparison)
     gsm8k        a person collects one thing per bell of 2 (easy), 2 (medium) or 3
-                 (hard) held-out towns, then the generation-1 steps (buy / give /
-                 double) and filler; the numbers come from the facts
+                 (hard) held-out towns, then 0, 1 or 2 of generation 1's steps (buy /
+                 give / double) among 0, 1 or 3 filler sentences; the numbers come from
+                 the facts
     humaneval    a function named after a held-out town whose constant is that town's
                  number of bells ("Return x plus the number of bells in Faring."); the
                  docstring shows no example, which would give the constant away
@@ -77,9 +78,23 @@ its distribution is split three ways. A model that does not know the fact is sur
 neither. VALUE is written exactly as in the option line (" pear"), so the letter is a
 lookup. The town's name is not repeated in the answer (a copy from the prompt would be
 content every model knows); arc hard answers with a town, the fact asked for.
+Positions that all three phrasings share (" is" after the value, the final ".") stay
+certain for every model: template that anchors cannot help with.
 GSM8K: fact lines ("The town of Faring has 7 bells."), then one line per step; each line's
 lead comes in three phrasings; the last line is "#### N". HumanEval: the body first binds
-the constant to one of three names (k, m, c: same length) and then uses it.
+the constant to one of three names (k, m, c: same length) and then uses it; the reference
+answer repeats the prompt in a fenced block as in generation 1, so most of a code answer
+is a copy every model writes alike.
+
+The tokenizer
+-------------
+Generation 2 reuses the generation-1 BPE (1207 entries, `<|mask|>` last): every one of
+the 680 possible town names is exactly three of its tokens with a leading space, every
+attribute value one (" pear"; a bell count is a space and a digit, as Qwen2 writes
+numbers), so no checkpoint needs a new vocabulary. Measured on the 310-prompt set, a
+reference answer is 17-21 tokens in multiple choice, 40 / 59 / 95 in GSM8K easy / medium /
+hard and 62 in HumanEval (generation 1: 11-13, 25 / 41 / 55, 57): all fit the tiny
+preset's 128-token canvas.
 
 Every item carries `content`: the character spans of its reference answer that the fact
 base determines (values, the letter, numbers derived from facts, the code constant), and
