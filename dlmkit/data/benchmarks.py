@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from dlmkit.data.tinyworld import GSM8K_SUFFIX, HUMANEVAL_PREFIX, MC_SUFFIX, STRATA, TinyWorld
+from dlmkit.data.tinyworld import GSM8K_SUFFIX, HUMANEVAL_PREFIX, MC_SUFFIX, STRATA
+from dlmkit.data.tinyworld2 import tiny_world
 from dlmkit.errors import UserError
 
 SEED = 42
@@ -124,12 +125,14 @@ def paper_prompts(subset: int | None = None) -> list[dict]:
     return items
 
 
-def tiny_prompts(subset: int | None = None, seed: int = 0) -> list[dict]:
-    """The tiny world's mirror: the same strata and sizes as the paper set, test split."""
+def tiny_prompts(subset: int | None = None, seed: int = 0, generation: int = 1) -> list[dict]:
+    """The tiny world's mirror: the same strata and sizes as the paper set, test split.
+    `generation` 2 draws them from the gazetteer world (`dlmkit/data/tinyworld2.py`): same ids,
+    strata and formats, every question about held-out towns."""
     sizes = {("mmlu", "easy"): 50, ("mmlu", "hard"): 50, ("arc", "easy"): ARC_N, ("arc", "hard"): ARC_N,
              ("gsm8k", "easy"): GSM8K_N, ("gsm8k", "medium"): GSM8K_N, ("gsm8k", "hard"): GSM8K_N,
              ("humaneval", "mixed"): HUMANEVAL_N}
-    world = TinyWorld(seed)
+    world = tiny_world(seed, generation)
     return [item for (task, level), n in sizes.items() for item in world.items(task, level, subset or n, "test")]
 
 

@@ -6,6 +6,8 @@ OpenWebText is), with the next-token cross-entropy. Sizes differ per role so tha
 small/medium/large and drafter/target relations of the paper hold.
 
     python -m dlmkit.train.tiny ar_small      # also ar_medium, ar_large, target, drafter
+    python -m dlmkit.train.tiny ar_small --world 2 --out DIR   # generation 2: the role's own corpus
+                                                               # (dlmkit/train/recipes/world2.py)
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ import torch.nn.functional as F
 
 from dlmkit.data.tiny_corpus import batch_sampler, chat_pairs, load_tiny_tokenizer, pack_blocks, text_stream
 from dlmkit.data.tinyworld import TinyWorld
+from dlmkit.data.tinyworld2 import TinyWorld2
+from dlmkit.errors import UserError
 from dlmkit.metrics.answers import check_answer
 from dlmkit.train.loop import TrainConfig, train
+from dlmkit.train.recipes import world2
 from dlmkit.train.recipes.ship import ship, work_dir
 
 BLOCK = 256
@@ -34,9 +39,12 @@ SIZES = {
     "ar_large": ("qwen2", dict(hidden_size=160, intermediate_size=432, num_hidden_layers=6,
                                num_attention_heads=4, num_key_value_heads=2)),
     "target": ("gpt2", dict(n_embd=128, n_layer=4, n_head=4)),
+    # generation 2 only: the control gap-filler, ar_small's size, trained on every town's facts
+    "ar_control": ("qwen2", dict(hidden_size=96, intermediate_size=256, num_hidden_layers=3,
+                                 num_attention_heads=4, num_key_value_heads=2)),
     "drafter": ("gpt2", dict(n_embd=64, n_layer=2, n_head=2)),
 }
-STEPS = {"ar_small": 1000, "ar_medium": 1000, "ar_large": 600, "target": 1000, "drafter": 600}
+STEPS = {"ar_small": 1000, "ar_medium": 1000, "ar_large": 600, "target": 1000, "drafter": 600, "ar_control": 1000}
 DEFAULTS = dict(lr=3e-3, warmup_steps=100, min_lr_ratio=0.05, weight_decay=0.01, grad_clip=1.0,
                 log_every=25, eval_every=400, checkpoint_every=100)
 BATCH_SIZE = 16
@@ -74,21 +82,33 @@ def heldout_nll(model, blocks: torch.Tensor, batch_size: int = 32) -> float:
 
 
 @torch.no_grad()
-def greedy_task_accuracy(model, tokenizer, items, max_new_tokens: int = 128) -> dict:
-    """Per-stratum accuracy of greedy chat answers (one prompt at a time, no padding effects)."""
+def greedy_responses(model, tokenizer, items, max_new_tokens: int = 128) -> list[str]:
+    """Greedy chat answers, one prompt at a time (no padding effects)."""
     im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    correct: dict[str, list[bool]] = {}
-    for item, (prompt, _) in zip(items, chat_pairs(tokenizer, items)):
+    texts = []
+    for prompt, _ in chat_pairs(tokenizer, items):
         ids = torch.tensor([prompt])
         out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
                              do_sample=False, eos_token_id=[tokenizer.eos_token_id, im_end],
                              pad_token_id=tokenizer.eos_token_id)
-        text = tokenizer.decode(out[0, len(prompt):], skip_special_tokens=True)
+        texts.append(tokenizer.decode(out[0, len(prompt):], skip_special_tokens=True))
+    return texts
+
+
+def greedy_task_accuracy(model, tokenizer, items, max_new_tokens: int = 128) -> dict:
+    """Per-stratum accuracy of greedy chat answers."""
+    correct: dict[str, list[bool]] = {}
+    for item, text in zip(items, greedy_responses(model, tokenizer, items, max_new_tokens)):
         correct.setdefault(f"{item['task']}_{item['difficulty']}", []).append(check_answer(item, text))
     return {k: sum(v) / len(v) for k, v in sorted(correct.items())}
 
 
-def train_tiny_causal_lm(role: str, out: Path, seed: int = 0, steps: int | None = None, device: str = "cpu") -> dict:
+def train_tiny_causal_lm(role: str, out: Path, seed: int = 0, steps: int | None = None, device: str = "cpu",
+                         world: int = 1, gate_probes: int | None = None) -> dict:
+    if world == 2:
+        return _train_world2(role, out, seed, steps, device, gate_probes)
+    if role == "ar_control":
+        raise UserError(f"{role} has a recipe in world 2 only; pass --world 2")
     torch.manual_seed(seed)
     tokenizer = load_tiny_tokenizer()
     world = TinyWorld(seed)
@@ -116,5 +136,44 @@ def train_tiny_causal_lm(role: str, out: Path, seed: int = 0, steps: int | None 
             "size": SIZES[role][1], "block": BLOCK, "batch_size": BATCH_SIZE, "stream": STREAM,
             "train": {**DEFAULTS, "steps": cfg.steps}, "parameters": sum(p.numel() for p in model.parameters()),
             "final_train_loss": history[-1]["loss"], "heldout_nll": nll, "heldout_ppl": math.exp(nll),
+            "greedy_accuracy": accuracy}
+    return ship(out, card)
+
+
+def _train_world2(role: str, out: Path, seed: int, steps: int | None, device: str, gate_probes: int | None) -> dict:
+    """The same model and loss on the role's generation-2 corpus; the card adds the fact gate."""
+    out = world2.staging_dir(role, out)
+    torch.manual_seed(seed)
+    tokenizer = load_tiny_tokenizer()
+    world = TinyWorld2(seed)
+    blocks = pack_blocks(tokenizer, world2.causal_texts(world, role), BLOCK)
+    heldout = pack_blocks(tokenizer, world2.heldout_texts(world), BLOCK)
+    model = build_model(role, tokenizer).to(device)
+    sampler = batch_sampler(len(blocks), BATCH_SIZE, seed)
+
+    def make_batch(step):
+        return blocks[sampler(step)].to(device)
+
+    def eval_fn(m):
+        return {"heldout_nll": heldout_nll(m, heldout.to(device))}
+
+    cfg = TrainConfig(**{**DEFAULTS, "steps": steps or STEPS[role], "seed": seed})
+    out.mkdir(parents=True, exist_ok=True)
+    history = train(model, lm_loss, make_batch, cfg, work_dir(out), eval_fn=eval_fn, device=device,
+                    desc=f"tiny {role} (world 2)")
+    model.eval()
+    probe_items = world2.probes(world, gate_probes)
+    responses = greedy_responses(model, tokenizer, probe_items, max_new_tokens=32)
+    strata = [("mmlu", "easy"), ("arc", "hard"), ("gsm8k", "easy"), ("humaneval", "mixed")]
+    accuracy = greedy_task_accuracy(model, tokenizer, [i for t, d in strata for i in world.items(t, d, 8, "test")])
+    model.save_pretrained(out, safe_serialization=True)
+    card = {"recipe": f"python -m dlmkit.train.tiny {role} --world 2", "world": 2, "role": role, "seed": seed,
+            "arch": SIZES[role][0], "size": SIZES[role][1], "block": BLOCK, "batch_size": BATCH_SIZE,
+            "corpus": {"n_chat": world2.N_CHAT, "documents_per_town": world2.PER_TOWN,
+                       "towns": len(world.gazetteer.role_towns(role)), "blocks": len(blocks)},
+            "train": {**DEFAULTS, "steps": cfg.steps}, "parameters": sum(p.numel() for p in model.parameters()),
+            "final_train_loss": history[-1]["loss"], "heldout_chat_nll": heldout_nll(model, heldout.to(device)),
+            "fact_gate": world2.gate(world, probe_items, responses, tokenizer),
+            "reference_answer_tokens": world2.reference_answer_tokens(tokenizer, world.strata(10)),
             "greedy_accuracy": accuracy}
     return ship(out, card)

@@ -9,6 +9,9 @@ logits on masked positions weighted by 1/t, averaged over the response region (t
 masked-diffusion ELBO that Dream and LLaDA fine-tune with).
 
     python -m dlmkit.train.tiny dlm            # rebuilds dlmkit/assets/tiny/dream
+    python -m dlmkit.train.tiny dlm --world 2 --out DIR   # generation 2: SIZE_WORLD2 from scratch, on chat
+                                                          # pairs plus every town's documents (rows with an
+                                                          # empty prompt); see dlmkit/train/recipes/world2.py
 """
 
 from __future__ import annotations
@@ -36,6 +39,10 @@ GEN_LEN = 128  # the canvas the tiny preset generates into
 SIZE = dict(hidden_size=128, intermediate_size=352, num_hidden_layers=4, num_attention_heads=4,
             num_key_value_heads=2, max_position_embeddings=1024, rope_theta=10000.0)
 INIT_FROM = TINY_ROOT / "ar_medium"
+# Generation 2: clearly larger than ar_small (0.42 M), about 2.1 M parameters, trained from scratch
+# (no generation-2 AR knows every fact at this size; --init-from can name one).
+SIZE_WORLD2 = dict(hidden_size=192, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
+                   num_key_value_heads=2, max_position_embeddings=1024, rope_theta=10000.0)
 DEFAULTS = dict(steps=1000, lr=3e-3, warmup_steps=100, min_lr_ratio=0.05, weight_decay=0.01, grad_clip=1.0,
                 log_every=25, eval_every=250, checkpoint_every=100)
 BATCH_SIZE = 32
@@ -85,19 +92,25 @@ def masked_diffusion_loss(model, batch, *, eps: float = 1e-3, generator=None):
 
 
 @torch.no_grad()
-def greedy_accuracy(model, tokenizer, items, *, steps: int = GEN_LEN, batch_size: int = 16) -> dict:
-    """Per-task accuracy of greedy `steps`-step entropy-order generation."""
-
-    correct: dict[str, list[bool]] = {}
+def greedy_responses(model, tokenizer, items, *, gen_len: int = GEN_LEN, steps: int = GEN_LEN,
+                     batch_size: int = 16) -> list[str]:
+    """Answers of greedy `steps`-step entropy-order generation into a `gen_len` canvas."""
+    texts = []
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
         prompts = [render_chat(i["messages"][:1], add_generation_prompt=True) for i in chunk]
         enc = tokenizer(prompts, return_tensors="pt", padding=True)
-        out = diffusion_generate(model, enc["input_ids"], enc["attention_mask"], max_new_tokens=GEN_LEN,
-                                 steps=steps, alg="entropy", temperature=0.0)
-        for item, gen in zip(chunk, out.generated):
-            text = tokenizer.decode(gen, skip_special_tokens=True)
-            correct.setdefault(f"{item['task']}_{item['difficulty']}", []).append(check_answer(item, text))
+        out = diffusion_generate(model, enc["input_ids"].to(model.device), enc["attention_mask"].to(model.device),
+                                 max_new_tokens=gen_len, steps=steps, alg="entropy", temperature=0.0)
+        texts += [tokenizer.decode(gen, skip_special_tokens=True) for gen in out.generated]
+    return texts
+
+
+def greedy_accuracy(model, tokenizer, items, *, steps: int = GEN_LEN, batch_size: int = 16) -> dict:
+    """Per-task accuracy of greedy `steps`-step entropy-order generation."""
+    correct: dict[str, list[bool]] = {}
+    for item, text in zip(items, greedy_responses(model, tokenizer, items, steps=steps, batch_size=batch_size)):
+        correct.setdefault(f"{item['task']}_{item['difficulty']}", []).append(check_answer(item, text))
     return {k: sum(v) / len(v) for k, v in sorted(correct.items())}
 
 
@@ -120,7 +133,9 @@ def init_from_ar(model, ar_dir: Path) -> None:
 
 
 def train_tiny_dream(out: Path, seed: int = 0, steps: int | None = None, device: str = "cpu",
-                     init_from: Path | None = INIT_FROM) -> dict:
+                     init_from: Path | None = INIT_FROM, world: int = 1, gate_probes: int | None = None) -> dict:
+    if world == 2:
+        return _train_world2(out, seed, steps, device, None if init_from == INIT_FROM else init_from, gate_probes)
     torch.manual_seed(seed)
     if init_from is not None and not (Path(init_from) / "model.safetensors").exists():
         raise UserError(f"the tiny Dream starts from the tiny AR model at {init_from}, which is missing; "
@@ -163,4 +178,57 @@ def train_tiny_dream(out: Path, seed: int = 0, steps: int | None = None, device:
             "batch_size": BATCH_SIZE, "train": {**DEFAULTS, "steps": train_cfg.steps},
             "parameters": model.num_parameters(), "final_train_loss": history[-1]["loss"],
             "greedy_128_step_accuracy": final, "chance_multiple_choice": 0.25}
+    return ship(out, card)
+
+
+def _train_world2(out: Path | None, seed: int, steps: int | None, device: str, init_from: Path | None,
+                  gate_probes: int | None) -> dict:
+    """The same loss on generation 2: chat pairs (training towns) and every town's documents."""
+    from dlmkit.data.tinyworld2 import TinyWorld2
+    from dlmkit.train.recipes import world2
+
+    out = world2.staging_dir("dlm", out)
+    torch.manual_seed(seed)
+    tokenizer = load_tiny_tokenizer()
+    world = TinyWorld2(seed)
+    pairs = world2.dream_pairs(tokenizer, world, "dlm")
+    eos = tokenizer.eos_token_id
+    cfg = dream_config("tiny", vocab_size=len(tokenizer), mask_token_id=tokenizer.mask_token_id,
+                       pad_token_id=eos, bos_token_id=eos, eos_token_id=eos, **SIZE_WORLD2)
+    model = random_dream(cfg, seed=seed, device=device, dtype=torch.float32)
+    if init_from is not None:
+        init_from_ar(model, init_from)
+    sampler = batch_sampler(len(pairs), BATCH_SIZE, seed)
+    loss_gen = torch.Generator().manual_seed(seed)
+
+    def make_batch(step):
+        rows = sampler(step)
+        batch = diffusion_batch(pairs, rows, pad_id=eos, eos_id=eos, gen_len=region_length(pairs, rows, step, seed))
+        return tuple(x.to(device) for x in batch)
+
+    def loss_fn(m, batch):
+        return masked_diffusion_loss(m, batch, generator=loss_gen)
+
+    gate_items = world2.probes(world, 35)
+
+    def eval_fn(m):
+        return world2.gate(world, gate_items, greedy_responses(m, tokenizer, gate_items, gen_len=32, steps=32))
+
+    train_cfg = TrainConfig(**{**DEFAULTS, **({"steps": steps} if steps else {}), "seed": seed})
+    out.mkdir(parents=True, exist_ok=True)
+    history = train(model, loss_fn, make_batch, train_cfg, work_dir(out), eval_fn=eval_fn, device=device,
+                    desc="tiny dream (world 2)")
+    model.eval()
+    probe_items = world2.probes(world, gate_probes)
+    # A 32-position canvas in 32 steps holds every probe answer (about 15 tokens) and is cheap.
+    responses = greedy_responses(model, tokenizer, probe_items, gen_len=32, steps=32, batch_size=50)
+    save_dream(model, out)
+    card = {"recipe": "python -m dlmkit.train.tiny dlm --world 2", "world": 2, "seed": seed,
+            "init_from": str(init_from) if init_from else None, "size": SIZE_WORLD2, "gen_len": GEN_LEN,
+            "batch_size": BATCH_SIZE, "corpus": {"n_chat": world2.N_CHAT, "documents_per_town": world2.PER_TOWN,
+                                                 "rows": len(pairs)},
+            "train": {**DEFAULTS, "steps": train_cfg.steps}, "parameters": model.num_parameters(),
+            "final_train_loss": history[-1]["loss"],
+            "fact_gate": world2.gate(world, probe_items, responses, tokenizer),
+            "reference_answer_tokens": world2.reference_answer_tokens(tokenizer, world.strata(10))}
     return ship(out, card)

@@ -1,0 +1,614 @@
+"""Generation 2 of the tiny world: a gazetteer that one model knows and the other does not.
+
+Why a second generation
+-----------------------
+In generation 1 (`tinyworld.py`) every answer is a deterministic template over a fixed
+world that all the tiny models learned alike, so the tiny Dream knows nothing the small
+AR does not, and entropy order commits the template (the same tokens the AR writes on its
+own): anchors carry nothing. Generation 2 builds the two asymmetries the paper relies on
+between Dream-7B and Qwen2.5-0.5B into the testbed, openly:
+
+- knowledge: a fact base that the DLM learns fully from documents, while the small AR
+  never sees the facts asked about at test time;
+- wording: every answer slot comes in three equally likely paraphrases (picked by a
+  seeded RNG per item), so two models' free answers differ in wording, and the tokens a
+  model that knows the facts is sure of are the content ones.
+
+Generation 1 stays as it is: the shipped tokenizer and checkpoints belong to it.
+
+The fact base
+-------------
+`N_TOWNS` fictional towns. A name is HEAD + MID + TAIL ("Faring", "Lumber", "Tolde"),
+and every name is exactly three tokens of the shipped BPE (" F" "ar" "ing"; the test
+measures it), so generation 2 reuses the generation-1 tokenizer and needs no retraining
+of any checkpoint that does not learn the facts. Each town has seven attributes, each
+value one token of that BPE (" pear", " hammer", ...; bells a single digit):
+
+    crop (a fruit)  trade (a tool)  music (an instrument)  roof (a colour)
+    emblem (an animal)  country  bells (2..9, the number of bells)
+
+The values are generation 1's lexicon words, so no new token is needed; what is new is
+which town has which value, drawn uniformly per attribute by a seeded RNG
+(`Gazetteer(seed)`).
+
+The towns are split once, by the seed: `N_HELDOUT` held-out towns, the rest training
+towns. Every test item (the 310-prompt set) asks about held-out towns only; every train
+item about training towns only, so train and test never share a question.
+
+Who knows what (`ROLE_TOWNS`, `role_documents`, `role_text_stream`)
+------------------------------------------------------------------
+    dlm          documents for every town            (Dream-7B: knows the facts)
+    ar_small     documents for the training towns    (Qwen-0.5B: never sees a held-out fact)
+    ar_medium    training towns + a seeded half of the held-out towns
+    ar_large     every town                          (the bridge's large AR knows them)
+    ar_control   every town, at ar_small's size      (the control gap-filler: anchors
+                                                      should add almost nothing to it)
+The chat (instruction) examples are the same for every role: train items, which only
+ever ask about training towns. A role learns a held-out town's facts from documents or
+not at all. Documents are knowledge-augmented: each town gets several documents, each
+stating all seven facts in a shuffled order, each fact in one of three phrasings, the
+town named in every sentence (never first in a text, so its tokens match the prompt's).
+
+How each stratum asks (formats of generation 1 kept: MC_SUFFIX, GSM8K_SUFFIX,
+HUMANEVAL_PREFIX, the option lines, `#### N`, HumanEval's fields)
+---------------------------------------------------------------
+    mmlu easy    one fact (crop, trade or music) of a held-out town, 4 options
+    mmlu hard    two facts at once ("its fruit and its tool"), 4 options of pairs
+    arc easy     one fact (roof, emblem, country or bells)
+    arc hard     which of four held-out towns has the most bells (a comparison)
+    gsm8k        a person collects one thing per bell of 2 (easy), 2 (medium) or 3
+                 (hard) held-out towns, then 0, 1 or 2 of generation 1's steps (buy /
+                 give / double) among 0, 1 or 3 filler sentences; the numbers come from
+                 the facts
+    humaneval    a function named after a held-out town whose constant is that town's
+                 number of bells ("Return x plus the number of bells in Faring."); the
+                 docstring shows no example, which would give the constant away
+
+Answer layouts and why content is what a knowing model is sure of
+-----------------------------------------------------------------
+Multiple choice: OPENER VALUE FRAME CONCLUSION LETTER, e.g.
+
+    "Now, pear is this town's fruit. That is answer C."
+
+The answer states the fact first and the letter follows from it (the option line that
+holds the value). OPENER, FRAME and CONCLUSION each come in three paraphrases of equal
+token length (a test checks it), so VALUE and LETTER sit at the same positions in every
+phrasing: a model that knows the fact is sure of them, while at the paraphrased positions
+its distribution is split three ways. A model that does not know the fact is sure of
+neither. VALUE is written exactly as in the option line (" pear"), so the letter is a
+lookup. The town's name is not repeated in the answer (a copy from the prompt would be
+content every model knows); arc hard answers with a town, the fact asked for.
+Positions that all three phrasings share (" is" after the value, the final ".") stay
+certain for every model: template that anchors cannot help with.
+GSM8K: fact lines ("The town of Faring has 7 bells."), then one line per step; each line's
+lead comes in three phrasings; the last line is "#### N". HumanEval: the body first binds
+the constant to one of three names (k, m, c: same length) and then uses it; the reference
+answer repeats the prompt in a fenced block as in generation 1, so most of a code answer
+is a copy every model writes alike.
+
+The tokenizer
+-------------
+Generation 2 reuses the generation-1 BPE (1207 entries, `<|mask|>` last): every one of
+the 680 possible town names is exactly three of its tokens with a leading space, every
+attribute value one (" pear"; a bell count is a space and a digit, as Qwen2 writes
+numbers), so no checkpoint needs a new vocabulary. Measured on the 310-prompt set, a
+reference answer is 17-21 tokens in multiple choice, 40 / 59 / 95 in GSM8K easy / medium /
+hard and 62 in HumanEval (generation 1: 11-13, 25 / 41 / 55, 57): all fit the tiny
+preset's 128-token canvas.
+
+Every item carries `content`: the character spans of its reference answer that the fact
+base determines (values, the letter, numbers derived from facts, the code constant), and
+`paraphrase`: the indices of the phrasings drawn (the test checks that they are
+equiprobable). `content_spans` / `content_flags` find the same kinds of spans in any answer,
+a model's included, token by token: what a run counts as the content share of its anchors.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from dlmkit.data.tinyworld import (DIFFICULTIES, FILLER, GSM8K_SUFFIX, HUMANEVAL_PREFIX, LETTERS, MC_SUFFIX, NAMES,
+                                   SPLITS, STRATA, THINGS)
+from dlmkit.errors import UserError
+
+GENERATION = 2
+
+# ----------------------------------------------------------------------------- the gazetteer
+
+# Every HEAD+MID+TAIL is three tokens of the shipped BPE (" F" "ar" "ing"); MIDs that the BPE
+# would merge with a HEAD into a generation-1 word ("Sam", "Gus", "How") or split ("us") are left out.
+HEADS = ("F", "G", "H", "L", "M", "P", "S", "T")
+MIDS = ("ar", "an", "en", "er", "ol", "um", "ur", "el", "om", "or", "on", "al", "il", "un", "ed", "iv", "ic")
+TAILS = ("ber", "ly", "de", "ist", "ing")
+N_TOWNS = 200
+N_HELDOUT = 50
+
+# attribute -> (noun used in answers, values: generation-1 lexicon words, one token each)
+ATTRIBUTES = {
+    "crop": ("fruit", ("apple", "pear", "plum", "grape", "mango", "lemon", "peach", "cherry", "melon", "kiwi")),
+    "trade": ("tool", ("hammer", "saw", "drill", "wrench", "chisel", "shovel", "rake", "ladder", "pliers", "axe")),
+    "music": ("instrument", ("flute", "drum", "violin", "harp", "guitar", "piano", "trumpet", "cello", "banjo",
+                             "oboe")),
+    "roof": ("color", ("red", "blue", "green", "yellow", "purple", "orange", "black", "white", "pink", "brown")),
+    "emblem": ("animal", ("otter", "eagle", "trout", "camel", "horse", "whale", "sparrow", "frog", "bear", "moth")),
+    "country": ("country", ("peru", "chad", "fiji", "oman", "laos", "mali", "cuba", "iran", "togo", "niger")),
+    "bells": ("bell count", tuple(str(n) for n in range(2, 10))),
+}
+MMLU_ATTRIBUTES = ("crop", "trade", "music")
+ARC_ATTRIBUTES = ("roof", "emblem", "country", "bells")
+
+# Who learns which towns' facts (see the module docstring).
+ROLES = ("dlm", "ar_small", "ar_medium", "ar_large", "ar_control")
+
+# ----------------------------------------------------------------------------- paraphrase banks
+
+# Each slot: three phrasings of equal token length in the shipped BPE (tested), so the content
+# after them sits at the same position whichever is drawn.
+OPENERS = ("Well,", "Now,", "Yes,")
+FRAMES = (" {be} the {noun} of the town.", " {be} this town's {noun}.", " {be} their one {noun}.")
+CONCLUSIONS = (" So the answer is {letter}.", " Then the letter is {letter}.", " That is answer {letter}.")
+MOST_FRAMES = (" comes first by number of bells.", " has the most bells there are.",
+               " has the largest number of bells.")
+
+# Document sentences: three phrasings per attribute; the town is never the first word.
+DOC_SENTENCES = {
+    "crop": ("The fruit of {town} is the {value}.", "In {town} people grow the {value}.",
+             "Farmers in {town} grow the {value}."),
+    "trade": ("The tool of {town} is the {value}.", "In {town} people make the {value}.",
+              "Workers in {town} make the {value}."),
+    "music": ("The instrument of {town} is the {value}.", "In {town} people play the {value}.",
+              "Bands in {town} play the {value}."),
+    "roof": ("The roofs of {town} are {value}.", "In {town} the roofs are {value}.",
+             "Every roof in {town} is {value}."),
+    "emblem": ("The animal of {town} is the {value}.", "In {town} the emblem is the {value}.",
+               "The flag of {town} shows the {value}."),
+    "country": ("The town of {town} lies in {value}.", "The country of {town} is {value}.",
+                "In {value} lies the town of {town}."),
+    "bells": ("The town of {town} has {value} bells.", "In {town} there are {value} bells.",
+              "There are {value} bells in {town}."),
+}
+FACT_LINES = ("The town of {town} has {value} bells.", "In {town} there are {value} bells.",
+              "We know {town} has {value} bells.")
+STEP_LEADS = ("So", "Then", "Now")
+CODE_NAMES = ("k", "m", "c")
+
+MMLU_QUESTIONS = {
+    "crop": "Which fruit is grown in {town}?",
+    "trade": "Which tool is made in {town}?",
+    "music": "Which instrument is played in {town}?",
+}
+ARC_QUESTIONS = {
+    "roof": "What color are the roofs of {town}?",
+    "emblem": "Which animal is the emblem of {town}?",
+    "country": "In which country does {town} lie?",
+    "bells": "How many bells does {town} have?",
+}
+
+
+def town_names() -> list[str]:
+    """Every name the gazetteer can use, in a fixed order."""
+    return [h + m + t for t in TAILS for h in HEADS for m in MIDS]
+
+
+@dataclass(frozen=True)
+class Gazetteer:
+    """The fact base: towns, their attributes, and which towns are held out. Pure in `seed`."""
+
+    seed: int = 0
+
+    @cached_property
+    def towns(self) -> tuple[str, ...]:
+        rng = random.Random(f"gazetteer/{self.seed}/names")
+        return tuple(sorted(rng.sample(town_names(), N_TOWNS)))
+
+    @cached_property
+    def facts(self) -> dict[str, dict[str, str]]:
+        out = {}
+        for town in self.towns:
+            rng = random.Random(f"gazetteer/{self.seed}/facts/{town}")
+            out[town] = {attr: rng.choice(values) for attr, (_, values) in ATTRIBUTES.items()}
+        return out
+
+    @cached_property
+    def heldout(self) -> tuple[str, ...]:
+        rng = random.Random(f"gazetteer/{self.seed}/heldout")
+        return tuple(sorted(rng.sample(self.towns, N_HELDOUT)))
+
+    @cached_property
+    def train_towns(self) -> tuple[str, ...]:
+        held = set(self.heldout)
+        return tuple(t for t in self.towns if t not in held)
+
+    @cached_property
+    def medium_known(self) -> tuple[str, ...]:
+        """The seeded half of the held-out towns whose documents ar_medium reads."""
+        rng = random.Random(f"gazetteer/{self.seed}/ar_medium")
+        return tuple(sorted(rng.sample(self.heldout, N_HELDOUT // 2)))
+
+    def towns_of_split(self, split: str) -> tuple[str, ...]:
+        if split not in SPLITS:
+            raise UserError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
+        return self.heldout if split == "test" else self.train_towns
+
+    def role_towns(self, role: str) -> tuple[str, ...]:
+        """The towns whose documents a role's training corpus holds."""
+        if role == "ar_small":
+            return self.train_towns
+        if role == "ar_medium":
+            return tuple(sorted(self.train_towns + self.medium_known))
+        if role in ("dlm", "ar_large", "ar_control"):
+            return self.towns
+        raise UserError(f"no generation-2 corpus for role {role!r}; choose from {', '.join(ROLES)}")
+
+    def document(self, town: str, rng: random.Random) -> str:
+        """One document: all seven facts of a town, shuffled, each in a drawn phrasing."""
+        facts = self.facts[town]
+        sentences = [rng.choice(DOC_SENTENCES[attr]).format(town=town, value=facts[attr]) for attr in ATTRIBUTES]
+        rng.shuffle(sentences)
+        return " ".join(sentences)
+
+
+# ----------------------------------------------------------------------------- answers
+
+
+class _Answer:
+    """Builds a reference answer piece by piece, recording the content spans."""
+
+    def __init__(self):
+        self.text = ""
+        self.content: list[tuple[int, int]] = []
+
+    def add(self, piece: str, content: bool = False) -> _Answer:
+        if content:
+            self.content.append((len(self.text), len(self.text) + len(piece)))
+        self.text += piece
+        return self
+
+
+def _mc_prompt(question: str, choices: list[str]) -> str:
+    lines = [question] + [f"  {letter}. {choice}" for letter, choice in zip(LETTERS, choices)]
+    return "\n".join(lines) + "\n" + MC_SUFFIX
+
+
+def _options(rng: random.Random, correct: str, pool: list[str]) -> tuple[list[str], str]:
+    wrong = rng.sample([p for p in pool if p != correct], 3)
+    choices = [correct] + wrong
+    rng.shuffle(choices)
+    return choices, LETTERS[choices.index(correct)]
+
+
+def _mc_answer(rng: random.Random, values: list[str], noun: str, be: str, letter: str, frames=FRAMES):
+    """OPENER VALUE(S) FRAME CONCLUSION LETTER, each paraphrase slot drawn uniformly."""
+    o, f, c = rng.randrange(3), rng.randrange(3), rng.randrange(3)
+    ans = _Answer().add(OPENERS[o])
+    for i, value in enumerate(values):
+        ans.add(" and " if i else " ").add(value, content=True)
+    ans.add(frames[f].format(be=be, noun=noun))
+    conclusion = CONCLUSIONS[c].format(letter="\0")
+    head, tail = conclusion.split("\0")
+    ans.add(head).add(letter, content=True).add(tail)
+    return ans, [o, f, c]
+
+
+# ----------------------------------------------------------------------------- the strata
+
+
+def _mmlu(g: Gazetteer, rng: random.Random, towns, difficulty: str) -> dict:
+    town = rng.choice(towns)
+    facts = g.facts[town]
+    if difficulty == "easy":
+        attr = rng.choice(MMLU_ATTRIBUTES)
+        noun, values = ATTRIBUTES[attr]
+        choices, letter = _options(rng, facts[attr], list(values))
+        question = MMLU_QUESTIONS[attr].format(town=town)
+        ans, para = _mc_answer(rng, [facts[attr]], noun, "is", letter)
+        asked = [(town, attr)]
+    else:  # two facts at once
+        a1, a2 = sorted(rng.sample(MMLU_ATTRIBUTES, 2), key=MMLU_ATTRIBUTES.index)
+        (n1, v1), (n2, v2) = ATTRIBUTES[a1], ATTRIBUTES[a2]
+        correct = f"{facts[a1]} and {facts[a2]}"
+        pool = set()
+        while len(pool) < 3:
+            pair = f"{rng.choice(v1)} and {rng.choice(v2)}"
+            if pair != correct:
+                pool.add(pair)
+        choices, letter = _options(rng, correct, sorted(pool))
+        question = f"Which {n1} and which {n2} belong to {town}?"
+        ans, para = _mc_answer(rng, [facts[a1], facts[a2]], f"{n1} and {n2}", "are", letter)
+        asked = [(town, a1), (town, a2)]
+    return {"prompt": _mc_prompt(question, choices), "answer": letter, "choices": choices, "target": ans.text,
+            "content": ans.content, "paraphrase": para, "facts": asked}
+
+
+def _arc(g: Gazetteer, rng: random.Random, towns, difficulty: str) -> dict:
+    if difficulty == "easy":
+        town = rng.choice(towns)
+        attr = rng.choice(ARC_ATTRIBUTES)
+        noun, values = ATTRIBUTES[attr]
+        value = g.facts[town][attr]
+        choices, letter = _options(rng, value, list(values))
+        ans, para = _mc_answer(rng, [value], noun, "is", letter)
+        question = ARC_QUESTIONS[attr].format(town=town)
+        asked = [(town, attr)]
+    else:  # which of four towns has the most bells (drawn until the maximum is unique)
+        while True:
+            picked = rng.sample(list(towns), 4)
+            bells = sorted((int(g.facts[t]["bells"]) for t in picked), reverse=True)
+            if bells[0] > bells[1]:
+                break
+        best = max(picked, key=lambda t: int(g.facts[t]["bells"]))
+        choices = list(picked)
+        rng.shuffle(choices)
+        letter = LETTERS[choices.index(best)]
+        o, f, c = rng.randrange(3), rng.randrange(3), rng.randrange(3)
+        ans = _Answer().add(OPENERS[o] + " ").add(best, content=True).add(MOST_FRAMES[f])
+        head, tail = CONCLUSIONS[c].format(letter="\0").split("\0")
+        ans.add(head).add(letter, content=True).add(tail)
+        para = [o, f, c]
+        question = "Which town has the most bells?"
+        asked = [(t, "bells") for t in picked]
+    return {"prompt": _mc_prompt(question, choices), "answer": letter, "choices": choices, "target": ans.text,
+            "content": ans.content, "paraphrase": para, "facts": asked}
+
+
+def _gsm8k(g: Gazetteer, rng: random.Random, towns, difficulty: str) -> dict:
+    n_towns = {"easy": 2, "medium": 2, "hard": 3}[difficulty]
+    n_steps = {"easy": 0, "medium": 1, "hard": 2}[difficulty]
+    n_filler = {"easy": 0, "medium": 1, "hard": 3}[difficulty]
+    person, friend = rng.sample(NAMES, 2)
+    thing = rng.choice(THINGS)
+    visited = rng.sample(list(towns), n_towns)
+    counts = [int(g.facts[t]["bells"]) for t in visited]
+    places = ", ".join(visited[:-1]) + f" and {visited[-1]}"
+    sentences = [f"{person} gets one of the {thing} for every bell in {places}."]
+    ans, para = _Answer(), []
+    for town, count in zip(visited, counts):
+        k = rng.randrange(3)
+        para.append(k)
+        head, tail = FACT_LINES[k].format(town=town, value="\0").split("\0")
+        ans.add(head).add(str(count), content=True).add(tail + "\n")
+    total = sum(counts)
+
+    def step(text_before: str, result: int, lead_index: int) -> None:
+        ans.add(STEP_LEADS[lead_index] + " " + text_before).add(str(result), content=True).add(".\n")
+
+    k = rng.randrange(3)
+    para.append(k)
+    step(" + ".join(map(str, counts)) + " = ", total, k)
+    for _ in range(n_steps):
+        op = rng.choice(["buy", "give", "double"] if total <= 20 else ["give"])
+        k = rng.randrange(3)
+        para.append(k)
+        if op == "buy":
+            n = rng.randint(1, 9)
+            sentences.append(f"{person} buys {n} more {thing} at the market.")
+            step(f"after buying {n} more: {total} + {n} = ", total + n, k)
+            total += n
+        elif op == "give" and total > 1:
+            n = rng.randint(1, total - 1)
+            sentences.append(f"{person} gives {n} {thing} to {friend}.")
+            step(f"after giving {n} away: {total} - {n} = ", total - n, k)
+            total -= n
+        else:
+            sentences.append(f"Then the number of {thing} {person} has doubles.")
+            step(f"after doubling: {total} * 2 = ", total * 2, k)
+            total *= 2
+    for _ in range(n_filler):
+        sentences.insert(rng.randint(1, len(sentences)), rng.choice(FILLER))
+    question = " ".join(sentences) + f" How many {thing} does {person} have now?"
+    ans.add("#### ").add(str(total), content=True)
+    return {"prompt": question + GSM8K_SUFFIX, "answer": str(total), "target": ans.text, "content": ans.content,
+            "paraphrase": para, "facts": [(t, "bells") for t in visited]}
+
+
+# name: (difficulty, argument, docstring, body using NAME, example maker)
+_FUNCTIONS = {
+    "add_bells": ("easy", "x", "Return x plus the number of bells in {town}.", "return x + {v}",
+                  lambda r: r.randint(-9, 20)),
+    "times_bells": ("easy", "x", "Return x multiplied by the number of bells in {town}.", "return x * {v}",
+                    lambda r: r.randint(-9, 20)),
+    "is_multiple_of_bells": ("easy", "n", "Return True if n is a multiple of the number of bells in {town}.",
+                             "return n % {v} == 0", lambda r: r.randint(0, 40)),
+    "repeat_bells": ("easy", "s", "Return the string s repeated as many times as {town} has bells.",
+                     "return s * {v}", lambda r: r.choice(["ab", "x", "hi", "cat"])),
+    "sum_plus_bells": ("medium", "xs", "Return the sum of the numbers in xs plus the number of bells in {town}.",
+                       "return sum(xs) + {v}", lambda r: [r.randint(0, 9) for _ in range(r.randint(1, 4))]),
+    "scale_by_bells": ("medium", "xs", ("Return a list with every number in xs multiplied by the number of bells "
+                        "in {town}."), "return [x * {v} for x in xs]",
+                       lambda r: [r.randint(0, 9) for _ in range(r.randint(1, 4))]),
+    "keep_above_bells": ("medium", "xs", ("Return the numbers in xs that are greater than the number of bells "
+                          "in {town}."), "return [x for x in xs if x > {v}]",
+                         lambda r: [r.randint(0, 12) for _ in range(r.randint(1, 5))]),
+    "count_even_above_bells": ("hard", "xs", ("Return how many numbers in xs are even and greater than the "
+                                "number of bells in {town}."),
+                               ("count = 0\n    for x in xs:\n        if x % 2 == 0 and x > {v}:\n"
+                                "            count += 1\n    return count"),
+                               lambda r: [r.randint(0, 12) for _ in range(r.randint(1, 5))]),
+    "first_over_bells": ("hard", "xs", ("Return the first number in xs greater than the number of bells in "
+                          "{town}, or -1 if there is none."),
+                         "for x in xs:\n        if x > {v}:\n            return x\n    return -1",
+                         lambda r: [r.randint(0, 12) for _ in range(r.randint(1, 5))]),
+}
+
+
+def _humaneval(g: Gazetteer, rng: random.Random, towns, difficulty: str) -> dict:
+    drawn = rng.choice(DIFFICULTIES) if difficulty == "mixed" else difficulty
+    family = rng.choice(sorted(f for f, spec in _FUNCTIONS.items() if spec[0] == drawn))
+    _, arg, doc, body, make_example = _FUNCTIONS[family]
+    town = rng.choice(towns)
+    bells = int(g.facts[town]["bells"])
+    entry_point = f"{family}_{town.lower()}"
+    name_index = rng.randrange(3)
+    name = CODE_NAMES[name_index]
+    namespace: dict = {}
+    exec(f"def {entry_point}({arg}):\n    {body.format(v=bells)}\n", namespace)  # our own code: expected outputs
+    fn = namespace[entry_point]
+    examples = []
+    while len(examples) < 4:
+        example = make_example(rng)
+        if example not in examples:
+            examples.append(example)
+    prompt = f'def {entry_point}({arg}):\n    """{doc.format(town=town)}\n    """\n'
+    ans = _Answer().add(f"```python\n{prompt}    {name} = ").add(str(bells), content=True)
+    solution_body = f"\n    {body.format(v=name)}\n"
+    ans.add(solution_body + "```")
+    test = "def check(candidate):\n" + "".join(f"    assert candidate({e!r}) == {fn(e)!r}\n" for e in examples)
+    return {"prompt": HUMANEVAL_PREFIX + prompt, "answer": None, "target": ans.text, "content": ans.content,
+            "paraphrase": [name_index], "facts": [(town, "bells")], "entry_point": entry_point,
+            "canonical_solution": f"    {name} = {bells}{solution_body}", "test": test, "humaneval_prompt": prompt,
+            "difficulty_drawn": drawn}
+
+
+_GENERATORS = {"mmlu": _mmlu, "arc": _arc, "gsm8k": _gsm8k, "humaneval": _humaneval}
+
+
+# ----------------------------------------------------------------------------- the world
+
+
+@dataclass(frozen=True)
+class TinyWorld2:
+    """Generation 2 of the tiny world, with TinyWorld's item API plus the role corpora."""
+
+    seed: int = 0
+    generation: int = field(default=GENERATION, init=False)
+
+    @cached_property
+    def gazetteer(self) -> Gazetteer:
+        return Gazetteer(self.seed)
+
+    def _rng(self, *key) -> random.Random:
+        return random.Random("/".join(map(str, ("world2", self.seed, *key))))
+
+    def item(self, task: str, difficulty: str, index: int, split: str = "test") -> dict:
+        """Item `index` of a stratum; test items ask about held-out towns, train items about the rest."""
+        if task not in _GENERATORS:
+            raise UserError(f"unknown tiny-world task {task!r}; choose from {', '.join(_GENERATORS)}")
+        allowed = DIFFICULTIES + (("mixed",) if task == "humaneval" else ())
+        if difficulty not in allowed:
+            raise UserError(f"unknown difficulty {difficulty!r} for {task}; choose from {', '.join(allowed)}")
+        towns = self.gazetteer.towns_of_split(split)
+        raw = _GENERATORS[task](self.gazetteer, self._rng(task, difficulty, split, index), towns, difficulty)
+        item = {"id": f"tiny-{task}-{difficulty}-{split}-{index}", "task": task, "difficulty": difficulty,
+                "generation": GENERATION, **raw,
+                "messages": [{"role": "user", "content": raw["prompt"]},
+                             {"role": "assistant", "content": raw["target"]}]}
+        item["facts"] = [list(f) for f in item["facts"]]
+        item["content"] = [list(span) for span in item["content"]]
+        return item
+
+    def items(self, task: str, difficulty: str, n: int, split: str = "test") -> list[dict]:
+        """The first n distinct items of a stratum (distinct prompts)."""
+        out, seen, index = [], set(), 0
+        while len(out) < n:
+            item = self.item(task, difficulty, index, split)
+            index += 1
+            if item["prompt"] not in seen:
+                seen.add(item["prompt"])
+                out.append(item)
+            if index > 50 * n + 1000:
+                raise UserError(f"the tiny world has fewer than {n} distinct {task}/{difficulty} {split} items")
+        return out
+
+    def strata(self, n_per_stratum: int, split: str = "test") -> list[dict]:
+        return [item for task, levels in STRATA.items() for level in levels
+                for item in self.items(task, level, n_per_stratum, split)]
+
+    def chat_examples(self, n: int, split: str = "train", tasks=tuple(_GENERATORS)) -> list[dict]:
+        """A balanced mix of task items (every role's instruction data; train: training towns only)."""
+        levels = [(t, d) for t in tasks for d in DIFFICULTIES]
+        return [self.item(*levels[i % len(levels)], index=i // len(levels), split=split) for i in range(n)]
+
+    def role_documents(self, role: str, per_town: int = 8) -> list[str]:
+        """`per_town` knowledge-augmented documents for each town the role may know."""
+        docs = []
+        for town in self.gazetteer.role_towns(role):
+            rng = self._rng("docs", town)  # the same documents for a town whichever role reads them
+            docs += [self.gazetteer.document(town, rng) for _ in range(per_town)]
+        order = random.Random(f"world2/{self.seed}/docs/{role}").sample(range(len(docs)), len(docs))
+        return [docs[i] for i in order]
+
+    def fact_probes(self, split: str = "test", attributes=tuple(ATTRIBUTES)) -> list[dict]:
+        """One single-fact question per (town, attribute) of a split, in the mmlu/arc easy format:
+        the gate "does the model know the held-out facts" (the value is the answer's first content)."""
+        out = []
+        for town in self.gazetteer.towns_of_split(split):
+            for attr in attributes:
+                rng = self._rng("probe", town, attr)
+                noun, values = ATTRIBUTES[attr]
+                value = self.gazetteer.facts[town][attr]
+                choices, letter = _options(rng, value, list(values))
+                question = {**MMLU_QUESTIONS, **ARC_QUESTIONS}[attr].format(town=town)
+                ans, para = _mc_answer(rng, [value], noun, "is", letter)
+                task = "mmlu" if attr in MMLU_ATTRIBUTES else "arc"
+                prompt = _mc_prompt(question, choices)
+                out.append({"id": f"tiny2-probe-{town}-{attr}", "task": task, "difficulty": "easy",
+                            "generation": GENERATION, "prompt": prompt, "answer": letter, "choices": choices,
+                            "target": ans.text, "content": [list(s) for s in ans.content], "paraphrase": para,
+                            "facts": [[town, attr]], "value": value,
+                            "messages": [{"role": "user", "content": prompt},
+                                         {"role": "assistant", "content": ans.text}]})
+        return out
+
+
+def states_fact(item: dict, response: str) -> bool:
+    """Whether a response to a fact probe names the right value before anything else from the
+    value list: the value the answer states, whatever its wording and letter."""
+    attr = item["facts"][0][1]
+    values = set(ATTRIBUTES[attr][1])
+    for word in response.replace(",", " ").replace(".", " ").split():
+        if word.lower() in values:
+            return word.lower() == item["value"]
+    return False
+
+
+_VALUE_WORDS = sorted({v for _, values in ATTRIBUTES.values() for v in values if not v.isdigit()}, key=len,
+                      reverse=True)
+_MC_CONTENT = re.compile(r"\b(?:\d+|[A-D]|" + "|".join(_VALUE_WORDS) + "|" + "|".join(town_names()) + r")\b",
+                         re.IGNORECASE)
+_NUMBER = re.compile(r"\b\d+\b")
+
+
+def content_spans(task: str, text: str) -> list[tuple[int, int]]:
+    """Character spans of any answer (a model's or the reference) that name fact-base content:
+    in multiple choice, attribute values, town names, numbers and the letter; in GSM8K and
+    code, numbers (facts and what follows from them; town names there are copies of the prompt).
+    On the reference answers this covers every span of the item's `content` (tested)."""
+    pattern = _MC_CONTENT if task in ("mmlu", "arc") else _NUMBER
+    return [m.span() for m in pattern.finditer(text)]
+
+
+def content_flags(task: str, token_texts: list[str]) -> list[bool]:
+    """Per token (its decoded text, in order): whether it overlaps a content span of the joined
+    text. The run's anchors are counted with this: the content share of the anchors."""
+    spans = content_spans(task, "".join(token_texts))
+    flags, start = [], 0
+    for piece in token_texts:
+        end = start + len(piece)
+        flags.append(any(a < end and start < b for a, b in spans) and bool(piece.strip()))
+        start = end
+    return flags
+
+
+def role_text_stream(world: TinyWorld2, role: str, n_chat: int, per_town: int = 8, split: str = "train"
+                     ) -> list[str]:
+    """A role's language-model stream: chat transcripts (training towns) and its documents, mixed."""
+    from dlmkit.tokenizer import render_chat
+
+    chats = [render_chat(item["messages"]) for item in world.chat_examples(n_chat, split)]
+    texts = chats + world.role_documents(role, per_town)
+    order = random.Random(f"world2/{world.seed}/stream/{role}/{split}").sample(range(len(texts)), len(texts))
+    return [texts[i] for i in order]
+
+
+def tiny_world(seed: int = 0, generation: int = 1):
+    """The tiny world of a generation (1: the shipped checkpoints' world; 2: this module's)."""
+    if generation == 1:
+        from dlmkit.data.tinyworld import TinyWorld
+
+        return TinyWorld(seed)
+    if generation == 2:
+        return TinyWorld2(seed)
+    raise UserError(f"unknown tiny-world generation {generation!r}; choose 1 or 2")

@@ -1,0 +1,100 @@
+"""The generation-2 side of the tiny recipes: each role's corpus, the fact gate, the staging directory.
+
+    python -m dlmkit.train.tiny ROLE --world 2 [--out DIR]      # ROLE: dlm, ar_small, ar_medium, ar_large, ar_control
+
+A role trains on its own corpus (`dlmkit/data/tinyworld2.py`): the same chat examples
+(training towns only) for every role, plus knowledge-augmented documents for the towns the
+role may know. Generation-2 checkpoints are written to a staging directory
+(`runs/tiny_world2/ROLE` by default), never over the shipped generation-1 assets.
+
+The gate: a role "knows" a held-out fact when its free answer to a single-fact probe
+question names the right value (`states_fact`); the letter is scored beside it. Dream must
+pass it before it is used (the target is near 1); ar_small should sit near chance (0.25 for
+a model that copies one of the four options) and ar_medium at about the average of the
+two on its half.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from dlmkit.data.tinyworld2 import ROLES, TinyWorld2, role_text_stream, states_fact
+from dlmkit.errors import UserError
+from dlmkit.metrics.answers import check_answer
+from dlmkit.presets import TINY_ROOT
+
+STAGING = Path(__file__).resolve().parents[3] / "runs" / "tiny_world2"
+N_CHAT = 8000  # chat examples (training towns) in every role's corpus
+PER_TOWN = 24  # documents per town the role may know
+
+
+def staging_dir(role: str, out: Path | None) -> Path:
+    """Where a generation-2 checkpoint goes; the shipped generation-1 assets are refused."""
+    if role not in ROLES:
+        raise UserError(f"no generation-2 recipe for role {role!r}; choose from {', '.join(ROLES)}")
+    out = Path(out) if out is not None else STAGING / role
+    if out.resolve().is_relative_to(TINY_ROOT.resolve()):
+        raise UserError(f"{out} is inside the shipped generation-1 assets; pass --out to a staging directory")
+    return out
+
+
+def causal_texts(world: TinyWorld2, role: str) -> list[str]:
+    return role_text_stream(world, role, n_chat=N_CHAT, per_town=PER_TOWN)
+
+
+def heldout_texts(world: TinyWorld2, n: int = 400) -> list[str]:
+    """Chat transcripts about held-out towns (what ar_small must not have learned)."""
+    from dlmkit.tokenizer import render_chat
+
+    return [render_chat(item["messages"]) for item in world.chat_examples(n, "test")]
+
+
+def dream_pairs(tokenizer, world: TinyWorld2, role: str = "dlm") -> list[tuple[list[int], list[int]]]:
+    """Dream's rows: chat pairs (prompt, answer) and documents as rows with an empty prompt, so
+    one masked-diffusion batch teaches both the answer format and every town's facts."""
+    from dlmkit.data.tiny_corpus import chat_pairs
+
+    pairs = chat_pairs(tokenizer, world.chat_examples(N_CHAT, "train"))
+    docs = world.role_documents(role, PER_TOWN)
+    pairs += [([], ids) for ids in tokenizer(docs)["input_ids"]]
+    order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(world.seed)).tolist()
+    return [pairs[i] for i in order]
+
+
+def probes(world: TinyWorld2, limit: int | None = None) -> list[dict]:
+    """The held-out fact probes, or an even spread of `limit` of them."""
+    items = world.fact_probes("test")
+    if limit and limit < len(items):
+        step = len(items) / limit
+        items = [items[int(i * step)] for i in range(limit)]
+    return items
+
+
+def gate(world: TinyWorld2, items: list[dict], responses: list[str], tokenizer=None) -> dict:
+    """Fact and letter accuracy on held-out probes, split by the towns ar_medium reads."""
+    known = set(world.gazetteer.medium_known)
+    groups: dict[str, list[tuple[bool, bool]]] = {"all": [], "medium_known": [], "medium_unknown": []}
+    for item, text in zip(items, responses):
+        score = (states_fact(item, text), check_answer(item, text))
+        groups["all"].append(score)
+        groups["medium_known" if item["facts"][0][0] in known else "medium_unknown"].append(score)
+    out = {}
+    for name, scores in groups.items():
+        if scores:
+            out[f"fact_accuracy_{name}"] = sum(s[0] for s in scores) / len(scores)
+            out[f"letter_accuracy_{name}"] = sum(s[1] for s in scores) / len(scores)
+    out["probes"] = len(items)
+    if tokenizer is not None:
+        lengths = [len(tokenizer(r)["input_ids"]) for r in responses]
+        out["mean_answer_tokens"] = sum(lengths) / max(len(lengths), 1)
+    return out
+
+
+def reference_answer_tokens(tokenizer, items: list[dict]) -> dict:
+    """Mean tokens of the reference answers per task (what a canvas must hold)."""
+    per: dict[str, list[int]] = {}
+    for item in items:
+        per.setdefault(item["task"], []).append(len(tokenizer(item["target"])["input_ids"]))
+    return {task: sum(v) / len(v) for task, v in sorted(per.items())}

@@ -1,0 +1,262 @@
+"""Generation 2 of the tiny world: the gazetteer, who knows which facts, paraphrases, formats."""
+
+import itertools
+import re
+
+import pytest
+from scipy.stats import chisquare
+from tokenizers import Tokenizer
+
+from dlmkit.data.benchmarks import tiny_prompts
+from dlmkit.data.tinyworld import (GSM8K_SUFFIX, HUMANEVAL_PREFIX, LETTERS, MC_SUFFIX, STRATA, TinyWorld)
+from dlmkit.data.tinyworld2 import (ATTRIBUTES, CONCLUSIONS, DOC_SENTENCES, FRAMES, MOST_FRAMES, N_HELDOUT, OPENERS,
+                                    Gazetteer, TinyWorld2, content_flags, content_spans, role_text_stream, states_fact,
+                                    tiny_world, town_names)
+from dlmkit.errors import UserError
+from dlmkit.metrics.answers import check_answer
+from dlmkit.presets import TINY_TOKENIZER
+
+
+@pytest.fixture(scope="module")
+def bpe():
+    return Tokenizer.from_file(str(TINY_TOKENIZER / "tokenizer.json"))
+
+
+@pytest.fixture(scope="module")
+def world():
+    return TinyWorld2(0)
+
+
+@pytest.fixture(scope="module")
+def prompts():
+    return tiny_prompts(generation=2)
+
+
+def _mentions(texts, town):
+    pattern = re.compile(rf"\b{town}\b")
+    return any(pattern.search(t) for t in texts)
+
+
+def test_same_seed_same_world_other_seed_other_world():
+    a, b, c = TinyWorld2(0).strata(3), TinyWorld2(0).strata(3), TinyWorld2(1).strata(3)
+    assert a == b
+    assert [i["prompt"] for i in a] != [i["prompt"] for i in c]
+    assert Gazetteer(0).facts == Gazetteer(0).facts != Gazetteer(1).facts
+    assert TinyWorld2(0).role_documents("ar_small")[:20] == TinyWorld2(0).role_documents("ar_small")[:20]
+
+
+def test_generation_one_is_unchanged_and_the_default():
+    assert tiny_prompts(subset=2) == TinyWorld(0).strata(2)
+    assert tiny_prompts(subset=2, generation=1) == tiny_prompts(subset=2)
+    assert isinstance(tiny_world(0, 1), TinyWorld) and isinstance(tiny_world(0, 2), TinyWorld2)
+    with pytest.raises(UserError, match="choose 1 or 2"):
+        tiny_world(0, 3)
+
+
+def test_town_names_are_three_tokens_of_the_shipped_bpe(bpe):
+    lengths = [len(bpe.encode(" " + name).ids) for name in town_names()]
+    assert set(lengths) == {3}
+    assert len(set(town_names())) == len(town_names()) >= Gazetteer(0).towns.__len__()
+
+
+def test_attribute_values_are_one_token_of_the_shipped_bpe(bpe):
+    for attr, (_, values) in ATTRIBUTES.items():
+        for value in values:
+            ids = bpe.encode(" " + value).ids
+            assert len(ids) == (2 if attr == "bells" else 1), (attr, value)  # " 7" is a space then a digit
+
+
+def test_train_and_test_ask_about_disjoint_towns(world):
+    g = world.gazetteer
+    assert len(g.heldout) == N_HELDOUT and not set(g.heldout) & set(g.train_towns)
+    test = world.strata(6, "test")
+    train = world.strata(30, "train")
+    assert all(town in g.heldout for item in test for town, _ in item["facts"])
+    assert all(town in g.train_towns for item in train for town, _ in item["facts"])
+    assert not {i["prompt"] for i in test} & {i["prompt"] for i in train}
+
+
+def test_ar_small_never_sees_a_heldout_fact_ar_medium_half_dream_all(world):
+    g = world.gazetteer
+    small = role_text_stream(world, "ar_small", n_chat=600)
+    medium = role_text_stream(world, "ar_medium", n_chat=600)
+    dream = world.role_documents("dlm")
+    assert not any(_mentions(small, town) for town in g.heldout)
+    assert all(_mentions(small, town) for town in g.train_towns)
+    known = set(g.medium_known)
+    assert len(known) == N_HELDOUT // 2 and known < set(g.heldout)
+    assert all(_mentions(medium, town) for town in known)
+    assert not any(_mentions(medium, town) for town in set(g.heldout) - known)
+    # Dream's documents state every fact of every town (in one of the three phrasings).
+    for town in g.towns:
+        text = " ".join(d for d in dream if re.search(rf"\b{town}\b", d))
+        for attr, phrasings in DOC_SENTENCES.items():
+            value = g.facts[town][attr]
+            assert any(p.format(town=town, value=value) in text for p in phrasings), (town, attr)
+    for role in ("ar_large", "ar_control"):
+        assert set(g.role_towns(role)) == set(g.towns)
+
+
+def test_paraphrase_slots_are_equiprobable(world):
+    counts = {slot: [0, 0, 0] for slot in ("opener", "frame", "conclusion")}
+    for i in range(1500):
+        for task in ("mmlu", "arc"):
+            for k, slot in zip(world.item(task, "easy", i, "train")["paraphrase"], counts):
+                counts[slot][k] += 1
+    for slot, observed in counts.items():
+        assert sum(observed) == 3000
+        assert chisquare(observed).pvalue > 1e-3, (slot, observed)
+    # the test can fail: a 40/30/30 split over the same number of draws is rejected
+    assert chisquare([1200, 900, 900]).pvalue < 1e-3
+
+
+def test_paraphrases_keep_content_at_the_same_token_positions(bpe):
+    """Every opener x frame x conclusion gives the same token length, and the value and the
+    letter the same positions, so a model that knows the fact can be sure of them."""
+    cases = [(" " + values[0], noun, "is", FRAMES) for noun, values in ATTRIBUTES.values()]
+    cases += [(" pear and hammer", "fruit and tool", "are", FRAMES), (" Faring", None, None, MOST_FRAMES)]
+    for value, noun, be, frames in cases:
+        layouts = set()
+        for o, f, c in itertools.product(OPENERS, frames, CONCLUSIONS):
+            head = o + value
+            text = head + f.format(be=be, noun=noun) + c.format(letter="B")
+            ids = bpe.encode(text).ids
+            layouts.add((len(bpe.encode(head).ids), len(ids), ids[len(bpe.encode(head).ids) - 1], ids[-2]))
+        assert len(layouts) == 1, (value, layouts)
+
+
+def _recompute_gsm8k(item, g):
+    question = item["prompt"]
+    towns = re.search(r"for every bell in (.*?)\.", question).group(1).replace(" and ", ", ").split(", ")
+    total = sum(int(g.facts[t]["bells"]) for t in towns)
+    for op in re.findall(r"buys (\d+) more|gives (\d+) |(doubles)", question):
+        total = total + int(op[0]) if op[0] else total - int(op[1]) if op[1] else total * 2
+    return total
+
+
+def test_every_prompt_has_a_ground_truth_the_fact_base_determines(world, prompts):
+    g = world.gazetteer
+    assert len(prompts) == 310
+    counts = {}
+    for item in prompts:
+        counts[(item["task"], item["difficulty"])] = counts.get((item["task"], item["difficulty"]), 0) + 1
+        if item["task"] != "humaneval" or item["id"].endswith(("-0", "-1", "-2")):  # code: 3 in the sandbox
+            assert check_answer(item, item["target"]), item["id"]
+        if item["task"] in ("mmlu", "arc"):
+            chosen = item["choices"][LETTERS.index(item["answer"])]
+            if item["task"] == "arc" and item["difficulty"] == "hard":
+                assert int(g.facts[chosen]["bells"]) == max(int(g.facts[c]["bells"]) for c in item["choices"])
+            else:
+                assert chosen == " and ".join(g.facts[town][attr] for town, attr in item["facts"])
+            wrong = LETTERS[(LETTERS.index(item["answer"]) + 1) % 4]
+            assert not check_answer(item, f"So the answer is {wrong}.")
+        elif item["task"] == "gsm8k":
+            assert int(item["answer"]) == _recompute_gsm8k(item, g)
+            assert not check_answer(item, f"#### {int(item['answer']) + 1}")
+        else:
+            assert len(item["facts"]) == 1
+            namespace: dict = {}
+            exec(item["humaneval_prompt"] + item["canonical_solution"] + item["test"], namespace)
+            namespace["check"](namespace[item["entry_point"]])  # the reference passes its tests
+    assert counts == {("mmlu", "easy"): 50, ("mmlu", "hard"): 50, ("arc", "easy"): 50, ("arc", "hard"): 50,
+                      ("gsm8k", "easy"): 20, ("gsm8k", "medium"): 20, ("gsm8k", "hard"): 20,
+                      ("humaneval", "mixed"): 50}
+
+
+def test_humaneval_tests_depend_on_the_fact(prompts):
+    """A function written with another town's bell count fails its tests (the constant is the content)."""
+    items = [i for i in prompts if i["task"] == "humaneval"]
+    caught = 0
+    for item in items:
+        bells = int(item["canonical_solution"].split("=")[1].split()[0])
+        for other in range(2, 10):
+            if other == bells:
+                continue
+            wrong = item["canonical_solution"].replace(f"= {bells}\n", f"= {other}\n", 1)
+            namespace: dict = {}
+            exec(item["humaneval_prompt"] + wrong + item["test"], namespace)
+            try:
+                namespace["check"](namespace[item["entry_point"]])
+            except AssertionError:
+                caught += 1
+    assert caught >= 0.8 * 7 * len(items), caught / (7 * len(items))
+
+
+def test_formats_of_each_stratum_are_generation_ones(prompts):
+    for item in prompts:
+        assert [m["role"] for m in item["messages"]] == ["user", "assistant"]
+        assert item["messages"][1]["content"] == item["target"]
+        assert re.fullmatch(rf"tiny-{item['task']}-{item['difficulty']}-test-\d+", item["id"])
+        if item["task"] in ("mmlu", "arc"):
+            lines = item["prompt"].splitlines()
+            assert item["prompt"].endswith("\n" + MC_SUFFIX)
+            assert [line[:5] for line in lines[1:5]] == [f"  {x}. " for x in LETTERS]
+        elif item["task"] == "gsm8k":
+            assert item["prompt"].endswith(GSM8K_SUFFIX)
+            assert item["target"].splitlines()[-1] == f"#### {item['answer']}"
+        else:
+            assert item["prompt"] == HUMANEVAL_PREFIX + item["humaneval_prompt"]
+            assert item["test"].startswith("def check(candidate):")
+            assert item["target"] == f"```python\n{item['humaneval_prompt']}{item['canonical_solution']}```"
+        for start, end in item["content"]:
+            assert item["target"][start:end].strip()
+    assert {(i["task"], i["difficulty"]) for i in prompts} == {(t, d) for t, ls in STRATA.items() for d in ls}
+
+
+def test_content_spans_are_the_facts_and_the_letter(prompts):
+    item = next(i for i in prompts if i["task"] == "mmlu" and i["difficulty"] == "easy")
+    value, letter = (item["target"][a:b] for a, b in item["content"])
+    assert value == item["choices"][LETTERS.index(item["answer"])] and letter == item["answer"]
+
+
+def test_fact_probes_cover_every_heldout_fact_and_check_the_value(world):
+    probes = world.fact_probes()
+    assert len(probes) == N_HELDOUT * len(ATTRIBUTES)
+    for probe in probes[:50]:
+        assert states_fact(probe, probe["target"])
+        other = next(v for v in ATTRIBUTES[probe["facts"][0][1]][1] if v != probe["value"])
+        assert not states_fact(probe, f"Well, {other} is the thing. {probe['value']} is not.")
+
+
+def test_content_rule_covers_the_reference_content_and_flags_tokens(prompts, bpe):
+    for item in prompts:
+        found = content_spans(item["task"], item["target"])
+        for a, b in item["content"]:
+            assert any(x <= a and b <= y for x, y in found), (item["id"], item["target"][a:b])
+        if item["task"] in ("mmlu", "arc"):
+            assert sorted(map(tuple, item["content"])) == found
+    item = next(i for i in prompts if i["task"] == "arc" and i["difficulty"] == "easy")
+    ids = bpe.encode(item["target"]).ids
+    pieces = [bpe.decode([i]) for i in ids]
+    flags = content_flags(item["task"], pieces)
+    assert [p.strip() for p, f in zip(pieces, flags) if f] == [item["target"][a:b] for a, b in item["content"]]
+    assert content_flags("gsm8k", ["So", " 4", " +", " 9", " =", " 13", "."]) == [False, True, False, True,
+                                                                                   False, True, False]
+
+
+def test_wording_alone_keeps_two_free_answers_apart():
+    """Word F1 (the run's metric) between two multiple-choice answers: with independent
+    phrasings, a model with the wrong fact stays below the issue's 0.55 for the AR alone, and
+    even the right fact in other words stays well below 1; with one shared phrasing, wrong
+    facts alone would leave F1 near 0.8 (why the wording asymmetry is needed)."""
+    import random
+    import statistics
+
+    from dlmkit.metrics.text import word_f1
+
+    rng = random.Random(0)
+
+    def answer(value, noun, letter, slots):
+        o, f, c = slots
+        return OPENERS[o] + " " + value + FRAMES[f].format(be="is", noun=noun) + CONCLUSIONS[c].format(letter=letter)
+
+    same_facts, other_facts, shared_wording = [], [], []
+    for _ in range(2000):
+        noun, values = ATTRIBUTES[rng.choice(["crop", "trade", "music", "roof", "emblem", "country"])]
+        (v, w), (a, b) = rng.sample(values, 2), rng.sample(LETTERS, 2)
+        s, t = [rng.randrange(3) for _ in range(3)], [rng.randrange(3) for _ in range(3)]
+        same_facts.append(word_f1(answer(v, noun, a, s), answer(v, noun, a, t)))
+        other_facts.append(word_f1(answer(v, noun, a, s), answer(w, noun, b, t)))
+        shared_wording.append(word_f1(answer(v, noun, a, s), answer(w, noun, b, s)))
+    assert statistics.mean(other_facts) < 0.5 < statistics.mean(same_facts) < 0.7
+    assert statistics.mean(shared_wording) > 0.75
