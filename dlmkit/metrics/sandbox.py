@@ -6,7 +6,7 @@ Isolation is bubblewrap's (Debian/Ubuntu package `bubblewrap`), not guards writt
   read-only /usr and Python install, a read-only root and /dev, a fresh /proc listing only its
   own processes (no /proc/<scorer>/environ, no scorer pid to kill), no /etc, /sys, /home or
   project tree, and a network namespace holding nothing but its own loopback.
-* one writable place, /tmp (its working directory): a tmpfs of at most 64 MiB in the sandbox's
+* one writable place, /tmp (its working directory is the empty /tmp/work): a tmpfs of at most 64 MiB in the sandbox's
   mount namespace, so nothing reaches the host's disk, even if the scorer itself is killed.
 * an empty environment (`--clearenv`; python runs with -I -S, site-packages put on sys.path
   without running their .pth files).
@@ -192,8 +192,11 @@ def _isolation(root: bool) -> list[str]:
             "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
             "--symlink", "usr/lib64", "/lib64", "--symlink", "usr/sbin", "/sbin",
             "--proc", "/proc", "--dev", "/dev",
-            "--perms", "1777", "--size", str(TMP_BYTES), "--tmpfs", "/tmp", "--chdir", "/tmp", "--clearenv"]
+            "--perms", "1777", "--size", str(TMP_BYTES), "--tmpfs", "/tmp", "--clearenv"]
     args += [*_python_binds(), "--remount-ro", "/dev", "--remount-ro", "/"]  # only /tmp stays writable
+    # The program starts in an empty directory of its own: an interpreter installed under /tmp (a venv
+    # made there, say) is bound into the tmpfs above and would otherwise show up in its listing.
+    args += ["--perms", "1777", "--dir", "/tmp/work", "--chdir", "/tmp/work"]
     if root:  # no user namespace: the harness drops to an unprivileged uid itself (see the docstring)
         return [a for a in args if a != "--unshare-all"] + [
             "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
