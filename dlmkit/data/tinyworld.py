@@ -343,8 +343,31 @@ def _format_prompt(task: str, raw: dict) -> str:
     return HUMANEVAL_PREFIX + raw["prompt"]
 
 
+class StrataSampler:
+    """What every generation of the world shares: a stratum's first n distinct items, and the
+    prompt set (n items per stratum), from the generation's own `item(task, difficulty, index, split)`."""
+
+    def items(self, task: str, difficulty: str, n: int, split: str = "test") -> list[dict]:
+        """The first n distinct items of a stratum (distinct prompts)."""
+        out, seen, index = [], set(), 0
+        while len(out) < n:
+            item = self.item(task, difficulty, index, split)
+            index += 1
+            if item["prompt"] not in seen:
+                seen.add(item["prompt"])
+                out.append(item)
+            if index > 50 * n + 1000:
+                raise UserError(f"the tiny world has fewer than {n} distinct {task}/{difficulty} {split} items")
+        return out
+
+    def strata(self, n_per_stratum: int, split: str = "test") -> list[dict]:
+        """The tiny mirror of the paper's prompt set: n items for each (task, stratum)."""
+        return [item for task, levels in STRATA.items() for level in levels
+                for item in self.items(task, level, n_per_stratum, split)]
+
+
 @dataclass(frozen=True)
-class TinyWorld:
+class TinyWorld(StrataSampler):
     """Seeded source of every kind of tiny-world text. `seed` picks the world's sample."""
 
     seed: int = 0
@@ -389,23 +412,6 @@ class TinyWorld:
             item["humaneval_prompt"] = raw["prompt"]
         return item
 
-    def items(self, task: str, difficulty: str, n: int, split: str = "test") -> list[dict]:
-        """The first n distinct items of a stratum (distinct prompts)."""
-        out, seen, index = [], set(), 0
-        while len(out) < n:
-            item = self.item(task, difficulty, index, split)
-            index += 1
-            if item["prompt"] not in seen:
-                seen.add(item["prompt"])
-                out.append(item)
-            if index > 50 * n + 1000:
-                raise UserError(f"the tiny world has fewer than {n} distinct {task}/{difficulty} {split} items")
-        return out
-
-    def strata(self, n_per_stratum: int, split: str = "test") -> list[dict]:
-        """The tiny mirror of the paper's prompt set: n items for each (task, stratum)."""
-        return [item for task, levels in STRATA.items() for level in levels
-                for item in self.items(task, level, n_per_stratum, split)]
 
     def documents(self, n: int, split: str = "train") -> list[str]:
         """Plain-text documents (the OpenWebText role); split by text hash like the tasks."""

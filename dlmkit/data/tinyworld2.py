@@ -111,7 +111,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from dlmkit.data.tinyworld import (DIFFICULTIES, FILLER, GSM8K_SUFFIX, HUMANEVAL_PREFIX, LETTERS, MC_SUFFIX, NAMES,
-                                   SPLITS, STRATA, THINGS)
+                                   SPLITS, THINGS, StrataSampler)
 from dlmkit.errors import UserError
 
 GENERATION = 2
@@ -469,7 +469,7 @@ _GENERATORS = {"mmlu": _mmlu, "arc": _arc, "gsm8k": _gsm8k, "humaneval": _humane
 
 
 @dataclass(frozen=True)
-class TinyWorld2:
+class TinyWorld2(StrataSampler):
     """Generation 2 of the tiny world, with TinyWorld's item API plus the role corpora."""
 
     seed: int = 0
@@ -498,23 +498,6 @@ class TinyWorld2:
         item["facts"] = [list(f) for f in item["facts"]]
         item["content"] = [list(span) for span in item["content"]]
         return item
-
-    def items(self, task: str, difficulty: str, n: int, split: str = "test") -> list[dict]:
-        """The first n distinct items of a stratum (distinct prompts)."""
-        out, seen, index = [], set(), 0
-        while len(out) < n:
-            item = self.item(task, difficulty, index, split)
-            index += 1
-            if item["prompt"] not in seen:
-                seen.add(item["prompt"])
-                out.append(item)
-            if index > 50 * n + 1000:
-                raise UserError(f"the tiny world has fewer than {n} distinct {task}/{difficulty} {split} items")
-        return out
-
-    def strata(self, n_per_stratum: int, split: str = "test") -> list[dict]:
-        return [item for task, levels in STRATA.items() for level in levels
-                for item in self.items(task, level, n_per_stratum, split)]
 
     def chat_examples(self, n: int, split: str = "train", tasks=tuple(_GENERATORS)) -> list[dict]:
         """A balanced mix of task items (every role's instruction data; train: training towns only)."""

@@ -132,20 +132,12 @@ def init_from_ar(model, ar_dir: Path) -> None:
     model.lm.load_state_dict(state)
 
 
-def train_tiny_dream(out: Path, seed: int = 0, steps: int | None = None, device: str = "cpu",
-                     init_from: Path | None = INIT_FROM, world: int = 1, gate_probes: int | None = None) -> dict:
-    if world == 2:
-        return _train_world2(out, seed, steps, device, None if init_from == INIT_FROM else init_from, gate_probes)
-    torch.manual_seed(seed)
-    if init_from is not None and not (Path(init_from) / "model.safetensors").exists():
-        raise UserError(f"the tiny Dream starts from the tiny AR model at {init_from}, which is missing; "
-                        "build it first with `python -m dlmkit.train.tiny ar_medium`")
-    tokenizer = load_tiny_tokenizer()
-    world = TinyWorld(seed)
-    pairs = chat_pairs(tokenizer, world.chat_examples(N_TRAIN, "train"))
+def _diffusion_setup(tokenizer, pairs, size: dict, seed: int, device: str, init_from: Path | None):
+    """A random tiny Dream of `size` (optionally initialised from an AR checkpoint), the batches of
+    `pairs` for each step and the masked-diffusion loss: what both worlds' recipes train with."""
     eos = tokenizer.eos_token_id
     cfg = dream_config("tiny", vocab_size=len(tokenizer), mask_token_id=tokenizer.mask_token_id,
-                       pad_token_id=eos, bos_token_id=eos, eos_token_id=eos, **SIZE)
+                       pad_token_id=eos, bos_token_id=eos, eos_token_id=eos, **size)
     model = random_dream(cfg, seed=seed, device=device, dtype=torch.float32)
     if init_from is not None:
         init_from_ar(model, init_from)
@@ -159,6 +151,22 @@ def train_tiny_dream(out: Path, seed: int = 0, steps: int | None = None, device:
 
     def loss_fn(m, batch):
         return masked_diffusion_loss(m, batch, generator=loss_gen)
+
+    return model, make_batch, loss_fn
+
+
+def train_tiny_dream(out: Path, seed: int = 0, steps: int | None = None, device: str = "cpu",
+                     init_from: Path | None = INIT_FROM, world: int = 1, gate_probes: int | None = None) -> dict:
+    if world == 2:
+        return _train_world2(out, seed, steps, device, None if init_from == INIT_FROM else init_from, gate_probes)
+    torch.manual_seed(seed)
+    if init_from is not None and not (Path(init_from) / "model.safetensors").exists():
+        raise UserError(f"the tiny Dream starts from the tiny AR model at {init_from}, which is missing; "
+                        "build it first with `python -m dlmkit.train.tiny ar_medium`")
+    tokenizer = load_tiny_tokenizer()
+    world = TinyWorld(seed)
+    pairs = chat_pairs(tokenizer, world.chat_examples(N_TRAIN, "train"))
+    model, make_batch, loss_fn = _diffusion_setup(tokenizer, pairs, SIZE, seed, device, init_from)
 
     eval_items = [i for t in ("mmlu", "arc", "gsm8k") for i in world.items(t, "easy", 8, "test")]
 
@@ -192,22 +200,7 @@ def _train_world2(out: Path | None, seed: int, steps: int | None, device: str, i
     tokenizer = load_tiny_tokenizer()
     world = TinyWorld2(seed)
     pairs = world2.dream_pairs(tokenizer, world, "dlm")
-    eos = tokenizer.eos_token_id
-    cfg = dream_config("tiny", vocab_size=len(tokenizer), mask_token_id=tokenizer.mask_token_id,
-                       pad_token_id=eos, bos_token_id=eos, eos_token_id=eos, **SIZE_WORLD2)
-    model = random_dream(cfg, seed=seed, device=device, dtype=torch.float32)
-    if init_from is not None:
-        init_from_ar(model, init_from)
-    sampler = batch_sampler(len(pairs), BATCH_SIZE, seed)
-    loss_gen = torch.Generator().manual_seed(seed)
-
-    def make_batch(step):
-        rows = sampler(step)
-        batch = diffusion_batch(pairs, rows, pad_id=eos, eos_id=eos, gen_len=region_length(pairs, rows, step, seed))
-        return tuple(x.to(device) for x in batch)
-
-    def loss_fn(m, batch):
-        return masked_diffusion_loss(m, batch, generator=loss_gen)
+    model, make_batch, loss_fn = _diffusion_setup(tokenizer, pairs, SIZE_WORLD2, seed, device, init_from)
 
     gate_items = world2.probes(world, 35)
 
