@@ -20,6 +20,13 @@ def lazy_phase(module: str, name: str):
     return phase
 
 
-def lazy_attribute(package: str, name: str, module: str):
-    """For a package's module-level __getattr__: `name` from `module`, imported on first use."""
-    return getattr(importlib.import_module(f"{package}.{module}"), name)
+def lazy_context(package: str):
+    """A package's module-level __getattr__ that imports its Context from `package.context` on first
+    use (torch and the models come with it, after the flags are read)."""
+
+    def __getattr__(name: str):
+        if name == "Context":
+            return importlib.import_module(f"{package}.context").Context
+        raise AttributeError(f"module {package} has no attribute {name}")
+
+    return __getattr__

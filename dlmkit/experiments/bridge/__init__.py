@@ -7,7 +7,7 @@ content, prompts.py holds the prompt sets, context.py the models, settings.py th
 from __future__ import annotations
 
 from dlmkit.cli import positive_int, probability
-from dlmkit.experiments import lazy_attribute, lazy_phase
+from dlmkit.experiments import lazy_context, lazy_phase
 from dlmkit.experiments.bridge.prompts import PROMPT_SETS
 from dlmkit.experiments.bridge.settings import QUANTIZATIONS, THRESHOLDS, Settings
 from dlmkit.experiments.bridge.token_kinds import KINDS
@@ -48,10 +48,7 @@ def add_flags(parser) -> None:
                           "paper preset when CUDA and bitsandbytes are there")
 
 
-def __getattr__(name):
-    if name == "Context":
-        return lazy_attribute(_HERE, name, "context")
-    raise AttributeError(f"module {_HERE} has no attribute {name}")
+__getattr__ = lazy_context(__name__)
 
 
 __all__ = ["Context", "PHASES", "PHASE_ROLES", "ROLES", "Settings", "add_flags"]

@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 
 from dlmkit.cli import nonnegative_float, positive_int, probability
-from dlmkit.experiments import lazy_attribute, lazy_phase
+from dlmkit.experiments import lazy_context, lazy_phase
 from dlmkit.experiments.clsd.settings import Settings
 
 _HERE = __name__
@@ -68,10 +68,7 @@ def add_flags(parser) -> None:
                      help="new tokens per prompt at inference (tiny 40, paper 512); stops early at end of turn")
 
 
-def __getattr__(name):
-    if name == "Context":
-        return lazy_attribute(_HERE, name, "context")
-    raise AttributeError(f"module {_HERE} has no attribute {name}")
+__getattr__ = lazy_context(__name__)
 
 
 __all__ = ["Context", "PHASES", "PHASE_ROLES", "ROLES", "Settings", "add_flags", "index_list"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dlmkit.cli import fraction
-from dlmkit.experiments import lazy_attribute, lazy_phase
+from dlmkit.experiments import lazy_context, lazy_phase
 from dlmkit.experiments.inverse.settings import FRACTIONS, PUBLISHED_DIR, Settings
 
 _HERE = __name__
@@ -36,10 +36,7 @@ def add_flags(parser) -> None:
                           "(optional; a missing file leaves those columns empty)")
 
 
-def __getattr__(name):
-    if name == "Context":
-        return lazy_attribute(_HERE, name, "context")
-    raise AttributeError(f"module {_HERE} has no attribute {name}")
+__getattr__ = lazy_context(__name__)
 
 
 __all__ = ["Context", "PHASES", "PHASE_ROLES", "ROLES", "Settings", "add_flags"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dlmkit.cli import count_list, positive_float, positive_int
-from dlmkit.experiments import lazy_attribute, lazy_phase
+from dlmkit.experiments import lazy_context, lazy_phase
 from dlmkit.experiments.self_spec.settings import Settings
 
 _HERE = __name__
@@ -57,10 +57,7 @@ def add_flags(parser) -> None:
                            "(default: tiny 8, paper 16)")
 
 
-def __getattr__(name):
-    if name == "Context":
-        return lazy_attribute(_HERE, name, "context")
-    raise AttributeError(f"module {_HERE} has no attribute {name}")
+__getattr__ = lazy_context(__name__)
 
 
 __all__ = ["Context", "PHASES", "PHASE_ROLES", "ROLES", "Settings", "add_flags"]

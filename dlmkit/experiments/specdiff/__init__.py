@@ -12,12 +12,11 @@ from __future__ import annotations
 
 from dlmkit.cli import count_list, nonnegative_list, positive_int
 from dlmkit.decoding.settings import SAMPLERS
-from dlmkit.experiments import lazy_attribute
+from dlmkit.experiments import lazy_context
 from dlmkit.experiments.specdiff.methods import methods_for
 from dlmkit.experiments.specdiff.settings import FAMILIES, Settings, name_list
 from dlmkit.results import markdown_table
 
-_HERE = __name__
 PHASES = {family: None for family in FAMILIES}  # run together by run_phases, below
 ROLES = ["mdlm", "target", "drafter"]
 SUBSET = "N prompts per prompt set"
@@ -79,10 +78,7 @@ def run_phases(run, context, phases) -> None:
                     f"SpecDiff ({cfg.preset}, {cfg.max_new_tokens} new tokens, {len(prompts)} prompts)")
 
 
-def __getattr__(name):
-    if name == "Context":
-        return lazy_attribute(_HERE, name, "context")
-    raise AttributeError(f"module {_HERE} has no attribute {name}")
+__getattr__ = lazy_context(__name__)
 
 
 __all__ = ["Context", "PHASES", "PHASE_ROLES", "ROLES", "Settings", "add_flags", "run_phases"]
