@@ -114,18 +114,7 @@ def train_tiny_causal_lm(role: str, out: Path, seed: int = 0, steps: int | None 
     world = TinyWorld(seed)
     blocks = pack_blocks(tokenizer, text_stream(world, **STREAM), BLOCK)
     heldout = pack_blocks(tokenizer, text_stream(world, 400, 200, 50, split="test"), BLOCK)
-    model = build_model(role, tokenizer).to(device)
-    sampler = batch_sampler(len(blocks), BATCH_SIZE, seed)
-
-    def make_batch(step):
-        return blocks[sampler(step)].to(device)
-
-    def eval_fn(m):
-        return {"heldout_nll": heldout_nll(m, heldout.to(device))}
-
-    cfg = TrainConfig(**{**DEFAULTS, "steps": steps or STEPS[role], "seed": seed})
-    work = work_dir(out)
-    history = train(model, lm_loss, make_batch, cfg, work, eval_fn=eval_fn, device=device, desc=f"tiny {role}")
+    model, history, cfg = _fit(role, tokenizer, blocks, heldout, seed, steps, device, work_dir(out), f"tiny {role}")
 
     model.eval()
     nll = heldout_nll(model, heldout.to(device))
@@ -140,14 +129,9 @@ def train_tiny_causal_lm(role: str, out: Path, seed: int = 0, steps: int | None 
     return ship(out, card)
 
 
-def _train_world2(role: str, out: Path, seed: int, steps: int | None, device: str, gate_probes: int | None) -> dict:
-    """The same model and loss on the role's generation-2 corpus; the card adds the fact gate."""
-    out = world2.staging_dir(role, out)
-    torch.manual_seed(seed)
-    tokenizer = load_tiny_tokenizer()
-    world = TinyWorld2(seed)
-    blocks = pack_blocks(tokenizer, world2.causal_texts(world, role), BLOCK)
-    heldout = pack_blocks(tokenizer, world2.heldout_texts(world), BLOCK)
+def _fit(role: str, tokenizer, blocks, heldout, seed: int, steps: int | None, device: str, work: Path, desc: str):
+    """The role's model trained on `blocks` with the next-token loss by the shared loop, held-out NLL
+    as its evaluation: what both worlds' recipes do. (model, history, TrainConfig)."""
     model = build_model(role, tokenizer).to(device)
     sampler = batch_sampler(len(blocks), BATCH_SIZE, seed)
 
@@ -158,9 +142,21 @@ def _train_world2(role: str, out: Path, seed: int, steps: int | None, device: st
         return {"heldout_nll": heldout_nll(m, heldout.to(device))}
 
     cfg = TrainConfig(**{**DEFAULTS, "steps": steps or STEPS[role], "seed": seed})
+    history = train(model, lm_loss, make_batch, cfg, work, eval_fn=eval_fn, device=device, desc=desc)
+    return model, history, cfg
+
+
+def _train_world2(role: str, out: Path, seed: int, steps: int | None, device: str, gate_probes: int | None) -> dict:
+    """The same model and loss on the role's generation-2 corpus; the card adds the fact gate."""
+    out = world2.staging_dir(role, out)
+    torch.manual_seed(seed)
+    tokenizer = load_tiny_tokenizer()
+    world = TinyWorld2(seed)
+    blocks = pack_blocks(tokenizer, world2.causal_texts(world, role), BLOCK)
+    heldout = pack_blocks(tokenizer, world2.heldout_texts(world), BLOCK)
     out.mkdir(parents=True, exist_ok=True)
-    history = train(model, lm_loss, make_batch, cfg, work_dir(out), eval_fn=eval_fn, device=device,
-                    desc=f"tiny {role} (world 2)")
+    model, history, cfg = _fit(role, tokenizer, blocks, heldout, seed, steps, device, work_dir(out),
+                               f"tiny {role} (world 2)")
     model.eval()
     probe_items = world2.probes(world, gate_probes)
     responses = greedy_responses(model, tokenizer, probe_items, max_new_tokens=32)
