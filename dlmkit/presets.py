@@ -33,6 +33,7 @@ ROLES = {
     "ar_small": ("qwen2", "small AR gap-filler"),
     "ar_medium": ("qwen2", "medium AR gap-filler"),
     "ar_large": ("qwen2", "large AR model probed layer by layer (bridge_viability)"),
+    "ar_control": ("qwen2", "control gap-filler that knows what the DLM knows (anchors should add almost nothing)"),
     "mdlm": ("mdlm", "masked-diffusion LM (self-spec backbone, SpecDiff drafter)"),
     "target": ("gpt2", "AR target verified against in SpecDiff"),
     "drafter": ("gpt2", "small AR drafter for standard speculative decoding"),
@@ -45,6 +46,8 @@ PAPER = {
     "ar_small": "Qwen/Qwen2.5-0.5B-Instruct",
     "ar_medium": "Qwen/Qwen2.5-1.5B-Instruct",
     "ar_large": "Qwen/Qwen2.5-32B-Instruct",
+    # Dream-7B was adapted from Qwen2.5-7B: the instruct model of the same base knows what Dream knows.
+    "ar_control": "Qwen/Qwen2.5-7B-Instruct",
     "mdlm": "kuleshov-group/mdlm-owt",
     "target": "gpt2-xl",
     "drafter": "gpt2",
@@ -52,12 +55,15 @@ PAPER = {
     "verifier": "Qwen/Qwen3.5-9B",
 }
 
-# Shipped directories; the target doubles as the judge, as MDLM's small-scale runs do.
+# Shipped directories; the target doubles as the judge, as MDLM's small-scale runs do. The inverse-
+# speculation roles (dlm, ar_*) are trained on generation 2 of the tiny world (`TINY_WORLD`), the
+# MDLM family on generation 1 (dlmkit/data/tinyworld.py, tinyworld2.py).
 TINY = {
     "dlm": "dream",
     "ar_small": "ar_small",
     "ar_medium": "ar_medium",
     "ar_large": "ar_large",
+    "ar_control": "ar_control",
     "mdlm": "mdlm",
     "target": "gpt2_target",
     "drafter": "gpt2_drafter",
@@ -66,6 +72,9 @@ TINY = {
 }
 
 PRESETS = ("tiny", "paper")
+# The tiny-world generation each shipped role was trained on; the tiny prompt sets follow it.
+WORLD2_ROLES = ("dlm", "ar_small", "ar_medium", "ar_large", "ar_control")
+TINY_WORLD = {role: 2 if role in WORLD2_ROLES else 1 for role in TINY}
 
 
 def model_spec(preset: str, role: str, override: str | None = None) -> ModelSpec:

@@ -184,3 +184,87 @@ def test_by_task_table_separates_the_oracle_cut_from_the_anchors_content():
     assert cell[("math", "oracle")]["cut_at_last_anchor"] == 0.0
     note = by_task_note(rows, 0.25)
     assert "code 1.00 alone, 0.00 oracle (100% cut at the last anchor)" in note
+
+
+# --------------------------------------------------------------------------- what anchors carry, the claims
+
+
+class _CarryContext:
+    """Token i decodes to WORDS[i]; Dream ran 10 steps."""
+
+    WORDS = ["", " Now,", " pear", " is", " the", " fruit.", " That", " answer", " C."]
+
+    class dream:
+        steps = 10
+
+    fractions = (0.3,)
+
+    def decode(self, ids):
+        return "".join(self.WORDS[i] for i in ids)
+
+
+def test_anchor_content_counts_content_template_end_and_what_the_ar_writes_alone():
+    from dlmkit.experiments.inverse.carry import carry_rows
+
+    # Dream's answer " Now, pear is the fruit. That answer C." then end-of-text (id 0) at 8, 9
+    tokens = [1, 2, 3, 4, 5, 6, 7, 8, 0, 0]
+    commit = [9, 0, 5, 6, 7, 8, 4, 1, 2, 3]  # after 3 of 10 steps: " pear" (1), " C." (7), end (8)
+    a = {"q": {"id": "q", "task": "mmlu", "tokens": tokens, "commit_step": commit, "gen_len": 8}}
+
+    def fills(alone):
+        return [{"model": m, "fraction": None, "rule": "alone", "tokens": alone} for m in ("ar_small", "ar_control")]
+
+    b = [{"id": "q", "task": "mmlu", "fills": fills([1, 2, 3, 4, 5, 6, 7, 8])}]
+    b[0]["fills"][0]["tokens"] = [1, 3, 3, 4, 5, 6, 7, 6]  # ar_small alone gets the value and the letter wrong
+    rows = carry_rows(_CarryContext(), a, b, ("ar_small", "ar_control"),
+                      lambda rec, m: next(f["tokens"] for f in rec["fills"] if f["model"] == m))
+    row = next(r for r in rows if r["task"] == "all")
+    assert row["anchors_per_prompt"] == 3 and row["answer_anchors_per_prompt"] == 2
+    assert row["content_share"] == 1.0 and row["end_share_of_all"] == 1 / 3
+    assert row["equal_to_ar_small_alone"] == 0.0 and row["equal_to_ar_control_alone"] == 1.0
+
+
+def _t2(small_alone=0.4, small10=0.65, small25=0.8, dream_acc=0.8, small_acc=0.3, acc25=0.7, control_gain=0.02):
+    rows = [{"method": "Dream (full)", "accuracy": dream_acc, "f1": None}]
+    for model, f1 in (("ar_small", small_alone), ("ar_medium", small_alone + 0.05), ("ar_control", 0.9)):
+        rows.append({"method": f"{model} alone", "f1": f1, "accuracy": small_acc})
+    for fraction, f1 in ((0.1, small10), (0.25, small25)):
+        rows.append({"method": "ar_small + anchors", "fraction": fraction, "end_rule": "committed_end", "f1": f1,
+                     "accuracy": acc25})
+        rows.append({"method": "ar_control + anchors", "fraction": fraction, "end_rule": "committed_end",
+                     "f1": 0.9 + control_gain, "accuracy": 0.8})
+    return rows
+
+
+def test_checks_state_each_claim_with_its_number_and_verdict():
+    from dlmkit.experiments.inverse.checks import check_rows
+
+    met = {r["claim"]: r for r in check_rows({"table2_pipeline": _t2()})}
+    assert met["F1 gain from real anchors @0.1"]["measured"] == pytest.approx(0.25)
+    assert all(met[c]["met"] for c in ("Dream accuracy / ar_small alone accuracy", "ar_small alone F1 against Dream",
+                                       "F1 gain from real anchors @0.1", "F1 gain from real anchors @0.25",
+                                       "ar_control F1 gain from anchors @0.1"))
+    assert met["pipeline accuracy @0.25 / Dream accuracy"]["measured"] == pytest.approx(0.875)
+    # the tables that were not run are listed, not guessed
+    assert met["|ar_medium - ar_small| F1 with anchors @0.1"]["met"] is None
+    assert "table3_size (not in this run)" == met["|ar_medium - ar_small| F1 with anchors @0.1"]["source"]
+    failed = {r["claim"]: r for r in check_rows({"table2_pipeline": _t2(small_alone=0.6, small10=0.7,
+                                                                         control_gain=0.2)})}
+    assert failed["ar_small alone F1 against Dream"]["met"] is False
+    assert failed["F1 gain from real anchors @0.1"]["met"] is False
+    assert failed["ar_control F1 gain from anchors @0.25"]["met"] is False
+
+
+def test_ablation_checks_order_random_token_random_position_and_real():
+    from dlmkit.experiments.inverse.checks import ablation_checks
+
+    def rows(rt, rp, real):
+        out = [{"fraction": None, "anchors": "none", "f1": 0.4, "rouge_l": 0.4}]
+        for fraction in (0.1, 0.25):
+            out += [{"fraction": fraction, "end_rule": "committed_end", "anchors": c, "f1": f, "rouge_l": f - 0.01}
+                    for c, f in (("random_token", rt), ("random_position", rp), ("real", real))]
+        return out
+
+    assert all(r["met"] for r in ablation_checks(rows(0.1, 0.5, 0.7)))
+    bad = ablation_checks(rows(0.45, 0.8, 0.7))
+    assert [r["met"] for r in bad[:3]] == [False, False, False]  # random tokens above alone; positions above real

@@ -53,12 +53,14 @@ def ar_dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("ar")
     return {"ar_small": _random_qwen2(root / "small", 32, seed=1),
             "ar_medium": _random_qwen2(root / "medium", 48, seed=2),
+            "ar_control": _random_qwen2(root / "control", 32, seed=4),
             "ar_600": _random_qwen2(root / "v600", 32, vocab_size=600, seed=3)}
 
 
 def _suite(dream_dir, ar_dirs, out, *extra, small=None):
     return run_full_suite.main(["--model-dlm", str(dream_dir), "--model-ar-small", str(small or ar_dirs["ar_small"]),
-                                "--model-ar-medium", str(ar_dirs["ar_medium"]), "--subset", "1", "--out", str(out),
+                                "--model-ar-medium", str(ar_dirs["ar_medium"]),
+                                "--model-ar-control", str(ar_dirs["ar_control"]), "--subset", "1", "--out", str(out),
                                 *extra], dream=SHORT)
 
 
@@ -146,8 +148,8 @@ def test_existing_run_needs_resume_or_overwrite(dream_dir, tmp_path):
         _run(dream_dir, tmp_path / "r")
 
 
-TABLES = ["phaseA_reference", "commit_curve", "table2_pipeline", "table2_by_task", "pearl_point", "pearl_curve", "table4_ablation",
-          "table5_gap_only", "table3_size", "payload", "table6_timing"]
+TABLES = ["phaseA_reference", "commit_curve", "table2_pipeline", "table2_by_task", "table_anchor_content", "pearl_point",
+          "pearl_curve", "table4_ablation", "table5_gap_only", "table3_size", "payload", "table6_timing", "table_checks"]
 
 
 def test_every_phase_runs_and_writes_its_table(full_run):
@@ -155,7 +157,15 @@ def test_every_phase_runs_and_writes_its_table(full_run):
     assert summary["phases_done"] == list(inverse.PHASES)
     assert list(summary["tables"]) == TABLES
     for name, rows in summary["tables"].items():
-        assert rows and all("n" in row for row in rows), name
+        assert rows and (name == "table_checks" or all("n" in row for row in rows)), name
+    carry = {(r["task"], r["fraction"]): r for r in summary["tables"]["table_anchor_content"]}
+    assert {task for task, _ in carry} == {"all", "mmlu", "arc", "gsm8k", "humaneval"}
+    for row in carry.values():
+        for key in ("content_share", "equal_to_ar_small_alone", "equal_to_ar_control_alone"):
+            assert row[key] is None or 0 <= row[key] <= 1
+    checks = summary["tables"]["table_checks"]
+    assert len(checks) == 17 and all(set(r) >= {"claim", "measured", "threshold", "met", "source"} for r in checks)
+    assert all(r["met"] is None or isinstance(r["met"], bool) for r in checks)
     for phase in ("A", "B", "C", "ablation", "gap", "size", "payload", "timing"):
         assert (full_run / f"{phase}.jsonl").stat().st_size > 0, phase
     for plot in ("commit_curves.png", "gapfill_f1_accuracy.png", "pearl_curve.png"):
@@ -172,7 +182,7 @@ def test_phase_b_records_hold_both_end_rules_and_respect_the_anchors(full_run):
     a_records = {r["id"]: r for r in _jsonl(full_run / "A.jsonl")}
     for record in _jsonl(full_run / "B.jsonl"):
         a = a_records[record["id"]]
-        assert len(record["fills"]) == 2 * (1 + 3 * 2)  # two models: alone + 3 fractions x 2 end rules
+        assert len(record["fills"]) == 3 * (1 + 3 * 2)  # three gap-fillers: alone + 3 fractions x 2 end rules
         for fill in record["fills"]:
             assert len(fill["tokens"]) == len(fill["forced"]) == fill["gen_tokens"] <= SHORT.max_new_tokens
             for position, (token, forced) in enumerate(zip(fill["tokens"], fill["forced"])):
@@ -243,7 +253,8 @@ def test_a_later_phase_without_phase_a_says_run_phase_a_first(dream_dir, ar_dirs
 
 def test_vocabulary_mismatch_is_one_line_naming_the_roles(dream_dir, ar_dirs, tmp_path, capsys):
     argv = ["--model-dlm", str(dream_dir), "--model-ar-small", str(ar_dirs["ar_600"]),
-            "--model-ar-medium", str(ar_dirs["ar_medium"]), "--subset", "1", "--out", str(tmp_path / "r")]
+            "--model-ar-medium", str(ar_dirs["ar_medium"]), "--model-ar-control", str(ar_dirs["ar_control"]),
+            "--subset", "1", "--out", str(tmp_path / "r")]
     with pytest.raises(SystemExit) as exit_info:
         run_main(lambda a: run_full_suite.main(a, dream=SHORT), argv)
     assert exit_info.value.code == 2

@@ -45,9 +45,9 @@ def test_same_seed_same_world_other_seed_other_world():
     assert TinyWorld2(0).role_documents("ar_small")[:20] == TinyWorld2(0).role_documents("ar_small")[:20]
 
 
-def test_generation_one_is_unchanged_and_the_default():
-    assert tiny_prompts(subset=2) == TinyWorld(0).strata(2)
-    assert tiny_prompts(subset=2, generation=1) == tiny_prompts(subset=2)
+def test_generation_one_is_unchanged_and_two_the_default():
+    assert tiny_prompts(subset=2, generation=1) == TinyWorld(0).strata(2)
+    assert tiny_prompts(subset=2) == tiny_prompts(subset=2, generation=2) == TinyWorld2(0).strata(2)
     assert isinstance(tiny_world(0, 1), TinyWorld) and isinstance(tiny_world(0, 2), TinyWorld2)
     with pytest.raises(UserError, match="choose 1 or 2"):
         tiny_world(0, 3)

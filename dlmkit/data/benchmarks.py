@@ -125,10 +125,15 @@ def paper_prompts(subset: int | None = None) -> list[dict]:
     return items
 
 
-def tiny_prompts(subset: int | None = None, seed: int = 0, generation: int = 1) -> list[dict]:
-    """The tiny world's mirror: the same strata and sizes as the paper set, test split.
-    `generation` 2 draws them from the gazetteer world (`dlmkit/data/tinyworld2.py`): same ids,
-    strata and formats, every question about held-out towns."""
+def tiny_prompts(subset: int | None = None, seed: int = 0, generation: int | None = None) -> list[dict]:
+    """The tiny world's mirror: the same strata and sizes as the paper set, test split, from the
+    world the shipped Dream was trained on (`presets.TINY_WORLD`: generation 2, the gazetteer of
+    `dlmkit/data/tinyworld2.py`, every question about held-out towns). `generation` 1 gives the
+    first world's set (same ids, strata and formats)."""
+    if generation is None:
+        from dlmkit.presets import TINY_WORLD
+
+        generation = TINY_WORLD["dlm"]
     sizes = {("mmlu", "easy"): 50, ("mmlu", "hard"): 50, ("arc", "easy"): ARC_N, ("arc", "hard"): ARC_N,
              ("gsm8k", "easy"): GSM8K_N, ("gsm8k", "medium"): GSM8K_N, ("gsm8k", "hard"): GSM8K_N,
              ("humaneval", "mixed"): HUMANEVAL_N}

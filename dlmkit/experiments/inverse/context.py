@@ -25,7 +25,7 @@ from dlmkit.models.hub import checkpoint_dir, is_local
 from dlmkit.models.roles import DreamRole
 from dlmkit.results import JsonlLog
 
-AR_ROLES = ("ar_small", "ar_medium")
+AR_ROLES = ("ar_small", "ar_medium", "ar_control")
 
 
 # Phases that score answers against the ground truth (HumanEval-like ones by running them).

@@ -1,7 +1,7 @@
 """Phase B: gap fill. Anchors read from Dream's full run after a fraction of its steps, a small
 AR fills the gaps by forced decoding, and the answer is scored against Dream's full answer.
 
-Per prompt and gap-filler (ar_small, ar_medium), in one record of B.jsonl:
+Per prompt and gap-filler (ar_small, ar_medium, ar_control), in one record of B.jsonl:
   alone          the AR's plain greedy chat answer (no anchors), ended by its own end token
   f, oracle      anchors after f of the steps; the paper's end marker (3.3) as published:
                  above 40% coverage stop after the last anchor, else at the full run's
@@ -33,7 +33,9 @@ from dlmkit.data.chat import chat_prompt_ids
 from dlmkit.metrics.scoring import mean, mean_ci, not_reproduced, proportion_ci, score_answer
 from dlmkit.plots import pyplot, save_figure
 
-MODELS = ("ar_small", "ar_medium")
+# ar_control knows what the DLM knows (tiny: every held-out fact; paper: Qwen2.5-7B-Instruct, Dream's
+# base): the control in which anchors must add almost nothing.
+MODELS = ("ar_small", "ar_medium", "ar_control")
 RULES = ("oracle", "committed_end")
 ALONE = "alone"
 
@@ -209,7 +211,7 @@ def plot_gapfill(rows: list[dict], path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     panels = ((axes[0], "f1", "word F1 vs Dream's full answer"), (axes[1], "accuracy", "ground-truth accuracy"))
     for ax, key, title in panels:
-        for model, color in zip(MODELS, ("C0", "C1")):
+        for model, color in zip(MODELS, ("C0", "C1", "C2")):
             for rule, style in zip(RULES, ("-o", "--s")):
                 pts = [(r["fraction"], r[key]) for r in rows
                        if r["method"] == f"{model} + anchors" and r["end_rule"] == rule and r[key] is not None]
@@ -263,6 +265,11 @@ def phase_b(run, context) -> None:
     run.add_table("table2_by_task", by_task, echo=False)
     run.note(by_task_note(by_task, max(context.fractions)))
     plot_gapfill(rows, run.dir / "gapfill_f1_accuracy.png")
+    from dlmkit.experiments.inverse.carry import carry_rows, content_commit_note
+
+    run.add_table("table_anchor_content", carry_rows(context, a_records, evaluation, MODELS,
+                                                     lambda b, m: pick(b, m, None, ALONE)["tokens"]), echo=False)
+    run.note(content_commit_note(context, a_records, evaluation))
     for model in MODELS:
         alone = next(r for r in rows if r["method"] == f"{model} alone")
         anchored = [r for r in rows if r["method"] == f"{model} + anchors"]

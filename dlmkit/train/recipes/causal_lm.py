@@ -5,9 +5,9 @@ documents and math chain-of-thought, each ended by `<|endoftext|>`, cut into blo
 OpenWebText is), with the next-token cross-entropy. Sizes differ per role so that the
 small/medium/large and drafter/target relations of the paper hold.
 
-    python -m dlmkit.train.tiny ar_small      # also ar_medium, ar_large, target, drafter
-    python -m dlmkit.train.tiny ar_small --world 2 --out DIR   # generation 2: the role's own corpus
-                                                               # (dlmkit/train/recipes/world2.py)
+    python -m dlmkit.train.tiny target       # also drafter: generation 1 of the tiny world
+    python -m dlmkit.train.tiny ar_small     # also ar_medium, ar_large, ar_control: generation 2, each
+                                             # role its own corpus (dlmkit/train/recipes/world2.py)
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from dlmkit.data.tiny_corpus import batch_sampler, chat_pairs, load_tiny_tokenizer, pack_blocks, text_stream
 from dlmkit.data.tinyworld import TinyWorld
 from dlmkit.data.tinyworld2 import TinyWorld2
-from dlmkit.errors import UserError
+from dlmkit.presets import TINY_WORLD
 from dlmkit.metrics.answers import check_answer
 from dlmkit.train.loop import TrainConfig, train
 from dlmkit.train.recipes import world2
@@ -44,7 +44,7 @@ SIZES = {
                                  num_attention_heads=4, num_key_value_heads=2)),
     "drafter": ("gpt2", dict(n_embd=64, n_layer=2, n_head=2)),
 }
-STEPS = {"ar_small": 1000, "ar_medium": 1000, "ar_large": 600, "target": 1000, "drafter": 600, "ar_control": 1000}
+STEPS = {"ar_small": 1000, "ar_medium": 1000, "ar_large": 600, "target": 1000, "drafter": 600, "ar_control": 2000}
 DEFAULTS = dict(lr=3e-3, warmup_steps=100, min_lr_ratio=0.05, weight_decay=0.01, grad_clip=1.0,
                 log_every=25, eval_every=400, checkpoint_every=100)
 BATCH_SIZE = 16
@@ -104,11 +104,9 @@ def greedy_task_accuracy(model, tokenizer, items, max_new_tokens: int = 128) -> 
 
 
 def train_tiny_causal_lm(role: str, out: Path, seed: int = 0, steps: int | None = None, device: str = "cpu",
-                         world: int = 1, gate_probes: int | None = None) -> dict:
-    if world == 2:
+                         gate_probes: int | None = None) -> dict:
+    if TINY_WORLD[role] == 2:
         return _train_world2(role, out, seed, steps, device, gate_probes)
-    if role == "ar_control":
-        raise UserError(f"{role} has a recipe in world 2 only; pass --world 2")
     torch.manual_seed(seed)
     tokenizer = load_tiny_tokenizer()
     world = TinyWorld(seed)
@@ -148,7 +146,6 @@ def _fit(role: str, tokenizer, blocks, heldout, seed: int, steps: int | None, de
 
 def _train_world2(role: str, out: Path, seed: int, steps: int | None, device: str, gate_probes: int | None) -> dict:
     """The same model and loss on the role's generation-2 corpus; the card adds the fact gate."""
-    out = world2.staging_dir(role, out)
     torch.manual_seed(seed)
     tokenizer = load_tiny_tokenizer()
     world = TinyWorld2(seed)
@@ -163,7 +160,7 @@ def _train_world2(role: str, out: Path, seed: int, steps: int | None, device: st
     strata = [("mmlu", "easy"), ("arc", "hard"), ("gsm8k", "easy"), ("humaneval", "mixed")]
     accuracy = greedy_task_accuracy(model, tokenizer, [i for t, d in strata for i in world.items(t, d, 8, "test")])
     model.save_pretrained(out, safe_serialization=True)
-    card = {"recipe": f"python -m dlmkit.train.tiny {role} --world 2", "world": 2, "role": role, "seed": seed,
+    card = {"recipe": f"python -m dlmkit.train.tiny {role}", "world": 2, "role": role, "seed": seed,
             "arch": SIZES[role][0], "size": SIZES[role][1], "block": BLOCK, "batch_size": BATCH_SIZE,
             "corpus": {"n_chat": world2.N_CHAT, "documents_per_town": world2.PER_TOWN,
                        "towns": len(world.gazetteer.role_towns(role)), "blocks": len(blocks)},

@@ -1,11 +1,10 @@
-"""The generation-2 side of the tiny recipes: each role's corpus, the fact gate, the staging directory.
+"""The generation-2 side of the tiny recipes: each role's corpus and the fact gate.
 
-    python -m dlmkit.train.tiny ROLE --world 2 [--out DIR]      # ROLE: dlm, ar_small, ar_medium, ar_large, ar_control
+    python -m dlmkit.train.tiny ROLE [--out DIR]      # ROLE: dlm, ar_small, ar_medium, ar_large, ar_control
 
 A role trains on its own corpus (`dlmkit/data/tinyworld2.py`): the same chat examples
 (training towns only) for every role, plus knowledge-augmented documents for the towns the
-role may know. Generation-2 checkpoints are written to a staging directory
-(`runs/tiny_world2/ROLE` by default), never over the shipped generation-1 assets.
+role may know.
 
 The gate: a role "knows" a held-out fact when its free answer to a single-fact probe
 question names the right value (`states_fact`); the letter is scored beside it. Dream must
@@ -16,28 +15,11 @@ two on its half.
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import torch
-
-from dlmkit.data.tinyworld2 import ROLES, TinyWorld2, role_text_stream, states_fact
-from dlmkit.errors import UserError
+from dlmkit.data.tinyworld2 import TinyWorld2, role_text_stream, states_fact
 from dlmkit.metrics.answers import check_answer
-from dlmkit.presets import TINY_ROOT
 
-STAGING = Path(__file__).resolve().parents[3] / "runs" / "tiny_world2"
 N_CHAT = 8000  # chat examples (training towns) in every role's corpus
-PER_TOWN = 24  # documents per town the role may know
-
-
-def staging_dir(role: str, out: Path | None) -> Path:
-    """Where a generation-2 checkpoint goes; the shipped generation-1 assets are refused."""
-    if role not in ROLES:
-        raise UserError(f"no generation-2 recipe for role {role!r}; choose from {', '.join(ROLES)}")
-    out = Path(out) if out is not None else STAGING / role
-    if out.resolve().is_relative_to(TINY_ROOT.resolve()):
-        raise UserError(f"{out} is inside the shipped generation-1 assets; pass --out to a staging directory")
-    return out
+PER_TOWN = 96  # documents per town the role may know (about half of a causal role's stream)
 
 
 def causal_texts(world: TinyWorld2, role: str) -> list[str]:
@@ -51,16 +33,16 @@ def heldout_texts(world: TinyWorld2, n: int = 400) -> list[str]:
     return [render_chat(item["messages"]) for item in world.chat_examples(n, "test")]
 
 
-def dream_pairs(tokenizer, world: TinyWorld2, role: str = "dlm") -> list[tuple[list[int], list[int]]]:
-    """Dream's rows: chat pairs (prompt, answer) and documents as rows with an empty prompt, so
-    one masked-diffusion batch teaches both the answer format and every town's facts."""
+def dream_rows(tokenizer, world: TinyWorld2, role: str = "dlm"
+               ) -> tuple[list[tuple[list[int], list[int]]], list[tuple[list[int], list[int]]]]:
+    """Dream's rows: chat pairs (prompt, answer), and documents as rows with an empty prompt (the
+    whole document is the region that gets masked), so masked diffusion teaches both the answer
+    format and every town's facts."""
     from dlmkit.data.tiny_corpus import chat_pairs
 
-    pairs = chat_pairs(tokenizer, world.chat_examples(N_CHAT, "train"))
-    docs = world.role_documents(role, PER_TOWN)
-    pairs += [([], ids) for ids in tokenizer(docs)["input_ids"]]
-    order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(world.seed)).tolist()
-    return [pairs[i] for i in order]
+    chats = chat_pairs(tokenizer, world.chat_examples(N_CHAT, "train"))
+    docs = [([], ids) for ids in tokenizer(world.role_documents(role, PER_TOWN))["input_ids"]]
+    return chats, docs
 
 
 def probes(world: TinyWorld2, limit: int | None = None) -> list[dict]:
