@@ -80,3 +80,36 @@ def reference_answer_tokens(tokenizer, items: list[dict]) -> dict:
     for item in items:
         per.setdefault(item["task"], []).append(len(tokenizer(item["target"])["input_ids"]))
     return {task: sum(v) / len(v) for task, v in sorted(per.items())}
+
+
+def cloze_accuracy(model, tokenizer, world: TinyWorld2, split: str, *, diffusion: bool) -> float:
+    """Does the model know a split's facts in the documents' own words? For every (town, attribute),
+    the first document phrasing with the value hidden ("The fruit of Faring is the ___."): a DLM
+    predicts the masked position, an AR the next token after the prefix; the prediction counts when
+    it is the right one among that attribute's values. Beside the probes' gate it separates
+    knowing a fact from answering a question about it (knowledge extraction)."""
+    import torch
+
+    from dlmkit.data.tinyworld2 import ATTRIBUTES, DOC_SENTENCES
+
+    right = total = 0
+    for town in world.gazetteer.towns_of_split(split):
+        for attr, (_, values) in ATTRIBUTES.items():
+            prefix, suffix = DOC_SENTENCES[attr][0].format(town=town, value="\0").split(" \0")
+            # a value is one token with its space (" pear"), or a space token and a digit (" 4")
+            spelled = [tokenizer(" " + v)["input_ids"] for v in values]
+            lead = spelled[0][:-1]
+            candidates = [ids[-1] for ids in spelled]
+            ids = tokenizer(prefix)["input_ids"] + lead
+            at = len(ids) - 1
+            if diffusion:
+                at = len(ids)
+                ids = ids + [tokenizer.mask_token_id] + tokenizer(suffix)["input_ids"]
+            x = torch.tensor([ids], device=model.device)
+            with torch.no_grad():
+                out = model(x, attention_mask=torch.ones_like(x))
+            logits = (out if diffusion else out.logits)[0, at]
+            best = max(range(len(values)), key=lambda k: float(logits[candidates[k]]))
+            right += values[best] == world.gazetteer.facts[town][attr]
+            total += 1
+    return right / total

@@ -1,0 +1,89 @@
+"""Do the world-2 tiny models know the facts, and can they answer questions about them?
+
+For every shipped generation-2 role (dlm, ar_small, ar_medium, ar_large, ar_control), on the
+training towns and on the held-out towns (which every test prompt asks about):
+
+  cloze     the fact in the documents' own words with the value hidden ("The fruit of
+            Faring is the ___."): the right value ranked first among the attribute's values
+            (dlmkit.train.recipes.world2.cloze_accuracy)
+  probe     the single-fact chat question ("Which fruit is grown in Faring?" + four options):
+            does the free answer state the right value, and the right letter (world2.gate);
+            greedy answers, Dream in 32 entropy-ordered steps over a 32-position canvas
+
+A model that knows a fact (cloze) but does not state it when asked (probe) has not learned
+to extract it: what separates the testbed's designed knowledge asymmetry from what the
+inverse-speculation pipeline can use.
+
+    OMP_NUM_THREADS=1 python benchmarks/fact_knowledge.py [--json results/fact_knowledge/tiny.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+ROLES = ("dlm", "ar_small", "ar_medium", "ar_large", "ar_control")
+
+
+def measure(role: str, root: Path | None = None) -> dict:
+    import torch
+
+    from dlmkit.data.tinyworld2 import TinyWorld2
+    from dlmkit.presets import TINY, TINY_ROOT
+    from dlmkit.train.recipes import world2
+
+    torch.manual_seed(0)
+    directory = (root or TINY_ROOT) / TINY[role]
+    world = TinyWorld2(0)
+    row = {"role": role}
+    if role == "dlm":
+        from dlmkit.models.dream import load_dream, load_dream_tokenizer
+        from dlmkit.train.recipes.dream import greedy_responses
+
+        model, tokenizer = load_dream(directory), load_dream_tokenizer(directory)
+
+        def answer(items):
+            return greedy_responses(model, tokenizer, items, gen_len=32, steps=32, batch_size=64)
+    else:
+        from dlmkit.models.ar import load_ar
+        from dlmkit.train.recipes.causal_lm import greedy_responses
+
+        model, tokenizer = load_ar(directory)
+
+        def answer(items):
+            return greedy_responses(model, tokenizer, items, max_new_tokens=24)
+    model.eval()
+    row["parameters"] = sum(p.numel() for p in model.parameters())
+    for split, name in (("train", "training_towns"), ("test", "heldout_towns")):
+        row[f"cloze_{name}"] = world2.cloze_accuracy(model, tokenizer, world, split, diffusion=role == "dlm")
+        items = world.fact_probes(split)
+        gate = world2.gate(world, items, answer(items))
+        row[f"probe_fact_{name}"] = gate["fact_accuracy_all"]
+        row[f"probe_letter_{name}"] = gate["letter_accuracy_all"]
+    return row
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--roles", nargs="+", choices=ROLES, default=list(ROLES))
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows (with provenance) here")
+    args = parser.parse_args(argv)
+    rows = [measure(role) for role in args.roles]
+    columns = list(rows[0])
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    for row in rows:
+        print("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.values()) + " |")
+    if args.json:
+        from dlmkit.results import atomic_write_json, git_state
+
+        atomic_write_json(args.json, {"command": "python benchmarks/fact_knowledge.py " + " ".join(argv or sys.argv[1:]),
+                                      **git_state(), "rows": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
