@@ -246,8 +246,8 @@ def test_checks_state_each_claim_with_its_number_and_verdict():
                                        "ar_control F1 gain from anchors @0.1"))
     assert met["pipeline accuracy @0.25 / Dream accuracy"]["measured"] == pytest.approx(0.875)
     # the tables that were not run are listed, not guessed
-    assert met["|ar_medium - ar_small| F1 with anchors @0.1"]["met"] is None
-    assert "table3_size (not in this run)" == met["|ar_medium - ar_small| F1 with anchors @0.1"]["source"]
+    assert met["abs(ar_medium - ar_small) F1 with anchors @0.1"]["met"] is None
+    assert "table3_size (not in this run)" == met["abs(ar_medium - ar_small) F1 with anchors @0.1"]["source"]
     failed = {r["claim"]: r for r in check_rows({"table2_pipeline": _t2(small_alone=0.6, small10=0.7,
                                                                          control_gain=0.2)})}
     assert failed["ar_small alone F1 against Dream"]["met"] is False

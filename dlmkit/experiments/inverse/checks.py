@@ -93,7 +93,7 @@ def ablation_checks(t4: list[dict] | None) -> list[dict]:
 
 
 def size_checks(t3: list[dict] | None) -> list[dict]:
-    name, threshold = "|ar_medium - ar_small| F1 with anchors @0.1", "<= 0.03"
+    name, threshold = "abs(ar_medium - ar_small) F1 with anchors @0.1", "<= 0.03"
     row = _row(t3 or [], fraction=0.1, end_rule=RULE)
     if not row:
         return [_missing(name, threshold, "table3_size")]
