@@ -71,6 +71,9 @@ def main(argv=None) -> int:
     parser.add_argument("--roles", nargs="+", choices=ROLES, default=list(ROLES))
     parser.add_argument("--json", type=Path, default=None, help="also write the rows (with provenance) here")
     args = parser.parse_args(argv)
+    from dlmkit.results import atomic_write_json, git_state
+
+    git = git_state(exclude=args.json) if args.json else None  # the tree as the measurement starts
     rows = [measure(role) for role in args.roles]
     columns = list(rows[0])
     print("| " + " | ".join(columns) + " |")
@@ -78,10 +81,8 @@ def main(argv=None) -> int:
     for row in rows:
         print("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.values()) + " |")
     if args.json:
-        from dlmkit.results import atomic_write_json, git_state
-
         atomic_write_json(args.json, {"command": "python benchmarks/fact_knowledge.py " + " ".join(argv or sys.argv[1:]),
-                                      **git_state(), "rows": rows})
+                                      **git, "rows": rows})
     return 0
 
 
