@@ -347,6 +347,15 @@ class StrataSampler:
     """What every generation of the world shares: a stratum's first n distinct items, and the
     prompt set (n items per stratum), from the generation's own `item(task, difficulty, index, split)`."""
 
+    @staticmethod
+    def check_stratum(task: str, difficulty: str, tasks) -> None:
+        """A one-line error for a task the generation does not make (`tasks`) or a difficulty it lacks."""
+        if task not in tasks:
+            raise UserError(f"unknown tiny-world task {task!r}; choose from {', '.join(tasks)}")
+        allowed = DIFFICULTIES + (("mixed",) if task == "humaneval" else ())
+        if difficulty not in allowed:
+            raise UserError(f"unknown difficulty {difficulty!r} for {task}; choose from {', '.join(allowed)}")
+
     def items(self, task: str, difficulty: str, n: int, split: str = "test") -> list[dict]:
         """The first n distinct items of a stratum (distinct prompts)."""
         out, seen, index = [], set(), 0
@@ -377,11 +386,7 @@ class TinyWorld(StrataSampler):
 
     def item(self, task: str, difficulty: str, index: int, split: str = "test") -> dict:
         """Benchmark-style item `index` of a stratum: prompt, gold answer, reference response."""
-        if task not in _GENERATORS:
-            raise UserError(f"unknown tiny-world task {task!r}; choose from {', '.join(_GENERATORS)}")
-        allowed = DIFFICULTIES + (("mixed",) if task == "humaneval" else ())
-        if difficulty not in allowed:
-            raise UserError(f"unknown difficulty {difficulty!r} for {task}; choose from {', '.join(allowed)}")
+        self.check_stratum(task, difficulty, _GENERATORS)
         if split not in SPLITS:
             raise UserError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
         for attempt in range(10_000):

@@ -487,11 +487,7 @@ class TinyWorld2(StrataSampler):
 
     def item(self, task: str, difficulty: str, index: int, split: str = "test") -> dict:
         """Item `index` of a stratum; test items ask about held-out towns, train items about the rest."""
-        if task not in _GENERATORS:
-            raise UserError(f"unknown tiny-world task {task!r}; choose from {', '.join(_GENERATORS)}")
-        allowed = DIFFICULTIES + (("mixed",) if task == "humaneval" else ())
-        if difficulty not in allowed:
-            raise UserError(f"unknown difficulty {difficulty!r} for {task}; choose from {', '.join(allowed)}")
+        self.check_stratum(task, difficulty, _GENERATORS)
         towns = self.gazetteer.towns_of_split(split)
         raw = _GENERATORS[task](self.gazetteer, self._rng(task, difficulty, split, index), towns, difficulty)
         item = {"id": f"tiny-{task}-{difficulty}-{split}-{index}", "task": task, "difficulty": difficulty,
