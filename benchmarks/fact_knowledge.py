@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 ROLES = ("dlm", "ar_small", "ar_medium", "ar_large", "ar_control")
 
 
-def measure(role: str, root: Path | None = None) -> dict:
+def measure(role: str) -> dict:
     import torch
 
     from dlmkit.data.tinyworld2 import TinyWorld2
@@ -36,7 +36,7 @@ def measure(role: str, root: Path | None = None) -> dict:
     from dlmkit.train.recipes import world2
 
     torch.manual_seed(0)
-    directory = (root or TINY_ROOT) / TINY[role]
+    directory = TINY_ROOT / TINY[role]
     world = TinyWorld2(0)
     row = {"role": role}
     if role == "dlm":

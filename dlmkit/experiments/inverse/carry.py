@@ -26,19 +26,23 @@ from dlmkit.data.tinyworld2 import content_flags
 from dlmkit.metrics.scoring import mean
 
 
-def anchor_kinds(context, record: dict, fraction: float) -> tuple[list[int], list[int], int]:
-    """(answer anchor positions, of them the content ones, anchors past the answer) of a phase A record."""
+def answer_content_flags(context, record: dict) -> list[bool]:
+    """Per answer position (< gen_len) of a phase A record: whether its token is content."""
+    return content_flags(record["task"], [context.decode([t]) for t in record["tokens"][:record["gen_len"]]])
+
+
+def anchor_kinds(context, record: dict, flags: list[bool], fraction: float) -> tuple[list[int], list[int], int]:
+    """(answer anchor positions, of them the content ones, anchors past the answer) of a phase A
+    record, given its `answer_content_flags`."""
     anchors = anchors_at_fraction(record["commit_step"], record["tokens"], fraction, context.dream.steps)
-    gen_len = record["gen_len"]
-    answer = [p for p in anchors.positions if p < gen_len]
-    texts = [context.decode([t]) for t in record["tokens"][:gen_len]]
-    flags = content_flags(record["task"], texts)
+    answer = [p for p in anchors.positions if p < record["gen_len"]]
     return answer, [p for p in answer if flags[p]], len(anchors.positions) - len(answer)
 
 
 def carry_rows(context, a_records: dict, b_records: list[dict], models,
                alone_tokens: Callable[[dict, str], list[int]]) -> list[dict]:
     """alone_tokens(b_record, model): the tokens that gap-filler wrote alone for that prompt."""
+    flags = {b["id"]: answer_content_flags(context, a_records[b["id"]]) for b in b_records}
     rows = []
     tasks = ["all"] + list(dict.fromkeys(r["task"] for r in b_records))
     for task in tasks:
@@ -48,7 +52,7 @@ def carry_rows(context, a_records: dict, b_records: list[dict], models,
             equal = {m: 0 for m in models}
             for b in mine:
                 a = a_records[b["id"]]
-                answer, content, end = anchor_kinds(context, a, fraction)
+                answer, content, end = anchor_kinds(context, a, flags[b["id"]], fraction)
                 counts["answer"] += len(answer)
                 counts["content"] += len(content)
                 counts["end"] += end
@@ -75,8 +79,7 @@ def content_commit_note(context, a_records: dict, b_records: list[dict]) -> str:
         content, template = [], []
         for b in (r for r in b_records if r["task"] == task):
             a = a_records[b["id"]]
-            texts = [context.decode([t]) for t in a["tokens"][:a["gen_len"]]]
-            for p, flag in enumerate(content_flags(task, texts)):
+            for p, flag in enumerate(answer_content_flags(context, a)):
                 (content if flag else template).append(a["commit_step"][p])
         parts.append(f"{task} content {mean(content):.1f} vs template {mean(template):.1f}"
                      if content and template else f"{task}: no content tokens")

@@ -73,15 +73,13 @@ def ablation_checks(t4: list[dict] | None) -> list[dict]:
              "ROUGE-L real - random-position @{f}"]
     out = []
     for fraction in (0.1, 0.25):
-        if not t4:
-            out += [_missing(n.format(f=fraction), t, "table4_ablation") for n, t in zip(names, ("< 0", "in (rt, real)", "> 0"))]
-            continue
-        alone = t4[0]
-        rows = {r["anchors"]: r for r in t4 if r["fraction"] == fraction and r["end_rule"] == RULE}
+        rows = {r["anchors"]: r for r in t4 or [] if r["fraction"] == fraction and r["end_rule"] == RULE}
         rt, rp, real = rows.get("random_token"), rows.get("random_position"), rows.get("real")
         if not (rt and rp and real):
-            out += [_missing(n.format(f=fraction), t, "table4_ablation") for n, t in zip(names, ("< 0", "in (rt, real)", "> 0"))]
+            out += [_missing(n.format(f=fraction), t, "table4_ablation")
+                    for n, t in zip(names, ("< 0", "in (rt, real)", "> 0"))]
             continue
+        alone = t4[0]
         out.append(_check(names[0].format(f=fraction), rt["f1"] - alone["f1"], "< 0", rt["f1"] < alone["f1"],
                           f"table4_ablation @{fraction} {RULE}"))
         out.append(_check(names[1].format(f=fraction), rp["f1"], f"in ({rt['f1']:.3f}, {real['f1']:.3f})",

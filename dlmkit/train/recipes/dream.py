@@ -34,7 +34,8 @@ from dlmkit.train.recipes.ship import ship, work_dir
 
 GEN_LEN = 128  # the canvas the tiny preset generates into
 # Clearly larger than ar_small (0.42 M): about 2.1 M parameters, trained from scratch.
-SIZE = dict(hidden_size=192, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, rope_theta=10000.0)
+SIZE = dict(hidden_size=192, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+            max_position_embeddings=1024, rope_theta=10000.0)
 DEFAULTS = dict(steps=3000, lr=3e-3, warmup_steps=150, min_lr_ratio=0.05, weight_decay=0.01, grad_clip=1.0,
                 log_every=25, eval_every=250, checkpoint_every=100)
 BATCH_SIZE = 32
