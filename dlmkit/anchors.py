@@ -120,7 +120,12 @@ def anchors_at_fraction(commit_step, tokens, fraction: float, steps: int, *, len
     tokens: (max_new_tokens,) the answer's final tokens (a committed token never changes).
     length: keep only positions < length (default: the whole generation region).
     """
-    steps_done = steps_done_at(fraction, steps)
+    return anchors_after(commit_step, tokens, steps_done_at(fraction, steps), length=length)
+
+
+def anchors_after(commit_step, tokens, steps_done: int, *, length: int | None = None) -> Anchors:
+    """Anchors of one answer after `steps_done` denoising steps (any count, e.g. an adaptive
+    stop's); arguments as anchors_at_fraction."""
     commit_step = torch.as_tensor(commit_step).reshape(-1)
     tokens = torch.as_tensor(tokens).reshape(-1)
     if commit_step.shape != tokens.shape:
@@ -350,7 +355,7 @@ def payload_sizes(anchors: Anchors, decode: Callable[[list[int]], str], full_tex
 
 
 __all__ = [
-    "Anchors", "PACK_FORMATS", "anchors_at_fraction", "anchors_from_diffusion", "contiguous_prefix_fraction",
+    "Anchors", "PACK_FORMATS", "anchors_after", "anchors_at_fraction", "anchors_from_diffusion", "contiguous_prefix_fraction",
     "contiguous_prefix_length", "coverage", "decode_gzip_template", "encode_gzip_template", "gzip_text_size",
     "pack_anchors", "payload_sizes", "random_position_control", "random_token_control", "runs", "steps_done_at",
     "template_text", "template_to_anchors", "unpack_anchors",

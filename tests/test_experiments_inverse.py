@@ -7,7 +7,8 @@ import pytest
 from dlmkit.errors import UserError
 from dlmkit.experiments.inverse.ablation import control_anchors
 from dlmkit.experiments.inverse.gap import gap_table
-from dlmkit.experiments.inverse.pearl import GRID_128, anchors_after, pearl_table, step_grid
+from dlmkit.anchors import anchors_after
+from dlmkit.experiments.inverse.pearl import GRID_128, pearl_table, step_grid
 from dlmkit.metrics.scoring import mean_ci, not_reproduced, proportion_ci
 from dlmkit.experiments.inverse.context import check_shared_vocabulary
 from dlmkit.experiments.inverse.settings import checked_fractions
@@ -97,8 +98,10 @@ def test_step_grid_is_the_published_one_at_128_and_scales():
 
 
 def test_anchors_after_reads_commit_steps():
-    anchors = anchors_after(_record(), 2)
+    record = _record()
+    anchors = anchors_after(record["commit_step"], record["tokens"], 2)
     assert anchors.positions == (0, 1, 2, 3, 10, 11, 12, 13, 14, 15) and anchors.length == 16
+    assert anchors_after(record["commit_step"], record["tokens"], 2, length=12).positions == (0, 1, 2, 3, 10, 11)
 
 
 def _pearl_record(item_id, difficulty, f1_by_steps, rerun):
@@ -268,3 +271,57 @@ def test_ablation_checks_order_random_token_random_position_and_real():
     assert all(r["met"] for r in ablation_checks(rows(0.1, 0.5, 0.7)))
     bad = ablation_checks(rows(0.45, 0.8, 0.7))
     assert [r["met"] for r in bad[:3]] == [False, False, False]  # random tokens above alone; positions above real
+
+
+# --------------------------------------------------------------------------- drafted gap fill and adaptive stop
+
+
+def test_sent_drafts_stop_after_the_first_drafted_end_and_filter_by_confidence():
+    from dlmkit.experiments.inverse.drafted import sent_drafts
+
+    drafts = {"positions": [2, 3, 5, 6, 9], "tokens": [10, 0, 11, 12, 0], "conf": [0.95, 0.9, 0.4, 0.99, 1.0]}
+    assert sent_drafts(drafts, {0}) == {2: 10, 3: 0}  # nothing after the drafted end travels
+    assert sent_drafts(drafts, {7}) == {2: 10, 3: 0, 5: 11, 6: 12, 9: 0}
+    assert sent_drafts(drafts, {7}, min_conf=0.92) == {2: 10, 6: 12, 9: 0}
+
+
+def test_draft_payload_counts_template_and_drafts():
+    from dlmkit.anchors import Anchors, encode_gzip_template
+    from dlmkit.experiments.inverse.drafted import draft_payload
+
+    decode = lambda ids: "".join(chr(97 + i % 26) for i in ids)  # noqa: E731
+    anchors = Anchors((0, 1, 4), (1, 2, 3), 6)
+    sizes = draft_payload(anchors, {2: 5, 3: 6, 7: 8}, decode)
+    assert sizes["template_bytes"] == len(encode_gzip_template(anchors, decode))
+    assert sizes["template_with_drafts_bytes"] > sizes["template_bytes"]
+    assert sizes["draft_varint_bytes"] == 1 + 1 + 3 * 2  # length, count, then (gap, id) per draft
+    assert draft_payload(anchors, {}, decode)["draft_varint_bytes"] == 0
+
+
+def test_adaptive_table_compares_with_the_fixed_curve_at_equal_steps():
+    from dlmkit.experiments.inverse import stop
+    from dlmkit.decoding.early_stop import StopRule
+
+    grid = (StopRule("fixed", 0.1), StopRule("fixed", 0.2), StopRule("confidence", 0.9),
+            StopRule("text_confidence", 0.5))
+    f1s = {"fixed 0.1": ([10, 10], [0.5, 0.6]), "fixed 0.2": ([20, 20], [0.7, 0.8]),
+           grid[2].name: ([5, 9], [0.6, 0.6]), grid[3].name: ([12, 18], [0.5, 0.6])}
+    records = []
+    for k in range(2):
+        records.append({"adaptive": [{"stop_rule": name, "dlm_steps": steps[k], "f1": f1[k], "rouge_l": f1[k],
+                                      "correct": f1[k] > 0.55, "coverage": 0.5} for name, (steps, f1) in f1s.items()]})
+    original = stop.STOP_GRID
+    stop.STOP_GRID = grid
+    try:
+        rows = {r["rule"]: r for r in stop.adaptive_table(records)}
+        note = stop.adaptive_note(list(rows.values()))
+    finally:
+        stop.STOP_GRID = original
+    sure = rows[grid[2].name]
+    assert sure["mean_dlm_steps"] == 7 and sure["fixed_f1_at_same_steps"] is None  # below the curve's first point
+    assert sure["paired_fixed"] == "fixed 0.1" and sure["paired_fixed_f1"] == pytest.approx(0.55)
+    unsure = rows[grid[3].name]
+    assert unsure["fixed_f1_at_same_steps"] == pytest.approx(0.65) and unsure["f1_minus_fixed"] == pytest.approx(-0.1)
+    assert unsure["paired_fixed"] == "fixed 0.2"
+    # fixed 0.1 reaches F1 0.55 in 10 steps; the 0.9 rule reaches 0.6 in 7 (30% fewer)
+    assert "with >= 25% fewer mean steps: left_conf < 0.9" in note

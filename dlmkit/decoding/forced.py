@@ -130,6 +130,8 @@ class ForcedRow:
     stop_reason: str  # end_anchor | last_anchor | gen_len | max_len | ar_end
     forward_passes: int = 0  # forwards this row took part in
     tokens_fed: int = 0  # of this row's tokens through the model (prompt included)
+    drafts_fed: int = 0  # drafted decoding (drafted.py): drafts checked by the AR
+    drafts_accepted: int = 0  # and kept (equal to the AR's greedy token)
 
     @property
     def gap_tokens(self) -> int:

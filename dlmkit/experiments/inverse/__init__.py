@@ -2,8 +2,9 @@
 tokens it has committed become anchors, and a small AR model fills the gaps by forced decoding.
 
 One module per phase: reference.py (A), fill.py (B), pearl.py (C), ablation.py, gap.py, size.py,
-payload.py, timing.py, checks.py (the claims as pass/fail rows over the run's tables); carry.py
-what the anchors carry; context.py holds what they share, settings.py the flags' settings.
+payload.py, drafted.py, timing.py, checks.py (the claims as pass/fail rows over the run's tables);
+carry.py what the anchors carry, stop.py phase B's adaptive-stop rows; context.py holds what they
+share, settings.py the flags' settings.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ _HERE = __name__
 PHASES = {name: lazy_phase(f"{_HERE}.{module}", function) for name, module, function in (
     ("A", "reference", "phase_a"), ("B", "fill", "phase_b"), ("C", "pearl", "phase_c"),
     ("ablation", "ablation", "phase_ablation"), ("gap", "gap", "phase_gap"), ("size", "size", "phase_size"),
-    ("payload", "payload", "phase_payload"), ("timing", "timing", "phase_timing"), ("checks", "checks", "phase_checks"))}
+    ("payload", "payload", "phase_payload"), ("drafted", "drafted", "phase_drafted"), ("timing", "timing", "phase_timing"),
+    ("checks", "checks", "phase_checks"))}
 ROLES = ["dlm", "ar_small", "ar_medium", "ar_control"]
 SUBSET = "N prompts per stratum (task x difficulty; 8 strata)"
 # The models each phase needs (gap and size read phase B's fills and compute missing ones).
 PHASE_ROLES = {"A": ["dlm"], "B": ROLES, "C": ["dlm", "ar_small"], "ablation": ["dlm", "ar_small"], "gap": ROLES,
-               "size": ROLES, "payload": ["dlm"], "timing": ["dlm", "ar_small"], "checks": []}
+               "size": ROLES, "payload": ["dlm"], "drafted": ["dlm", "ar_small", "ar_control"], "timing": ["dlm", "ar_small"], "checks": []}
 
 
 def add_flags(parser) -> None:

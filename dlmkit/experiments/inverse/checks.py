@@ -114,9 +114,52 @@ def gap_checks(t5: list[dict] | None) -> list[dict]:
     return out
 
 
+def drafted_checks(td: list[dict] | None) -> list[dict]:
+    """Beyond the paper (1): drafted gap filling, every draft sent, at 10% and 25%."""
+    out = []
+    for fraction in (0.1, 0.25):
+        names = (f"drafted fill: positions / sequential AR passes @{fraction}",
+                 f"drafted fill: tokens equal to forced decoding @{fraction}")
+        row = _row(td or [], model="ar_small", stop="fixed", fraction=fraction, min_conf=0.0)
+        if not row:
+            out += [_missing(n, t, "drafted_gap_fill") for n, t in zip(names, (">= 3", "== 1"))]
+            continue
+        ratio, equal = row["passes_vs_one_per_position"], row["tokens_equal_forced"]
+        out.append(_check(names[0], ratio, ">= 3", ratio is not None and ratio >= 3, f"drafted_gap_fill @{fraction}"))
+        out.append(_check(names[1], equal, "== 1", equal == 1, f"drafted_gap_fill @{fraction}"))
+    return out
+
+
+def adaptive_checks(ta: list[dict] | None) -> list[dict]:
+    """Beyond the paper (2): an adaptive DLM stop against fixed fractions."""
+    name = "adaptive stop: best F1 above the fixed curve at equal mean DLM steps, or fixed-0.1 F1 in <= 75% of its steps"
+    if not ta:
+        return [_missing(name, "> 0 or reached", "adaptive_stop")]
+    fixed = _row(ta, kind="fixed", threshold=0.1)
+    rules = [r for r in ta if r["kind"] != "fixed"]
+    margins = [r["f1_minus_fixed"] for r in rules if r["f1_minus_fixed"] is not None]
+    best = max(margins) if margins else None
+    cheaper = [r for r in rules if fixed and r["f1"] >= fixed["f1"] and r["mean_dlm_steps"] <= 0.75 * fixed["mean_dlm_steps"]]
+    return [_check(name, best, "> 0 or reached", (best is not None and best > 0) or bool(cheaper),
+                   "adaptive_stop: " + (", ".join(r["rule"] for r in cheaper) if cheaper else "best f1_minus_fixed"))]
+
+
+def timing_checks(t6: list[dict] | None) -> list[dict]:
+    """Beyond the paper (3): the pipeline with drafted fill and the adaptive stop vs the full DLM run."""
+    name = "pipeline, adaptive stop + drafted fill: speedup vs the full DLM run"
+    row = next((r for r in t6 or [] if (r.get("method") or "").startswith("adaptive")
+                and r["method"].endswith("drafted fill")), None)
+    if not row:
+        return [_missing(name, ">= 10", "table6_timing")]
+    return [_check(name, row["speedup_vs_full_dlm"], ">= 10", row["speedup_vs_full_dlm"] >= 10,
+                   f"table6_timing: {row['method']}")]
+
+
 def check_rows(tables: dict) -> list[dict]:
     return (pipeline_checks(tables.get("table2_pipeline")) + ablation_checks(tables.get("table4_ablation"))
-            + size_checks(tables.get("table3_size")) + gap_checks(tables.get("table5_gap_only")))
+            + size_checks(tables.get("table3_size")) + gap_checks(tables.get("table5_gap_only"))
+            + drafted_checks(tables.get("drafted_gap_fill")) + adaptive_checks(tables.get("adaptive_stop"))
+            + timing_checks(tables.get("table6_timing")))
 
 
 def phase_checks(run, context) -> None:

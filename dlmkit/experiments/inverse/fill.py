@@ -8,6 +8,9 @@ Per prompt and gap-filler (ar_small, ar_medium, ar_control), in one record of B.
                  gen_len. gen_len is known only after the full DLM run: an oracle.
   f, committed_end  the deployable rule: stop at the first committed end-of-text anchor,
                  else at the AR's own end token (never before the last anchor).
+  adaptive       ar_small at the stop of every rule of settings.STOP_GRID (stop.py): the
+                 adaptive DLM stop against fixed fractions at equal mean DLM steps
+                 (table adaptive_stop, adaptive_stop.png).
 Each fill keeps its tokens, forced flags (1 = anchor), stop reason, forward passes, anchor
 count and coverage (answer anchors / gen_len), text, word F1 and ROUGE-L against Dream's
 answer and ground-truth correctness (GSM8K flexible and strict).
@@ -29,6 +32,7 @@ from tqdm.auto import tqdm
 from dlmkit.anchors import Anchors, anchors_at_fraction
 from dlmkit.data.benchmarks import is_eval_item
 from dlmkit.decoding.forced import forced_decode
+from dlmkit.experiments.inverse.stop import adaptive_fills, adaptive_note, adaptive_table, grid_names, plot_adaptive
 from dlmkit.data.chat import chat_prompt_ids
 from dlmkit.metrics.scoring import mean, mean_ci, not_reproduced, proportion_ci, score_answer
 from dlmkit.plots import pyplot, save_figure
@@ -107,11 +111,13 @@ def fill_prompt(context, item: dict, record: dict) -> dict:
             "gen_len": record["gen_len"], "dream_correct": record["correct"],
             **({"dream_correct_strict": record["correct_strict"]} if "correct_strict" in record else {}),
             "fractions": list(context.fractions),
-            "models": list(MODELS), "fills": fills}
+            "models": list(MODELS), "fills": fills,
+            "stop_grid": grid_names(), "adaptive": adaptive_fills(context, item, record, gap_fill)}
 
 
 def _current(record: dict, context) -> bool:
-    return record.get("fractions") == list(context.fractions) and record.get("models") == list(MODELS)
+    return (record.get("fractions") == list(context.fractions) and record.get("models") == list(MODELS)
+            and record.get("stop_grid") == grid_names())
 
 
 def ensure_fills(run, context, a_records: dict, desc: str = "phase B: gap fill") -> dict[str, dict]:
@@ -282,6 +288,10 @@ def phase_b(run, context) -> None:
     if misses:
         run.note(f"table2_pipeline ({context.preset} preset, n={len(evaluation)}) does not reproduce: "
                  + "; ".join(misses))
+    stop_rows = adaptive_table(evaluation)
+    run.add_table("adaptive_stop", stop_rows)
+    run.note(adaptive_note(stop_rows))
+    plot_adaptive(stop_rows, run.dir / "adaptive_stop.png")
 
 
 __all__ = ["ALONE", "MODELS", "RULES", "anchors_for", "by_task_table", "ensure_fills", "records_from_fills", "fill_prompt", "gap_fill", "phase_b", "pick",

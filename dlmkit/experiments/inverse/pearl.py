@@ -39,7 +39,7 @@ import statistics
 import sys
 from tqdm.auto import tqdm
 
-from dlmkit.anchors import Anchors
+from dlmkit.anchors import anchors_after
 from dlmkit.data.chat import end_token_ids, response_length
 from dlmkit.experiments.inverse.fill import gap_fill
 from dlmkit.experiments.inverse.reference import BATCH, dream_batch
@@ -56,13 +56,6 @@ METHODS = ("dream_steps", f"anchors+{ROLE}")
 def step_grid(steps: int) -> list[int]:
     """The published step counts scaled from 128 to `steps` (distinct, the full count last)."""
     return sorted({max(1, round(n * steps / 128)) for n in GRID_128} | {steps})
-
-
-def anchors_after(record: dict, steps_done: int) -> Anchors:
-    """Positions committed within the first `steps_done` steps of the reference run."""
-    commits = record["commit_step"]
-    positions = tuple(p for p, c in enumerate(commits) if c < steps_done)
-    return Anchors(positions, tuple(record["tokens"][p] for p in positions), len(commits))
 
 
 def dream_answers(context, items: list[dict], steps: int, on_step=None) -> list[dict]:
@@ -108,7 +101,7 @@ def pearl_prompt(context, item: dict, record: dict, answers: dict | None = None)
         answer = answers[n] if answers else dream_answers(context, [item], n)[0]
         runs.append({"method": METHODS[0], "steps": n, "fraction": n / full, "gen_len": answer["gen_len"],
                      "text": answer["text"], **score_answer(item, answer["text"], record["text"])})
-    jobs = [({"method": METHODS[1], "steps": n, "fraction": n / full}, anchors_after(record, n), "committed_end")
+    jobs = [({"method": METHODS[1], "steps": n, "fraction": n / full}, anchors_after(record["commit_step"], record["tokens"], n), "committed_end")
             for n in grid]
     for fill in gap_fill(context, ROLE, item, record, jobs):
         runs.append({k: fill[k] for k in ("method", "steps", "fraction", "coverage", "gen_tokens", "text", "f1",
@@ -207,5 +200,5 @@ def phase_c(run, context) -> None:
     plot_pearl(curve, KEEP * mean([r["rerun_f1"] for r in records]), run.dir / "pearl_curve.png")
 
 
-__all__ = ["GRID_128", "METHODS", "anchors_after", "curve_table", "dream_answers", "pearl_prompt", "pearl_prompts",
+__all__ = ["GRID_128", "METHODS", "curve_table", "dream_answers", "pearl_prompt", "pearl_prompts",
            "pearl_table", "phase_c", "step_grid"]

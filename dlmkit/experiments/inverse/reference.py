@@ -19,7 +19,8 @@ from tqdm.auto import tqdm
 from dlmkit.anchors import anchors_at_fraction, contiguous_prefix_fraction, steps_done_at
 from dlmkit.data.chat import chat_prompt_ids, end_token_ids, response_length
 from dlmkit.decoding.diffusion import DreamSettings, PermanenceCheck, diffusion_generate, left_padded
-from dlmkit.experiments.inverse.settings import FRACTIONS
+from dlmkit.decoding.early_stop import PartialStates, StopRule, stop_step
+from dlmkit.experiments.inverse.settings import ADAPTIVE, FRACTIONS
 from dlmkit.metrics.answers import check_answer
 from dlmkit.metrics.scoring import by_stratum, mean
 from dlmkit.plots import pyplot, save_figure
@@ -48,13 +49,17 @@ def dream_batch(model, tokenizer, items: list[dict], settings: DreamSettings, se
 
 
 def reference_runs(model, tokenizer, items: list[dict], settings: DreamSettings, seed: int,
-                   on_step=None) -> list[dict]:
+                   on_step=None, stop_rule: StopRule | None = None, fractions=FRACTIONS) -> list[dict]:
     """Dream's full run on a batch of prompts, one JSON-ready record per prompt (dlm_seconds: the
-    batch's time over its prompts). on_step(): called after each denoising step (progress)."""
+    batch's time over its prompts). on_step(): called after each denoising step (progress).
+    stop_rule, fractions: the adaptive stop and the step fractions whose steps (and Dream's drafts
+    there) each record keeps (see draft_steps)."""
     check = PermanenceCheck(model.mask_token_id)
+    states = PartialStates(settings.max_new_tokens, model.mask_token_id, end_token_ids(tokenizer))
 
     def hook(step, x, logits):
         check(step, x, logits)
+        states(step, x, logits)
         if step is not None and on_step is not None:
             on_step()
 
@@ -62,9 +67,27 @@ def reference_runs(model, tokenizer, items: list[dict], settings: DreamSettings,
     prompts, out = dream_batch(model, tokenizer, items, settings, [item_seed(seed, item["id"]) for item in items],
                                tokens_hook=hook)
     seconds = (time.perf_counter() - start) / len(items)
-    return [_reference_record(tokenizer, item, settings, prompt, out.generated[row].tolist(),
-                              out.commit_step[row].tolist(), check.violations_of(row), seconds)
-            for row, (item, prompt) in enumerate(zip(items, prompts))]
+    records = []
+    for row, (item, prompt) in enumerate(zip(items, prompts)):
+        record = _reference_record(tokenizer, item, settings, prompt, out.generated[row].tolist(),
+                                   out.commit_step[row].tolist(), check.violations_of(row), seconds)
+        record["signals"] = states.signals_of(row)
+        steps = draft_steps(record, settings.steps, end_token_ids(tokenizer), stop_rule, fractions)
+        record["drafts"] = {str(c): states.drafts(row, c) for c in sorted(set(steps.values()))}
+        record["draft_steps"] = steps
+        records.append(record)
+    return records
+
+
+def draft_steps(record: dict, steps: int, end_ids, stop_rule: StopRule | None, fractions=FRACTIONS
+                ) -> dict[str, int]:
+    """The step counts whose drafts a record keeps: each fraction's (keyed by the fraction) and,
+    keyed "adaptive", the stop step of `stop_rule` (read from the record's own signals)."""
+    out = {str(f): steps_done_at(f, steps) for f in fractions}
+    if stop_rule is not None:
+        out["adaptive"] = stop_step(stop_rule, record["commit_step"], record["tokens"], record["signals"], end_ids,
+                                    steps)
+    return out
 
 
 def reference_run(model, tokenizer, item: dict, settings: DreamSettings, seed: int) -> dict:
@@ -162,7 +185,8 @@ def phase_a(run, context) -> None:
         for start in range(0, len(todo), BATCH):
             batch = todo[start:start + BATCH]
             for record in reference_runs(model, tokenizer, batch, settings, context.seed,
-                                         on_step=lambda n=len(batch): bar.update(n)):
+                                         on_step=lambda n=len(batch): bar.update(n), stop_rule=ADAPTIVE,
+                                         fractions=sorted(set(FRACTIONS) | set(context.fractions))):
                 log.append(record)
     wanted = {i["id"] for i in items}
     records = [r for r in log.records() if r["id"] in wanted]

@@ -8,10 +8,21 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from dlmkit.data.published import PUBLISHED_DIR  # noqa: F401  (the --published-dir default)
+from dlmkit.decoding.early_stop import StopRule
 from dlmkit.decoding.settings import DreamSettings
 from dlmkit.errors import UserError
 
 FRACTIONS = (0.10, 0.15, 0.25)
+# The adaptive DLM stop run end to end (phase A keeps its step and drafts; the drafted and timing
+# phases use it): stop once every open answer position Dream is 90% sure of is committed, after
+# 8 steps at most. Phase B's adaptive_stop table sweeps STOP_GRID (fixed fractions for the
+# baseline curve, then rules) at equal mean DLM steps. ADAPTIVE was picked from this grid on the
+# tiny run's own prompts (the README says so); every rule of the grid is reported.
+ADAPTIVE = StopRule("text_confidence", 0.9, max_steps=8)
+STOP_GRID = (tuple(StopRule("fixed", f) for f in (0.03, 0.05, 0.0625, 0.075, 0.1, 0.15, 0.2, 0.25, 0.375, 0.5))
+             + (ADAPTIVE, StopRule("text_confidence", 0.99, max_steps=16),
+                StopRule("text_confidence", 0.5, max_steps=48), StopRule("text_confidence", 0.7),
+                StopRule("text_confidence", 0.9, window=3), StopRule("confidence", 0.9), StopRule("end_coverage", 0.5)))
 # Dream as the paper ran it: 128 entropy-ordered steps, T = 0.2, top_p 0.95, over a 512-token canvas
 # (the tiny preset: 128 tokens).
 DREAM = {"paper": DreamSettings(max_new_tokens=512), "tiny": DreamSettings(max_new_tokens=128)}
@@ -53,4 +64,4 @@ class Settings:
     def identity(self, specs) -> dict:
         # Dream's settings make phase A's records, which every later phase reads (the runner adds seed and models);
         # the fractions only add items, keyed by fraction.
-        return {"dream": asdict(self.dream)}
+        return {"dream": asdict(self.dream), "adaptive_stop": ADAPTIVE.name}
