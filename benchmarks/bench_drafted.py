@@ -39,7 +39,7 @@ from dlmkit.data.chat import chat_prompt_ids, default_end_token_ids, end_token_i
 from dlmkit.decoding.drafted import drafted_forced_decode  # noqa: E402
 from dlmkit.decoding.forced import forced_decode  # noqa: E402
 from dlmkit.errors import UserError  # noqa: E402
-from dlmkit.experiments.inverse.drafted import sent_drafts  # noqa: E402
+from dlmkit.decoding.early_stop import sent_drafts  # noqa: E402
 from dlmkit.models.ar import load_ar  # noqa: E402
 from dlmkit.models.dream import load_dream_tokenizer  # noqa: E402
 from dlmkit.presets import TINY, TINY_ROOT  # noqa: E402

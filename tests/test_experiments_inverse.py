@@ -277,7 +277,7 @@ def test_ablation_checks_order_random_token_random_position_and_real():
 
 
 def test_sent_drafts_stop_after_the_first_drafted_end_and_filter_by_confidence():
-    from dlmkit.experiments.inverse.drafted import sent_drafts
+    from dlmkit.decoding.early_stop import sent_drafts
 
     drafts = {"positions": [2, 3, 5, 6, 9], "tokens": [10, 0, 11, 12, 0], "conf": [0.95, 0.9, 0.4, 0.99, 1.0]}
     assert sent_drafts(drafts, {0}) == {2: 10, 3: 0}  # nothing after the drafted end travels

@@ -346,3 +346,21 @@ def test_drafts_adaptive_stops_and_drafted_fills(full_run):
     timing = summary["tables"]["table6_timing"]
     assert any((r["method"] or "").startswith("adaptive") and r["method"].endswith("drafted fill")
                and r["speedup_vs_full_dlm"] for r in timing)
+
+
+def test_gap_fill_flag_drafted_gives_the_same_fills_in_no_more_passes(dream_dir, ar_dirs, full_run, tmp_path):
+    out = tmp_path / "drafted"
+    shutil.copytree(full_run, out)
+    (out / "B.jsonl").unlink()
+    assert _suite(dream_dir, ar_dirs, out, "--phase", "B", "--resume", "--gap-fill", "drafted") == 0
+    forced = {r["id"]: r for r in _jsonl(full_run / "B.jsonl")}
+    fewer = 0
+    for record in _jsonl(out / "B.jsonl"):
+        assert record["gap_fill"] == "drafted"
+        for a, b in zip(forced[record["id"]]["fills"], record["fills"]):
+            assert (a["tokens"], a["forced"], a["stop_reason"]) == (b["tokens"], b["forced"], b["stop_reason"])
+            assert b["forward_passes"] <= a["forward_passes"]
+            fewer += b["forward_passes"] < a["forward_passes"]
+    assert fewer > 0  # the drafts did save passes somewhere
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["config"]["gap_fill"]["decoder"] == "drafted"

@@ -215,5 +215,17 @@ def drafts_before(drafts: dict, limit: int | None = None, min_conf: float = 0.0)
             if (limit is None or p < limit) and c >= min_conf}
 
 
+def sent_drafts(drafts: dict, end_ids, min_conf: float = 0.0) -> dict[int, int]:
+    """The drafts that travel to the gap-filler: Dream's argmax at the open positions before the
+    committed end, at least `min_conf` sure, up to and including the first drafted end token
+    (what follows a drafted end is never checked: the verifier stops there or corrects it)."""
+    out = {}
+    for p, t in sorted(drafts_before(drafts, min_conf=min_conf).items()):
+        out[p] = t
+        if t in end_ids:
+            break
+    return out
+
+
 __all__ = ["KINDS", "SIGNALS", "PartialStates", "StepState", "StopRule", "drafts_before", "drafts_of",
-           "online_state", "signals", "state_of", "stop_step", "top1"]
+           "online_state", "sent_drafts", "signals", "state_of", "stop_step", "top1"]

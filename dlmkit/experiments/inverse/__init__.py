@@ -24,9 +24,9 @@ PHASES = {name: lazy_phase(f"{_HERE}.{module}", function) for name, module, func
     ("checks", "checks", "phase_checks"))}
 ROLES = ["dlm", "ar_small", "ar_medium", "ar_control"]
 SUBSET = "N prompts per stratum (task x difficulty; 8 strata)"
-# The models each phase needs (gap and size read phase B's fills and compute missing ones).
+# The models each phase needs (gap, size and drafted read phase B's fills and compute missing ones).
 PHASE_ROLES = {"A": ["dlm"], "B": ROLES, "C": ["dlm", "ar_small"], "ablation": ["dlm", "ar_small"], "gap": ROLES,
-               "size": ROLES, "payload": ["dlm"], "drafted": ["dlm", "ar_small", "ar_control"], "timing": ["dlm", "ar_small"], "checks": []}
+               "size": ROLES, "payload": ["dlm"], "drafted": ROLES, "timing": ["dlm", "ar_small"], "checks": []}
 
 
 def add_flags(parser) -> None:
@@ -34,6 +34,10 @@ def add_flags(parser) -> None:
     own.add_argument("--fractions", type=fraction, nargs="+", default=list(FRACTIONS), metavar="F",
                      help="step fractions in (0, 1] at which anchors are read (phases B, gap, size, payload, "
                           "timing; the ablation always uses 0.1 and 0.25)")
+    own.add_argument("--gap-fill", choices=("forced", "drafted"), default="forced",
+                     help="phase B's gap-fill decoder: forced (one AR pass per gap position) or drafted (Dream's "
+                          "argmax at the cutoff as drafts the AR verifies: the same tokens in fewer passes; the "
+                          "fills' forward_passes then count drafted passes) (default forced)")
     own.add_argument("--published-dir", type=Path, default=PUBLISHED_DIR, metavar="DIR",
                      help="folder holding the paper's published_timing.json, shown beside table6_timing "
                           "(optional; a missing file leaves those columns empty)")

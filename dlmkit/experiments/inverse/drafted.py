@@ -43,7 +43,7 @@ from dlmkit.anchors import Anchors, anchors_after, pack_anchors, template_text
 from dlmkit.data.benchmarks import is_eval_item
 from dlmkit.data.chat import chat_prompt_ids, end_token_ids
 from dlmkit.decoding.drafted import drafted_forced_decode
-from dlmkit.decoding.early_stop import drafts_before
+from dlmkit.decoding.early_stop import sent_drafts
 from dlmkit.errors import UserError
 from dlmkit.experiments.inverse.fill import pick, records_from_fills
 from dlmkit.experiments.inverse.payload import deployable_anchors
@@ -58,17 +58,6 @@ TABLE = "drafted_gap_fill"
 def stops(context) -> list[tuple[str, float | None]]:
     """(draft_steps key, fraction) of each stop the phase runs: the fractions, then the adaptive rule."""
     return [(str(f), f) for f in context.fractions] + [("adaptive", None)]
-
-
-def sent_drafts(drafts: dict, end_ids, min_conf: float = 0.0) -> dict[int, int]:
-    """The drafts that travel: Dream's argmax at the open positions before the committed end,
-    at least `min_conf` sure, up to and including the first drafted end token."""
-    out = {}
-    for p, t in sorted(drafts_before(drafts, min_conf=min_conf).items()):
-        out[p] = t
-        if t in end_ids:
-            break
-    return out
 
 
 def _gzip_size(text: str) -> int:
@@ -195,4 +184,4 @@ def phase_drafted(run, context) -> None:
                              f"tokens equal {r['tokens_equal_forced']:.3f})" for r in every))
 
 
-__all__ = ["MIN_CONFS", "draft_payload", "drafted_record", "drafted_table", "phase_drafted", "sent_drafts", "stops"]
+__all__ = ["MIN_CONFS", "draft_payload", "drafted_record", "drafted_table", "phase_drafted", "stops"]

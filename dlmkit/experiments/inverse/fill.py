@@ -11,6 +11,8 @@ Per prompt and gap-filler (ar_small, ar_medium, ar_control), in one record of B.
   adaptive       ar_small at the stop of every rule of settings.STOP_GRID (stop.py): the
                  adaptive DLM stop against fixed fractions at equal mean DLM steps
                  (table adaptive_stop, adaptive_stop.png).
+--gap-fill drafted fills the same tokens with Dream's drafts verified (decoding/drafted.py;
+forward_passes then count its passes, drafts_fed / drafts_accepted beside them).
 Each fill keeps its tokens, forced flags (1 = anchor), stop reason, forward passes, anchor
 count and coverage (answer anchors / gen_len), text, word F1 and ROUGE-L against Dream's
 answer and ground-truth correctness (GSM8K flexible and strict).
@@ -29,11 +31,13 @@ from __future__ import annotations
 
 from tqdm.auto import tqdm
 
-from dlmkit.anchors import Anchors, anchors_at_fraction
+from dlmkit.anchors import Anchors, anchors_at_fraction, steps_done_at
 from dlmkit.data.benchmarks import is_eval_item
+from dlmkit.data.chat import chat_prompt_ids, end_token_ids
+from dlmkit.decoding.drafted import drafted_forced_decode
+from dlmkit.decoding.early_stop import sent_drafts
 from dlmkit.decoding.forced import forced_decode
 from dlmkit.experiments.inverse.stop import adaptive_fills, adaptive_note, adaptive_table, grid_names, plot_adaptive
-from dlmkit.data.chat import chat_prompt_ids
 from dlmkit.metrics.scoring import mean, mean_ci, not_reproduced, proportion_ci, score_answer
 from dlmkit.plots import pyplot, save_figure
 
@@ -73,12 +77,18 @@ def gap_fill(context, role: str, item: dict, record: dict, jobs: list[tuple[dict
     prompt = chat_prompt_ids(tokenizer, item["prompt"])
     end_ids = context.ar_end_ids(role)
     gen_len = record["gen_len"]
+    drafted = context.settings.gap_fill == "drafted"
     rows: list[dict | None] = [None] * len(jobs)
     for rule in dict.fromkeys("committed_end" if r == ALONE else r for _, _, r in jobs):
         picked = [k for k, (_, _, r) in enumerate(jobs) if ("committed_end" if r == ALONE else r) == rule]
         anchor_sets = [jobs[k][1].as_dict() if jobs[k][1] is not None else {} for k in picked]
-        result = forced_decode(model, [prompt] * len(picked), anchor_sets, max_new_tokens=context.dream.max_new_tokens,
-                               rule=rule, gen_lens=[gen_len] * len(picked), end_token_ids=end_ids)
+        kwargs = dict(max_new_tokens=context.dream.max_new_tokens, rule=rule, gen_lens=[gen_len] * len(picked),
+                      end_token_ids=end_ids)
+        if drafted:
+            drafts = [job_drafts(context, record, jobs[k][0]) for k in picked]
+            result = drafted_forced_decode(model, [prompt] * len(picked), anchor_sets, drafts, **kwargs)
+        else:
+            result = forced_decode(model, [prompt] * len(picked), anchor_sets, **kwargs)
         for k, out in zip(picked, result.rows):
             labels, anchors, job_rule = jobs[k]
             answer_anchors = anchors.truncated(gen_len) if anchors is not None else None
@@ -88,10 +98,25 @@ def gap_fill(context, role: str, item: dict, record: dict, jobs: list[tuple[dict
                 "n_anchors": len(answer_anchors) if answer_anchors is not None else 0,
                 "coverage": answer_anchors.coverage if answer_anchors is not None else 0.0,
                 "gen_tokens": len(out.tokens), "stop_reason": out.stop_reason, "forward_passes": out.forward_passes,
+                **({"drafts_fed": out.drafts_fed, "drafts_accepted": out.drafts_accepted} if drafted else {}),
                 "text": text, **score_answer(item, text, record["text"]),
                 "tokens": out.tokens, "forced": [int(f) for f in out.forced],
             }
     return rows
+
+
+def job_drafts(context, record: dict, labels: dict) -> dict[int, int]:
+    """Dream's drafts for a job of gap_fill (--gap-fill drafted): those phase A kept at the job's
+    step count (its fraction's, or its adaptive stop's), as they would travel; none for the AR
+    alone or at a step count phase A kept no drafts for (that job's fill is then plain forced)."""
+    if labels.get("dlm_steps") is not None:
+        steps = labels["dlm_steps"]
+    elif labels.get("fraction") is not None:
+        steps = steps_done_at(labels["fraction"], context.dream.steps)
+    else:
+        return {}
+    kept = record.get("drafts", {}).get(str(steps))
+    return sent_drafts(kept, set(end_token_ids(context.dlm_tokenizer()))) if kept else {}
 
 
 # --------------------------------------------------------------------------- phase B records
@@ -110,14 +135,14 @@ def fill_prompt(context, item: dict, record: dict) -> dict:
     return {"id": item["id"], "task": item["task"], "difficulty": item["difficulty"], "eval": is_eval_item(item),
             "gen_len": record["gen_len"], "dream_correct": record["correct"],
             **({"dream_correct_strict": record["correct_strict"]} if "correct_strict" in record else {}),
-            "fractions": list(context.fractions),
+            "fractions": list(context.fractions), "gap_fill": context.settings.gap_fill,
             "models": list(MODELS), "fills": fills,
             "stop_grid": grid_names(), "adaptive": adaptive_fills(context, item, record, gap_fill)}
 
 
 def _current(record: dict, context) -> bool:
     return (record.get("fractions") == list(context.fractions) and record.get("models") == list(MODELS)
-            and record.get("stop_grid") == grid_names())
+            and record.get("stop_grid") == grid_names() and record.get("gap_fill", "forced") == context.settings.gap_fill)
 
 
 def ensure_fills(run, context, a_records: dict, desc: str = "phase B: gap fill") -> dict[str, dict]:
@@ -261,7 +286,8 @@ def phase_b(run, context) -> None:
     records = ensure_fills(run, context, a_records)
     evaluation = [r for r in records.values() if r["eval"]]
     run.summary["config"]["gap_fill"] = {"fractions": list(context.fractions), "models": list(MODELS),
-                                         "end_rules": list(RULES), "max_new_tokens": context.dream.max_new_tokens}
+                                         "end_rules": list(RULES), "max_new_tokens": context.dream.max_new_tokens,
+                                         "decoder": context.settings.gap_fill}
     if not evaluation:
         run.note("table2_pipeline: no prompt of the evaluation set (hard, medium, mixed strata) was selected")
         return

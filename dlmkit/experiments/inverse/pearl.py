@@ -101,7 +101,8 @@ def pearl_prompt(context, item: dict, record: dict, answers: dict | None = None)
         answer = answers[n] if answers else dream_answers(context, [item], n)[0]
         runs.append({"method": METHODS[0], "steps": n, "fraction": n / full, "gen_len": answer["gen_len"],
                      "text": answer["text"], **score_answer(item, answer["text"], record["text"])})
-    jobs = [({"method": METHODS[1], "steps": n, "fraction": n / full}, anchors_after(record["commit_step"], record["tokens"], n), "committed_end")
+    jobs = [({"method": METHODS[1], "steps": n, "fraction": n / full},
+             anchors_after(record["commit_step"], record["tokens"], n), "committed_end")
             for n in grid]
     for fill in gap_fill(context, ROLE, item, record, jobs):
         runs.append({k: fill[k] for k in ("method", "steps", "fraction", "coverage", "gen_tokens", "text", "f1",

@@ -50,16 +50,18 @@ class Settings:
     dream: DreamSettings
     fractions: tuple[float, ...] = FRACTIONS
     published_dir: Path | None = None
+    gap_fill: str = "forced"  # phase B's decoder: forced, or drafted (the same tokens, fewer passes)
 
     @classmethod
     def from_flags(cls, args, job) -> "Settings":
         dream = DREAM[job.preset]
         return cls(preset=job.preset, subset=job.subset, phases=job.phases, dream=dream,
-                   fractions=checked_fractions(args.fractions, dream.steps), published_dir=args.published_dir)
+                   fractions=checked_fractions(args.fractions, dream.steps), published_dir=args.published_dir,
+                   gap_fill=args.gap_fill)
 
     def config(self, specs) -> dict:
         return {"subset": self.subset, "phases": list(self.phases), "fractions": list(self.fractions),
-                "dream": asdict(self.dream)}
+                "dream": asdict(self.dream), "gap_fill": self.gap_fill}
 
     def identity(self, specs) -> dict:
         # Dream's settings make phase A's records, which every later phase reads (the runner adds seed and models);

@@ -51,9 +51,8 @@ from dlmkit.data.benchmarks import is_eval_item
 from dlmkit.data.chat import chat_prompt_ids, end_token_ids
 from dlmkit.decoding.diffusion import diffusion_generate
 from dlmkit.decoding.drafted import drafted_forced_decode
-from dlmkit.decoding.early_stop import StopRule, online_state
+from dlmkit.decoding.early_stop import StopRule, online_state, sent_drafts
 from dlmkit.decoding.forced import forced_decode
-from dlmkit.experiments.inverse.drafted import sent_drafts
 from dlmkit.experiments.inverse.settings import ADAPTIVE
 from dlmkit.metrics.scoring import mean
 from dlmkit.seeds import item_seed
