@@ -19,7 +19,10 @@ FRACTIONS = (0.10, 0.15, 0.25)
 # baseline curve, then rules) at equal mean DLM steps. ADAPTIVE was picked from this grid on the
 # tiny run's own prompts (the README says so); every rule of the grid is reported.
 ADAPTIVE = StopRule("text_confidence", 0.9, max_steps=8)
-STOP_GRID = (tuple(StopRule("fixed", f) for f in (0.03, 0.05, 0.0625, 0.075, 0.1, 0.15, 0.2, 0.25, 0.375, 0.5))
+# Fixed fractions: every step count from 3 to 9 (5/128 and 7/128 included: the curve jumps between
+# 6 and 8 steps on the tiny preset), then the paper's fractions and beyond.
+STOP_GRID = (tuple(StopRule("fixed", f) for f in (0.03, 0.03125, 0.0390625, 0.05, 0.0546875, 0.0625, 0.075, 0.1, 0.15,
+                                                  0.2, 0.25, 0.375, 0.5))
              + (ADAPTIVE, StopRule("text_confidence", 0.99, max_steps=16),
                 StopRule("text_confidence", 0.5, max_steps=48), StopRule("text_confidence", 0.7),
                 StopRule("text_confidence", 0.9, window=3), StopRule("confidence", 0.9), StopRule("end_coverage", 0.5)))
