@@ -426,8 +426,10 @@ class Run:
             "tables": previous.get("tables", {}),
             "timings": previous.get("timings", {}),
             "notes": previous.get("notes", []),
+            "note_phases": previous.get("note_phases", {}),  # phase -> the notes it wrote (a rerun replaces them)
             "phases_done": previous.get("phases_done", []),
         }
+        self._phase = None
         for log in self.dir.glob("*.jsonl"):
             JsonlLog(log).repair()
         self.save()
@@ -452,13 +454,27 @@ class Run:
             print(f"\n### {name}\n\n{markdown_table(rows)}\n", flush=True)
 
     def note(self, text: str) -> None:
-        """A sentence a reader must see: e.g. where a published number was not reproduced."""
+        """A sentence a reader must see: e.g. where a published number was not reproduced. A note
+        written inside a phase (begin_phase) belongs to it: rerunning the phase replaces its notes."""
         if text not in self.summary["notes"]:
             self.summary["notes"].append(text)
+        if self._phase is not None:
+            mine = self.summary["note_phases"].setdefault(self._phase, [])
+            if text not in mine:
+                mine.append(text)
         self.save()
+
+    def begin_phase(self, phase: str) -> None:
+        """A phase (re)starts: the notes it wrote in an earlier call go (unless another phase wrote them
+        too), so a resumed run never keeps a finding its tables no longer show."""
+        stale = self.summary["note_phases"].pop(phase, [])
+        others = {t for notes in self.summary["note_phases"].values() for t in notes}
+        self.summary["notes"] = [t for t in self.summary["notes"] if t not in stale or t in others]
+        self._phase = phase
 
     def phase_done(self, phase: str, wall_s: float | None = None, cpu_s: float | None = None) -> None:
         """Record a phase as done; its wall and CPU (process) time go to this call's provenance and stderr."""
+        self._phase = None
         if phase not in self.summary["phases_done"]:
             self.summary["phases_done"].append(phase)
         if wall_s is not None:

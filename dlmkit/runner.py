@@ -59,6 +59,7 @@ def run_phases(run: Run, context, phases, table) -> None:
     """The default phase loop: each phase in order, then recorded as done with its wall and CPU time."""
     for phase in phases:
         wall, cpu = time.perf_counter(), time.process_time()
+        run.begin_phase(phase)
         table[phase](run, context)
         run.phase_done(phase, wall_s=time.perf_counter() - wall, cpu_s=time.process_time() - cpu)
 

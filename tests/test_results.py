@@ -111,6 +111,24 @@ def test_summary_has_provenance_tables_and_notes(tmp_path):
     assert summary["notes"] == ["published 0.820 not reproduced"]
 
 
+def test_a_rerun_phase_replaces_its_own_notes(tmp_path):
+    run = _run(tmp_path)
+    run.note("before any phase")
+    run.begin_phase("B")
+    run.note("B: F1 0.655")
+    run.note("shared finding")
+    run.phase_done("B")
+    run.begin_phase("C")
+    run.note("shared finding")
+    run.phase_done("C")
+    again = _run(tmp_path, resume=True)
+    again.begin_phase("B")
+    again.note("B: F1 0.637")
+    again.phase_done("B")
+    notes = json.loads((again.dir / "summary.json").read_text())["notes"]
+    assert notes == ["before any phase", "shared finding", "B: F1 0.637"]  # C still says the shared one
+
+
 def test_nan_becomes_null_not_invalid_json(tmp_path):
     path = tmp_path / "n.json"
     atomic_write_json(path, {"x": float("nan"), "y": [float("inf"), 1.0]})

@@ -149,8 +149,8 @@ def test_existing_run_needs_resume_or_overwrite(dream_dir, tmp_path):
 
 
 TABLES = ["phaseA_reference", "commit_curve", "table2_pipeline", "table2_by_task", "table_anchor_content", "adaptive_stop",
-          "pearl_point", "pearl_curve", "table4_ablation", "table5_gap_only", "table3_size", "payload", "drafted_gap_fill",
-          "table6_timing", "table_checks"]
+          "adaptive_stop_by_task", "pearl_point", "pearl_curve", "table4_ablation", "table5_gap_only", "table3_size",
+          "payload", "drafted_gap_fill", "drafted_gap_fill_by_task", "table6_timing", "table_checks"]
 
 
 def test_every_phase_runs_and_writes_its_table(full_run):

@@ -157,6 +157,19 @@ def drafted_table(records: list[dict]) -> list[dict]:
     return out
 
 
+def drafted_by_task(records: list[dict]) -> list[dict]:
+    """drafted_gap_fill_by_task: ar_small with every draft, per stop and task (where the passes go)."""
+    rows = []
+    for task in dict.fromkeys(r["task"] for r in records):
+        mine = [r for r in records if r["task"] == task]
+        for row in drafted_table(mine):
+            if row["model"] == ROLES[0] and row["min_conf"] == 0.0:
+                rows.append({"task": task, **{k: row[k] for k in (
+                    "stop", "fraction", "n", "positions", "forced_passes", "drafted_passes",
+                    "passes_vs_one_per_position", "forced_passes_vs_one_per_position", "acceptance")}})
+    return rows
+
+
 def _median(values):
     values = sorted(v for v in values if v is not None)
     if not values:
@@ -175,6 +188,7 @@ def phase_drafted(run, context) -> None:
         return
     rows = drafted_table(evaluation)
     run.add_table(TABLE, rows)
+    run.add_table(f"{TABLE}_by_task", drafted_by_task(evaluation), echo=False)
     for role in ROLES:
         every = [r for r in rows if r["model"] == role and r["min_conf"] == 0.0]
         run.note(f"{TABLE} ({role}, n={len(evaluation)}, every draft sent): positions per sequential AR pass "
@@ -184,4 +198,4 @@ def phase_drafted(run, context) -> None:
                              f"tokens equal {r['tokens_equal_forced']:.3f})" for r in every))
 
 
-__all__ = ["MIN_CONFS", "draft_payload", "drafted_record", "drafted_table", "phase_drafted", "stops"]
+__all__ = ["MIN_CONFS", "draft_payload", "drafted_by_task", "drafted_record", "drafted_table", "phase_drafted", "stops"]

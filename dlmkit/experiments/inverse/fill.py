@@ -37,7 +37,8 @@ from dlmkit.data.chat import chat_prompt_ids, end_token_ids
 from dlmkit.decoding.drafted import drafted_forced_decode
 from dlmkit.decoding.early_stop import sent_drafts
 from dlmkit.decoding.forced import forced_decode
-from dlmkit.experiments.inverse.stop import adaptive_fills, adaptive_note, adaptive_table, grid_names, plot_adaptive
+from dlmkit.experiments.inverse.stop import (adaptive_by_task, adaptive_fills, adaptive_note, adaptive_table,
+                                            grid_names, plot_adaptive)
 from dlmkit.metrics.scoring import mean, mean_ci, not_reproduced, proportion_ci, score_answer
 from dlmkit.plots import pyplot, save_figure
 
@@ -316,6 +317,7 @@ def phase_b(run, context) -> None:
                  + "; ".join(misses))
     stop_rows = adaptive_table(evaluation)
     run.add_table("adaptive_stop", stop_rows)
+    run.add_table("adaptive_stop_by_task", adaptive_by_task(evaluation), echo=False)
     run.note(adaptive_note(stop_rows))
     plot_adaptive(stop_rows, run.dir / "adaptive_stop.png")
 
