@@ -45,9 +45,8 @@ from typing import Mapping
 
 import torch
 
-from dlmkit.decoding.forced import ForcedResult, _device, _prepare, _Row, greedy_token
+from dlmkit.decoding.forced import ForcedResult, _BatchCache, _prepare, _Row, greedy_token
 from dlmkit.errors import UserError
-from dlmkit.models.cache import cache_kwargs
 
 
 class _DraftRow(_Row):
@@ -163,63 +162,39 @@ def drafted_forced_decode(model, prompts, anchors, drafts, *, max_new_tokens, ru
 
 
 def _decode_batch(model, rows: list[_DraftRow], pad_token_id: int, result: ForcedResult) -> None:
-    from transformers import DynamicCache
-
-    device = _device(model)
-    cache = DynamicCache(config=model.config)
     in_cache = [r for r in rows if not r.done]
-    seen_mask = torch.zeros((len(in_cache), 0), dtype=torch.long, device=device)
+    batch = _BatchCache(model, len(in_cache))
 
     while True:
         live = [i for i, r in enumerate(in_cache) if not r.done]
         if not live:
             return
         if len(live) < len(in_cache):
-            keep = torch.tensor(live, device=device)
-            if cache.get_seq_length() > 0:
-                cache.batch_select_indices(keep)
-            seen_mask = seen_mask[keep]
+            batch.keep_rows(live)
             in_cache = [in_cache[i] for i in live]
 
         # Each row: the emitted tokens the cache lacks, then its speculated run.
         pending = [r.sequence[r.fed:] for r in in_cache]
         specs = [r.speculation() for r in in_cache]
         chunks = [p + [t for _, t, _ in s] for p, s in zip(pending, specs)]
-        width = max(len(c) for c in chunks)
-        ids = torch.full((len(chunks), width), pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(chunks), width), dtype=torch.long)
-        positions = torch.zeros((len(chunks), width), dtype=torch.long)
-        for i, (r, c) in enumerate(zip(in_cache, chunks)):
-            k = len(c)
-            ids[i, width - k:] = torch.tensor(c)
-            mask[i, width - k:] = 1
-            positions[i, :] = r.fed
-            positions[i, width - k:] = torch.arange(r.fed, r.fed + k)
-        seen_mask = torch.cat([seen_mask, mask.to(device)], dim=1)
-        logits = model(input_ids=ids.to(device), attention_mask=seen_mask, position_ids=positions.to(device),
-                       use_cache=True, logits_to_keep=width, **cache_kwargs(cache)).logits.float()
-        result.forward_passes += 1
-        result.tokens_processed += sum(len(c) for c in chunks)
-        result.slots_processed += len(chunks) * width
-
-        total = seen_mask.shape[1]
+        logits = batch.feed(chunks, [r.fed for r in in_cache], pad_token_id, None, result)
+        total, width = batch.seen.shape[1], logits.shape[1]
         ends = []  # per row: the end (exclusive, in this chunk) of the slots that stay valid
         for i, (r, p, s) in enumerate(zip(in_cache, pending, specs)):
             r.passes += 1
             r.fed += len(p)
             # logits[i, width - len(s) - 1 + k] predict the position of spec[k] (and, after the run, the next)
-            first = width - len(s) - 1
-            kept = r.verify(logits[i, first:], s)
+            kept = r.verify(logits[i, width - len(s) - 1:], s)
             r.fed += kept
             ends.append(width - (len(s) - kept))
         # Rejected slots: the tail no row still needs is cropped off the cache; a row's rejected slots
         # before that become holes, hidden by its mask (alone, a row never keeps holes).
         keep = total - width + max(ends)
         if keep < total:
-            cache.crop(keep - total)  # a negative count removes that many (transformers 5.23 and 5.24 alike)
-            seen_mask = seen_mask[:, :keep]
+            batch.cache.crop(keep - total)  # a negative count removes that many (transformers 5.23 and 5.24 alike)
+            batch.seen = batch.seen[:, :keep]
         for i, end in enumerate(ends):
-            seen_mask[i, total - width + end:] = 0
+            batch.seen[i, total - width + end:] = 0
 
 
 __all__ = ["drafted_forced_decode"]

@@ -313,29 +313,64 @@ def forced_decode(model, prompts, anchors, *, max_new_tokens, rule: str = "commi
     return result
 
 
+class _BatchCache:
+    """One transformers DynamicCache shared by a batch of rows (see the module docstring): each
+    feed appends one chunk per row, right-aligned behind padding that the 2-D attention mask
+    hides; position ids count each row's real tokens (padding slots reuse a valid one)."""
+
+    def __init__(self, model, n_rows: int):
+        from transformers import DynamicCache
+
+        self.model, self.device = model, _device(model)
+        self.cache = DynamicCache(config=model.config)
+        self.seen = torch.zeros((n_rows, 0), dtype=torch.long, device=self.device)  # 1 = a real token's slot
+
+    def keep_rows(self, live: list[int]) -> None:
+        """Drop the rows not in `live` (indices, in cache order) so no compute is spent on them."""
+        keep = torch.tensor(live, device=self.device)
+        if self.cache.get_seq_length() > 0:
+            self.cache.batch_select_indices(keep)
+        self.seen = self.seen[keep]
+
+    def feed(self, chunks: list[list[int]], starts: list[int], pad_token_id: int, logits_to_keep: int | None,
+             result: ForcedResult) -> torch.Tensor:
+        """One forward over every row's chunk (row i's first token at position starts[i]);
+        float logits of the last `logits_to_keep` slots (None: all of them)."""
+        width = max(len(c) for c in chunks)
+        ids = torch.full((len(chunks), width), pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(chunks), width), dtype=torch.long)
+        positions = torch.zeros((len(chunks), width), dtype=torch.long)
+        for i, (start, c) in enumerate(zip(starts, chunks)):
+            k = len(c)
+            ids[i, width - k:] = torch.tensor(c)
+            mask[i, width - k:] = 1
+            positions[i, :] = start
+            positions[i, width - k:] = torch.arange(start, start + k)
+        self.seen = torch.cat([self.seen, mask.to(self.device)], dim=1)
+        logits = self.model(input_ids=ids.to(self.device), attention_mask=self.seen,
+                            position_ids=positions.to(self.device), use_cache=True,
+                            logits_to_keep=logits_to_keep or width, **cache_kwargs(self.cache)).logits.float()
+        result.forward_passes += 1
+        result.tokens_processed += sum(len(c) for c in chunks)
+        result.slots_processed += len(chunks) * width
+        return logits
+
+
 def _decode_batch(model, rows: list[_Row], chunked: bool, pad_token_id: int, result: ForcedResult) -> None:
-    from transformers import DynamicCache
-
-    device = _device(model)
-    cache = DynamicCache(config=model.config)
-
     # The token-by-token reference runs one forward per position, like an ordinary decode
     # loop with forced tokens, even where trailing anchors need no more logits.
     def needs_pass(r: _Row) -> bool:
         return not r.done or (not chunked and r.reason != "ar_end" and r.passes < r.position)
 
     in_cache = [r for r in rows if needs_pass(r)]  # rows whose keys and values the cache holds, in its order
-    seen_mask = torch.zeros((len(in_cache), 0), dtype=torch.long, device=device)  # 1 = a real token's slot
+    batch = _BatchCache(model, len(in_cache))
 
     while True:
         live = [i for i, r in enumerate(in_cache) if needs_pass(r)]
         if not live:
             return
-        if len(live) < len(in_cache):  # drop finished rows so no compute is spent on them
-            keep = torch.tensor(live, device=device)
-            if cache.get_seq_length() > 0:
-                cache.batch_select_indices(keep)
-            seen_mask = seen_mask[keep]
+        if len(live) < len(in_cache):
+            batch.keep_rows(live)
             in_cache = [in_cache[i] for i in live]
 
         # Each row feeds what it has not fed: a prefill (prompt + leading anchors) or a gap
@@ -348,23 +383,7 @@ def _decode_batch(model, rows: list[_Row], chunked: bool, pad_token_id: int, res
             elif not chunked:
                 pending = pending[:r.prompt_len]
             chunks.append(pending)
-        width = max(len(c) for c in chunks)
-        ids = torch.full((len(chunks), width), pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(chunks), width), dtype=torch.long)
-        positions = torch.zeros((len(chunks), width), dtype=torch.long)
-        for i, (r, c) in enumerate(zip(in_cache, chunks)):
-            k = len(c)
-            ids[i, width - k:] = torch.tensor(c)
-            mask[i, width - k:] = 1
-            # Real tokens so far = this row's position ids; padding slots reuse a valid one.
-            positions[i, :] = r.fed
-            positions[i, width - k:] = torch.arange(r.fed, r.fed + k)
-        seen_mask = torch.cat([seen_mask, mask.to(device)], dim=1)
-        logits = model(input_ids=ids.to(device), attention_mask=seen_mask, position_ids=positions.to(device),
-                       use_cache=True, logits_to_keep=1, **cache_kwargs(cache)).logits[:, -1].float()
-        result.forward_passes += 1
-        result.tokens_processed += sum(len(c) for c in chunks)
-        result.slots_processed += len(chunks) * width
+        logits = batch.feed(chunks, [r.fed for r in in_cache], pad_token_id, 1, result)[:, -1]
 
         for i, (r, c) in enumerate(zip(in_cache, chunks)):
             r.fed += len(c)

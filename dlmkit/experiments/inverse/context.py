@@ -16,7 +16,7 @@ from pathlib import Path
 from transformers import AutoConfig, AutoTokenizer
 
 from dlmkit.data.benchmarks import prompt_set
-from dlmkit.data.chat import default_end_token_ids
+from dlmkit.data.chat import default_end_token_ids, end_token_ids
 from dlmkit.metrics.sandbox import check_available
 from dlmkit.errors import UserError
 from dlmkit.models.ar import load_ar
@@ -73,6 +73,12 @@ class Context(DreamRole):
     def ar_end_ids(self, role: str) -> list[int]:
         model, tokenizer = self.ar(role)
         return default_end_token_ids(model, tokenizer)
+
+    def dlm_end_ids(self) -> frozenset[int]:
+        """The DLM's end-of-answer ids (a committed one ends the answer; a drafted one ends the drafts)."""
+        if "dlm_end_ids" not in self._cache:
+            self._cache["dlm_end_ids"] = frozenset(end_token_ids(self.dlm_tokenizer()))
+        return self._cache["dlm_end_ids"]
 
     def decode(self, ids) -> str:
         """Answer text of DLM-vocabulary ids (special tokens dropped), as phase A decodes."""

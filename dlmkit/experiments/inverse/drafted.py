@@ -41,7 +41,7 @@ import gzip
 
 from dlmkit.anchors import Anchors, anchors_after, pack_anchors, template_text
 from dlmkit.data.benchmarks import is_eval_item
-from dlmkit.data.chat import chat_prompt_ids, end_token_ids
+from dlmkit.data.chat import chat_prompt_ids
 from dlmkit.decoding.drafted import drafted_forced_decode
 from dlmkit.decoding.early_stop import sent_drafts
 from dlmkit.errors import UserError
@@ -79,7 +79,7 @@ def draft_payload(anchors: Anchors, drafts: dict[int, int], decode) -> dict:
             "draft_varint_bytes": len(pack_anchors(draft_set, "varint")) if drafts else 0}
 
 
-def forced_fill(b_record: dict, role: str, key: str, fraction: float | None) -> dict | None:
+def forced_fill(b_record: dict, role: str, fraction: float | None) -> dict | None:
     """Phase B's committed_end fill of `role` at this stop (its tokens and passes), or None."""
     if fraction is not None:
         return pick(b_record, role, fraction, "committed_end")
@@ -93,7 +93,7 @@ def drafted_record(context, item: dict, a_record: dict, b_record: dict) -> dict:
               "models": list(ROLES), "rows": []}
     if not record["eval"]:  # the table reads the evaluation set only
         return record
-    dlm_ends = set(end_token_ids(context.dlm_tokenizer()))
+    dlm_ends = context.dlm_end_ids()
     for key, fraction in stops(context):
         if key not in a_record.get("draft_steps", {}):
             raise UserError(f"phase A's record of {item['id']} has no drafts at {key}; rerun phase A with this "
@@ -102,7 +102,7 @@ def drafted_record(context, item: dict, a_record: dict, b_record: dict) -> dict:
         canvas = anchors_after(a_record["commit_step"], a_record["tokens"], steps)
         deployable = deployable_anchors(canvas, dlm_ends)
         for role in ROLES:
-            forced = forced_fill(b_record, role, key, fraction)
+            forced = forced_fill(b_record, role, fraction)
             if forced is None:  # phase B fills ar_control at the fractions only
                 continue
             model, tokenizer = context.ar(role)

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from dlmkit.anchors import Anchors, anchors_at_fraction, steps_done_at
 from dlmkit.data.benchmarks import is_eval_item
-from dlmkit.data.chat import chat_prompt_ids, end_token_ids
+from dlmkit.data.chat import chat_prompt_ids
 from dlmkit.decoding.drafted import drafted_forced_decode
 from dlmkit.decoding.early_stop import sent_drafts
 from dlmkit.decoding.forced import forced_decode
@@ -117,7 +117,7 @@ def job_drafts(context, record: dict, labels: dict) -> dict[int, int]:
     else:
         return {}
     kept = record.get("drafts", {}).get(str(steps))
-    return sent_drafts(kept, set(end_token_ids(context.dlm_tokenizer()))) if kept else {}
+    return sent_drafts(kept, context.dlm_end_ids()) if kept else {}
 
 
 # --------------------------------------------------------------------------- phase B records

@@ -55,7 +55,8 @@ def reference_runs(model, tokenizer, items: list[dict], settings: DreamSettings,
     stop_rule, fractions: the adaptive stop and the step fractions whose steps (and Dream's drafts
     there) each record keeps (see draft_steps)."""
     check = PermanenceCheck(model.mask_token_id)
-    states = PartialStates(settings.max_new_tokens, model.mask_token_id, end_token_ids(tokenizer))
+    ends = end_token_ids(tokenizer)
+    states = PartialStates(settings.max_new_tokens, model.mask_token_id, ends)
 
     def hook(step, x, logits):
         check(step, x, logits)
@@ -72,7 +73,7 @@ def reference_runs(model, tokenizer, items: list[dict], settings: DreamSettings,
         record = _reference_record(tokenizer, item, settings, prompt, out.generated[row].tolist(),
                                    out.commit_step[row].tolist(), check.violations_of(row), seconds)
         record["signals"] = states.signals_of(row)
-        steps = draft_steps(record, settings.steps, end_token_ids(tokenizer), stop_rule, fractions)
+        steps = draft_steps(record, settings.steps, ends, stop_rule, fractions)
         record["drafts"] = {str(c): states.drafts(row, c) for c in sorted(set(steps.values()))}
         record["draft_steps"] = steps
         records.append(record)

@@ -20,7 +20,6 @@ ROUGE-L, GT accuracy (Wilson CI), coverage, and for each adaptive rule:
 from __future__ import annotations
 
 from dlmkit.anchors import anchors_after
-from dlmkit.data.chat import end_token_ids
 from dlmkit.decoding.early_stop import stop_step
 from dlmkit.experiments.inverse.settings import ADAPTIVE, STOP_GRID
 from dlmkit.metrics.scoring import mean, mean_ci, proportion_ci
@@ -34,7 +33,7 @@ TABLE = "adaptive_stop"
 def adaptive_fills(context, item: dict, record: dict, gap_fill) -> list[dict]:
     """ar_small's committed_end fill at the stop of every STOP_GRID rule (tokens dropped but for
     ADAPTIVE's fill, which the drafted phase compares with)."""
-    steps, ends = context.dream.steps, end_token_ids(context.dlm_tokenizer())
+    steps, ends = context.dream.steps, context.dlm_end_ids()
     jobs = []
     for rule in STOP_GRID:
         done = stop_step(rule, record["commit_step"], record["tokens"], record["signals"], ends, steps)

@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 from dlmkit.anchors import Anchors, steps_done_at
 from dlmkit.cli import synchronize
 from dlmkit.data.benchmarks import is_eval_item
-from dlmkit.data.chat import chat_prompt_ids, end_token_ids
+from dlmkit.data.chat import chat_prompt_ids
 from dlmkit.decoding.diffusion import diffusion_generate
 from dlmkit.decoding.drafted import drafted_forced_decode
 from dlmkit.decoding.early_stop import StopRule, online_state, sent_drafts
@@ -76,7 +76,7 @@ def dream_run(context, item: dict, stop_after: int | None = None, rule: StopRule
     model, tokenizer, settings = context.dlm(), context.dlm_tokenizer(), context.dream
     input_ids = torch.tensor([chat_prompt_ids(tokenizer, item["prompt"])], device=model.device)
     generator = torch.Generator(device=model.device).manual_seed(item_seed(context.seed, item["id"]))
-    width, mask_id, ends = settings.max_new_tokens, model.mask_token_id, end_token_ids(tokenizer)
+    width, mask_id, ends = settings.max_new_tokens, model.mask_token_id, context.dlm_end_ids()
     history = []
 
     def stop(step, x, logits):
@@ -144,7 +144,7 @@ def time_prompt(context, item: dict) -> dict:
               "ar_alone_ms": 1e3 * alone_s, "ar_alone_tokens": alone_tokens,
               "ar_ms_per_token": 1e3 * alone_s / alone_tokens if alone_tokens else None,
               "ar_prefill_ms": 1e3 * prefill_s, "fractions": []}
-    dlm_ends = set(end_token_ids(context.dlm_tokenizer()))
+    dlm_ends = context.dlm_end_ids()
     stops = [(fraction, None) for fraction in context.fractions] + [(None, ADAPTIVE)]
     for fraction, rule in stops:
         k = steps_done_at(fraction, context.dream.steps) if rule is None else None
