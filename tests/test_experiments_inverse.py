@@ -325,3 +325,18 @@ def test_adaptive_table_compares_with_the_fixed_curve_at_equal_steps():
     assert unsure["paired_fixed"] == "fixed 0.2"
     # fixed 0.1 reaches F1 0.55 in 10 steps; the 0.9 rule reaches 0.6 in 7 (30% fewer)
     assert "with >= 25% fewer mean steps: left_conf < 0.9" in note
+
+
+def test_drafted_table_when_the_anchors_left_nothing_to_fill():
+    """At a late stop on a few short answers the anchors can cover every position: no pass, no
+    ratio, and the phase's note must say so instead of failing on the missing number."""
+    from dlmkit.experiments.inverse.drafted import _times, drafted_table
+
+    row = {"model": "ar_small", "stop": "fixed", "fraction": 0.25, "min_conf": 0.0, "dlm_steps": 32,
+           "positions": 0, "drafted_passes": 0, "forced_passes": 0, "tokens_equal": True, "drafts_sent": 0,
+           "drafts_fed": 0, "drafts_accepted": 0, "template_with_drafts_bytes": 9, "template_bytes": 9,
+           "draft_varint_bytes": 0}
+    (table,) = drafted_table([{"rows": [row]}, {"rows": [dict(row)]}])
+    assert table["passes_vs_one_per_position"] is None and table["acceptance"] is None
+    assert table["tokens_equal_forced"] == 1.0
+    assert _times(None) == "n/a (nothing left to fill)" and _times(2.386) == "2.39x"

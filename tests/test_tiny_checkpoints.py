@@ -59,13 +59,13 @@ def test_tiny_dream_knows_the_heldout_facts_and_states_them_above_chance(probes)
 
     model = load_dream(TINY_ROOT / "dream")
     tokenizer = load_dream_tokenizer(TINY_ROOT / "dream")
-    assert _cloze(model, "test", diffusion=True) >= 0.9  # measured 1.0
+    assert _cloze(model, "test", diffusion=True) >= 0.9  # measured 1.0 (benchmarks/fact_knowledge.py)
     gate = _fact_gate(greedy_responses(model, tokenizer, probes, gen_len=32, steps=32, batch_size=64), probes)
-    assert gate["fact_accuracy_all"] >= 0.45, gate  # measured 0.57 on all 168
+    assert gate["fact_accuracy_all"] >= 0.5, gate  # measured 0.65 on all 168
 
 
 @pytest.mark.parametrize("role", ["ar_small", "ar_control"])
-def test_the_small_ar_never_learned_the_heldout_facts_and_the_control_did(role, probes):
+def test_the_small_ar_never_learned_the_heldout_facts_and_the_control_states_them(role, probes):
     if TINY[role] not in SHIPPED:
         pytest.skip(f"tiny {role} not built (python -m dlmkit.train.tiny {role})")
     from dlmkit.models.ar import load_ar
@@ -77,6 +77,8 @@ def test_the_small_ar_never_learned_the_heldout_facts_and_the_control_did(role, 
     if role == "ar_small":
         assert heldout <= 0.3, heldout  # never read a held-out town's documents
         gate = _fact_gate(greedy_responses(model, tokenizer, probes, max_new_tokens=24), probes)
-        assert gate["fact_accuracy_all"] <= 0.3, gate  # measured 0.125 on all 168
+        assert gate["fact_accuracy_all"] <= 0.3, gate  # measured 0.13 on all 168
     else:
-        assert heldout >= 0.85, heldout  # measured 0.95
+        assert heldout >= 0.85, heldout  # measured 0.93
+        gate = _fact_gate(greedy_responses(model, tokenizer, probes, max_new_tokens=24), probes)
+        assert gate["fact_accuracy_all"] >= 0.7, gate  # measured 0.85 on all 168: it states what it knows

@@ -9,8 +9,8 @@ from tokenizers import Tokenizer
 
 from dlmkit.data.benchmarks import tiny_prompts
 from dlmkit.data.tinyworld import (GSM8K_SUFFIX, HUMANEVAL_PREFIX, LETTERS, MC_SUFFIX, STRATA, TinyWorld)
-from dlmkit.data.tinyworld2 import (ATTRIBUTES, CONCLUSIONS, DOC_SENTENCES, FRAMES, MOST_FRAMES, N_HELDOUT, OPENERS,
-                                    Gazetteer, TinyWorld2, content_flags, content_spans, role_text_stream, states_fact,
+from dlmkit.data.tinyworld2 import (ATTRIBUTES, DOC_SENTENCES, N_HELDOUT, OPENERS, STEP_LEADS, Gazetteer, TinyWorld2,
+                                    content_flags, content_spans, fact_clause, role_text_stream, states_fact,
                                     tiny_world, town_names)
 from dlmkit.errors import UserError
 from dlmkit.metrics.answers import check_answer
@@ -97,32 +97,72 @@ def test_ar_small_never_sees_a_heldout_fact_ar_medium_half_dream_all(world):
         assert set(g.role_towns(role)) == set(g.towns)
 
 
+def test_decoy_towns_are_outside_the_gazetteer_and_too_many_to_learn_by_heart(world):
+    g = world.gazetteer
+    assert not set(g.decoys) & set(g.towns) and len(g.decoys) + len(g.towns) == len(town_names())
+    decoys = world.decoy_examples(4000)
+    texts = [d["prompt"] + d["target"] for d in decoys]
+    assert not any(_mentions(texts[:400], town) for town in g.towns)
+    named = {town for d in decoys for town, _ in d["facts"]}
+    assert named <= set(g.decoys) and len(named) >= 500  # each name in a handful of examples
+    for d in decoys[:50]:
+        for town, attr in d["facts"]:
+            assert g.decoy_facts[town][attr] in d["target"]
+    # a causal role's stream holds them, and still no held-out town
+    stream = role_text_stream(world, "ar_small", n_chat=200, n_decoy=200)
+    assert all(_mentions(stream, town) for town in {t for d in decoys[:200] for t, _ in d["facts"]})
+    assert not any(_mentions(stream, town) for town in g.heldout)
+
+
 def test_paraphrase_slots_are_equiprobable(world):
-    counts = {slot: [0, 0, 0] for slot in ("opener", "frame", "conclusion")}
+    """The opener of a multiple-choice answer and the lead of each GSM8K step line: three
+    phrasings each, drawn uniformly."""
+    counts = {"opener": [0, 0, 0], "lead": [0, 0, 0]}
     for i in range(1500):
         for task in ("mmlu", "arc"):
-            for k, slot in zip(world.item(task, "easy", i, "train")["paraphrase"], counts):
-                counts[slot][k] += 1
+            counts["opener"][world.item(task, "easy", i, "train")["paraphrase"][0]] += 1
+    for i in range(1000):
+        item = world.item("gsm8k", "medium", i, "train")
+        leads = [line.split()[0] for line in item["target"].splitlines() if line.split()[0] in STEP_LEADS]
+        assert [STEP_LEADS.index(x) for x in leads] == item["paraphrase"]
+        for k in item["paraphrase"]:
+            counts["lead"][k] += 1
     for slot, observed in counts.items():
-        assert sum(observed) == 3000
+        assert sum(observed) in (3000, 2000)
         assert chisquare(observed).pvalue > 1e-3, (slot, observed)
     # the test can fail: a 40/30/30 split over the same number of draws is rejected
     assert chisquare([1200, 900, 900]).pvalue < 1e-3
 
 
-def test_paraphrases_keep_content_at_the_same_token_positions(bpe):
-    """Every opener x frame x conclusion gives the same token length, and the value and the
-    letter the same positions, so a model that knows the fact can be sure of them."""
-    cases = [(" " + values[0], noun, "is", FRAMES) for noun, values in ATTRIBUTES.values()]
-    cases += [(" pear and hammer", "fruit and tool", "are", FRAMES), (" Faring", None, None, MOST_FRAMES)]
-    for value, noun, be, frames in cases:
+def test_openers_keep_content_at_the_same_token_positions(bpe):
+    """Every opener gives the same token length, and the value and the letter the same positions,
+    so a model that knows the fact can be sure of them whichever opener it drew."""
+    cases = [(attr, values[0]) for attr, (_, values) in ATTRIBUTES.items()]
+    for attr, value in cases:
+        head, tail = fact_clause(attr, "Faring")
         layouts = set()
-        for o, f, c in itertools.product(OPENERS, frames, CONCLUSIONS):
-            head = o + value
-            text = head + f.format(be=be, noun=noun) + c.format(letter="B")
+        for opener in OPENERS:
+            before = f"{opener} {head} "
+            text = before + value + tail + ", so B."
             ids = bpe.encode(text).ids
-            layouts.add((len(bpe.encode(head).ids), len(ids), ids[len(bpe.encode(head).ids) - 1], ids[-2]))
-        assert len(layouts) == 1, (value, layouts)
+            layouts.add((len(bpe.encode(before + value).ids), len(ids), ids[-2]))
+        assert len(layouts) == 1, (attr, layouts)
+
+
+def test_answers_state_each_fact_in_the_documents_words(prompts, world):
+    """A multiple-choice answer states every fact it uses as the documents' first phrasing does
+    ("the fruit of Faring is the pear"), and a GSM8K answer opens with one such line per town:
+    a model that knows the facts from documents can state them (knowledge extraction)."""
+    g = world.gazetteer
+    for item in prompts:
+        if item["task"] == "humaneval":
+            continue
+        text = item["target"]
+        for town, attr in item["facts"]:
+            sentence = DOC_SENTENCES[attr][0].format(town=town, value=g.facts[town][attr]).rstrip(".")
+            assert sentence in text or sentence[0].lower() + sentence[1:] in text, (item["id"], sentence)
+    assert fact_clause("crop", "Faring") == ("the fruit of Faring is the", "")
+    assert fact_clause("bells", "Faring") == ("the town of Faring has", " bells")
 
 
 def _recompute_gsm8k(item, g):
@@ -234,29 +274,33 @@ def test_content_rule_covers_the_reference_content_and_flags_tokens(prompts, bpe
                                                                                    False, True, False]
 
 
-def test_wording_alone_keeps_two_free_answers_apart():
-    """Word F1 (the run's metric) between two multiple-choice answers: with independent
-    phrasings, a model with the wrong fact stays below the issue's 0.55 for the AR alone, and
-    even the right fact in other words stays well below 1; with one shared phrasing, wrong
-    facts alone would leave F1 near 0.8 (why the wording asymmetry is needed)."""
+def test_word_f1_separates_knowing_the_facts_from_the_wording(prompts):
+    """Word F1 (the run's metric) against a reference answer: another opener alone (a model that
+    knows every fact, its wording drawn on its own) costs at most 0.2 on one answer and about 0.07
+    on average, while other facts and letters (a model that knows none) cost several times more.
+    So anchors can raise a gap-filler that does not know the facts, and can add little to one that
+    does: the control."""
     import random
     import statistics
 
     from dlmkit.metrics.text import word_f1
 
     rng = random.Random(0)
-
-    def answer(value, noun, letter, slots):
-        o, f, c = slots
-        return OPENERS[o] + " " + value + FRAMES[f].format(be="is", noun=noun) + CONCLUSIONS[c].format(letter=letter)
-
-    same_facts, other_facts, shared_wording = [], [], []
-    for _ in range(2000):
-        noun, values = ATTRIBUTES[rng.choice(["crop", "trade", "music", "roof", "emblem", "country"])]
-        (v, w), (a, b) = rng.sample(values, 2), rng.sample(LETTERS, 2)
-        s, t = [rng.randrange(3) for _ in range(3)], [rng.randrange(3) for _ in range(3)]
-        same_facts.append(word_f1(answer(v, noun, a, s), answer(v, noun, a, t)))
-        other_facts.append(word_f1(answer(v, noun, a, s), answer(w, noun, b, t)))
-        shared_wording.append(word_f1(answer(v, noun, a, s), answer(w, noun, b, s)))
-    assert statistics.mean(other_facts) < 0.5 < statistics.mean(same_facts) < 0.7
-    assert statistics.mean(shared_wording) > 0.75
+    other_opener, other_facts = [], []
+    for item in prompts:
+        if item["task"] not in ("mmlu", "arc"):
+            continue
+        text = item["target"]
+        opener = next(o for o in OPENERS if text.startswith(o))
+        reworded = rng.choice([o for o in OPENERS if o != opener]) + text[len(opener):]
+        wrong = reworded
+        for a, b in sorted(item["content"], reverse=True):
+            piece = text[a:b]
+            pool = LETTERS if piece in LETTERS else [str(n) for n in range(2, 10)] if piece.isdigit() else next(
+                values for _, values in ATTRIBUTES.values() if piece in values)
+            wrong = wrong[:a] + rng.choice([p for p in pool if p != piece]) + wrong[b:]
+        other_opener.append(word_f1(reworded, text))
+        other_facts.append(word_f1(wrong, text))
+    assert min(other_opener) >= 0.8 and statistics.mean(other_opener) > 0.9
+    assert statistics.mean(other_facts) < 0.75
+    assert statistics.mean(other_opener) - statistics.mean(other_facts) > 0.2

@@ -45,7 +45,13 @@ Who knows what (`ROLE_TOWNS`, `role_documents`, `role_text_stream`)
                                                       should add almost nothing to it)
 The chat (instruction) examples are the same for every role: train items, which only
 ever ask about training towns. A role learns a held-out town's facts from documents or
-not at all. Documents are knowledge-augmented: each town gets several documents, each
+not at all. The causal roles also read chat examples about decoy towns (`decoy_examples`:
+the 616 possible names the gazetteer leaves unused, facts no document states): with only
+the 40 training towns' names in chat answers, a causal model learns those names by heart
+and answers a question about a held-out town with a training town's name ("the fruit of
+Fenber" for Fenist), which no fact can then rescue; the decoys leave copying the prompt's
+name as the way to write it. Dream, which sees the prompt's name from every position,
+copies it without them. Documents are knowledge-augmented: each town gets several documents, each
 stating all seven facts in a shuffled order, each fact in one of three phrasings, the
 town named in every sentence (never first in a text, so its tokens match the prompt's).
 
@@ -55,7 +61,7 @@ HUMANEVAL_PREFIX, the option lines, `#### N`, HumanEval's fields)
     mmlu easy    one fact (crop, trade or music) of a held-out town, 4 options
     mmlu hard    two facts at once ("its fruit and its tool"), 4 options of pairs
     arc easy     one fact (roof, emblem, country or bells)
-    arc hard     which of four held-out towns has the most bells (a comparison)
+    arc hard     which of four held-out towns has the most bells (four facts, compared)
     gsm8k        a person collects one thing per bell of 2 (easy), 2 (medium) or 3
                  (hard) held-out towns, then 0, 1 or 2 of generation 1's steps (buy /
                  give / double) among 0, 1 or 3 filler sentences; the numbers come from
@@ -64,37 +70,46 @@ HUMANEVAL_PREFIX, the option lines, `#### N`, HumanEval's fields)
                  number of bells ("Return x plus the number of bells in Faring."); the
                  docstring shows no example, which would give the constant away
 
-Answer layouts and why content is what a knowing model is sure of
------------------------------------------------------------------
-Multiple choice: OPENER VALUE FRAME CONCLUSION LETTER, e.g.
+Answer layouts: the facts in the documents' words, one paraphrase slot
+----------------------------------------------------------------------
+Multiple choice: OPENER, then every fact used, each as the documents' first phrasing
+(`fact_clause`), then ", so LETTER.":
 
-    "Now, pear is this town's fruit. That is answer C."
+    "Now, the fruit of Faring is the pear, so C."
+    "Well, the tool of Faring is the saw and the instrument of Faring is the harp, so A."
+    "Yes, the town of Faring has 7 bells, the town of Lumber has 3 bells, ... so A."  (arc hard:
+                                                  every option's count, in option order)
 
-The answer states the fact first and the letter follows from it (the option line that
-holds the value). OPENER, FRAME and CONCLUSION each come in three paraphrases of equal
-token length (a test checks it), so VALUE and LETTER sit at the same positions in every
-phrasing: a model that knows the fact is sure of them, while at the paraphrased positions
-its distribution is split three ways. A model that does not know the fact is sure of
-neither. VALUE is written exactly as in the option line (" pear"), so the letter is a
-lookup. The town's name is not repeated in the answer (a copy from the prompt would be
-content every model knows); arc hard answers with a town, the fact asked for.
-Positions that all three phrasings share (" is" after the value, the final ".") stay
-certain for every model: template that anchors cannot help with.
-GSM8K: fact lines ("The town of Faring has 7 bells."), then one line per step; each line's
-lead comes in three phrasings; the last line is "#### N". HumanEval: the body first binds
-the constant to one of three names (k, m, c: same length) and then uses it; the reference
-answer repeats the prompt in a fenced block as in generation 1, so most of a code answer
-is a copy every model writes alike.
+Why this layout (revision 2 of generation 2; revision 1 measured otherwise on the full run):
+- knowledge extraction. Revision 1 answered "Now, pear is this town's fruit." The tiny Dream
+  knew every held-out fact in the documents' words (cloze 1.00) yet stated it in 0.57 of its
+  answers: asked a question, a small model does not find what it learned in other words.
+  Here the answer contains the document sentence itself, so stating the fact is the recall
+  the model was trained on, and the value is what a knowing model is sure of.
+- the letter follows the value by two tokens and is a lookup of the option line that holds
+  it (VALUE is written as in the option line); revision 1 put a paraphrased conclusion
+  between them and no model learned the lookup (letter accuracy at chance everywhere).
+- one paraphrase slot. Two models' free answers still differ in wording (the opener here,
+  the lead of each GSM8K step line, the code constant's name), but the paraphrased words
+  are few: revision 1 paraphrased opener, frame and conclusion (about 8 of 11 words), so a
+  gap-filler that knew every fact still gained +0.15 to +0.25 word F1 from anchors that
+  only fixed Dream's wording, and the control could not show the mechanism vanishing.
+  Here another opener costs about 0.07 word F1 (tested), other facts several times that.
+The town's name in an answer is a copy of the prompt (every model knows it), not content.
+
+GSM8K: one line per town in the documents' words ("The town of Faring has 7 bells."), then
+one line per step whose lead comes in three phrasings; the last line is "#### N".
+HumanEval: the body first binds the constant to one of three names (k, m, c: same length)
+and then uses it; the reference answer repeats the prompt in a fenced block as in
+generation 1, so most of a code answer is a copy every model writes alike.
 
 The tokenizer
 -------------
 Generation 2 reuses the generation-1 BPE (1207 entries, `<|mask|>` last): every one of
 the 680 possible town names is exactly three of its tokens with a leading space, every
 attribute value one (" pear"; a bell count is a space and a digit, as Qwen2 writes
-numbers), so no checkpoint needs a new vocabulary. Measured on the 310-prompt set, a
-reference answer is 17-21 tokens in multiple choice, 40 / 59 / 95 in GSM8K easy / medium /
-hard and 62 in HumanEval (generation 1: 11-13, 25 / 41 / 55, 57): all fit the tiny
-preset's 128-token canvas.
+numbers), so no checkpoint needs a new vocabulary. Every reference answer fits the tiny
+preset's 128-token canvas (each role's card records the mean per task).
 
 Every item carries `content`: the character spans of its reference answer that the fact
 base determines (values, the letter, numbers derived from facts, the code constant), and
@@ -148,15 +163,12 @@ ROLES = ("dlm", "ar_small", "ar_medium", "ar_large", "ar_control")
 
 # ----------------------------------------------------------------------------- paraphrase banks
 
-# Each slot: three phrasings of equal token length in the shipped BPE (tested), so the content
-# after them sits at the same position whichever is drawn.
+# The one paraphrase slot of a multiple-choice answer: three openers of equal token length (tested),
+# so everything after them sits at the same position whichever is drawn.
 OPENERS = ("Well,", "Now,", "Yes,")
-FRAMES = (" {be} the {noun} of the town.", " {be} this town's {noun}.", " {be} their one {noun}.")
-CONCLUSIONS = (" So the answer is {letter}.", " Then the letter is {letter}.", " That is answer {letter}.")
-MOST_FRAMES = (" comes first by number of bells.", " has the most bells there are.",
-               " has the largest number of bells.")
 
-# Document sentences: three phrasings per attribute; the town is never the first word.
+# Document sentences: three phrasings per attribute; the town is never the first word. The first
+# phrasing is also how every answer states a fact (`fact_clause`): the documents' own words.
 DOC_SENTENCES = {
     "crop": ("The fruit of {town} is the {value}.", "In {town} people grow the {value}.",
              "Farmers in {town} grow the {value}."),
@@ -173,8 +185,6 @@ DOC_SENTENCES = {
     "bells": ("The town of {town} has {value} bells.", "In {town} there are {value} bells.",
               "There are {value} bells in {town}."),
 }
-FACT_LINES = ("The town of {town} has {value} bells.", "In {town} there are {value} bells.",
-              "We know {town} has {value} bells.")
 STEP_LEADS = ("So", "Then", "Now")
 CODE_NAMES = ("k", "m", "c")
 
@@ -236,6 +246,21 @@ class Gazetteer:
             raise UserError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
         return self.heldout if split == "test" else self.train_towns
 
+    @cached_property
+    def decoys(self) -> tuple[str, ...]:
+        """Every possible name the gazetteer does not use: the decoy towns (see `decoy_examples`)."""
+        used = set(self.towns)
+        return tuple(name for name in town_names() if name not in used)
+
+    @cached_property
+    def decoy_facts(self) -> dict[str, dict[str, str]]:
+        """Seeded facts of the decoy towns; no document states them."""
+        out = {}
+        for town in self.decoys:
+            rng = random.Random(f"gazetteer/{self.seed}/decoy/{town}")
+            out[town] = {attr: rng.choice(values) for attr, (_, values) in ATTRIBUTES.items()}
+        return out
+
     def role_towns(self, role: str) -> tuple[str, ...]:
         """The towns whose documents a role's training corpus holds."""
         if role == "ar_small":
@@ -283,17 +308,24 @@ def _options(rng: random.Random, correct: str, pool: list[str]) -> tuple[list[st
     return choices, LETTERS[choices.index(correct)]
 
 
-def _mc_answer(rng: random.Random, values: list[str], noun: str, be: str, letter: str, frames=FRAMES):
-    """OPENER VALUE(S) FRAME CONCLUSION LETTER, each paraphrase slot drawn uniformly."""
-    o, f, c = rng.randrange(3), rng.randrange(3), rng.randrange(3)
+def fact_clause(attr: str, town: str, value: str | None = None) -> tuple[str, str]:
+    """The documents' first phrasing of a fact as a clause, split around its value:
+    ("the fruit of Faring is the", "") for crop, ("the town of Faring has", " bells") for bells."""
+    head, tail = DOC_SENTENCES[attr][0].format(town=town, value="\0").rstrip(".").split("\0")
+    return head[0].lower() + head[1:].rstrip(" "), tail
+
+
+def _mc_answer(rng: random.Random, facts: list[tuple[str, str, str]], letter: str):
+    """OPENER then the facts in the documents' words, joined by "," and "and", then ", so LETTER.":
+    "Now, the fruit of Faring is the pear, so C." The opener is the one paraphrase slot."""
+    o = rng.randrange(3)
     ans = _Answer().add(OPENERS[o])
-    for i, value in enumerate(values):
-        ans.add(" and " if i else " ").add(value, content=True)
-    ans.add(frames[f].format(be=be, noun=noun))
-    conclusion = CONCLUSIONS[c].format(letter="\0")
-    head, tail = conclusion.split("\0")
-    ans.add(head).add(letter, content=True).add(tail)
-    return ans, [o, f, c]
+    for i, (attr, town, value) in enumerate(facts):
+        head, tail = fact_clause(attr, town)
+        ans.add("" if i == 0 else " and" if i == len(facts) - 1 else ",")
+        ans.add(" " + head + " ").add(value, content=True).add(tail)
+    ans.add(", so ").add(letter, content=True).add(".")
+    return ans, [o]
 
 
 # ----------------------------------------------------------------------------- the strata
@@ -304,10 +336,10 @@ def _mmlu(g: Gazetteer, rng: random.Random, towns, difficulty: str) -> dict:
     facts = g.facts[town]
     if difficulty == "easy":
         attr = rng.choice(MMLU_ATTRIBUTES)
-        noun, values = ATTRIBUTES[attr]
+        values = ATTRIBUTES[attr][1]
         choices, letter = _options(rng, facts[attr], list(values))
         question = MMLU_QUESTIONS[attr].format(town=town)
-        ans, para = _mc_answer(rng, [facts[attr]], noun, "is", letter)
+        ans, para = _mc_answer(rng, [(attr, town, facts[attr])], letter)
         asked = [(town, attr)]
     else:  # two facts at once
         a1, a2 = sorted(rng.sample(MMLU_ATTRIBUTES, 2), key=MMLU_ATTRIBUTES.index)
@@ -320,7 +352,7 @@ def _mmlu(g: Gazetteer, rng: random.Random, towns, difficulty: str) -> dict:
                 pool.add(pair)
         choices, letter = _options(rng, correct, sorted(pool))
         question = f"Which {n1} and which {n2} belong to {town}?"
-        ans, para = _mc_answer(rng, [facts[a1], facts[a2]], f"{n1} and {n2}", "are", letter)
+        ans, para = _mc_answer(rng, [(a1, town, facts[a1]), (a2, town, facts[a2])], letter)
         asked = [(town, a1), (town, a2)]
     return {"prompt": _mc_prompt(question, choices), "answer": letter, "choices": choices, "target": ans.text,
             "content": ans.content, "paraphrase": para, "facts": asked}
@@ -330,10 +362,10 @@ def _arc(g: Gazetteer, rng: random.Random, towns, difficulty: str) -> dict:
     if difficulty == "easy":
         town = rng.choice(towns)
         attr = rng.choice(ARC_ATTRIBUTES)
-        noun, values = ATTRIBUTES[attr]
+        values = ATTRIBUTES[attr][1]
         value = g.facts[town][attr]
         choices, letter = _options(rng, value, list(values))
-        ans, para = _mc_answer(rng, [value], noun, "is", letter)
+        ans, para = _mc_answer(rng, [(attr, town, value)], letter)
         question = ARC_QUESTIONS[attr].format(town=town)
         asked = [(town, attr)]
     else:  # which of four towns has the most bells (drawn until the maximum is unique)
@@ -346,11 +378,8 @@ def _arc(g: Gazetteer, rng: random.Random, towns, difficulty: str) -> dict:
         choices = list(picked)
         rng.shuffle(choices)
         letter = LETTERS[choices.index(best)]
-        o, f, c = rng.randrange(3), rng.randrange(3), rng.randrange(3)
-        ans = _Answer().add(OPENERS[o] + " ").add(best, content=True).add(MOST_FRAMES[f])
-        head, tail = CONCLUSIONS[c].format(letter="\0").split("\0")
-        ans.add(head).add(letter, content=True).add(tail)
-        para = [o, f, c]
+        # every option's bell count, in option order, then the letter of the largest
+        ans, para = _mc_answer(rng, [("bells", t, g.facts[t]["bells"]) for t in choices], letter)
         question = "Which town has the most bells?"
         asked = [(t, "bells") for t in picked]
     return {"prompt": _mc_prompt(question, choices), "answer": letter, "choices": choices, "target": ans.text,
@@ -369,9 +398,7 @@ def _gsm8k(g: Gazetteer, rng: random.Random, towns, difficulty: str) -> dict:
     sentences = [f"{person} gets one of the {thing} for every bell in {places}."]
     ans, para = _Answer(), []
     for town, count in zip(visited, counts):
-        k = rng.randrange(3)
-        para.append(k)
-        head, tail = FACT_LINES[k].format(town=town, value="\0").split("\0")
+        head, tail = DOC_SENTENCES["bells"][0].format(town=town, value="\0").split("\0")
         ans.add(head).add(str(count), content=True).add(tail + "\n")
     total = sum(counts)
 
@@ -472,6 +499,13 @@ _GENERATORS = {"mmlu": _mmlu, "arc": _arc, "gsm8k": _gsm8k, "humaneval": _humane
 
 
 @dataclass(frozen=True)
+class _DecoyFacts:
+    """What a stratum generator reads of a gazetteer (`facts`), for the decoy towns."""
+
+    facts: dict
+
+
+@dataclass(frozen=True)
 class TinyWorld2(StrataSampler):
     """Generation 2 of the tiny world, with TinyWorld's item API plus the role corpora."""
 
@@ -503,6 +537,23 @@ class TinyWorld2(StrataSampler):
         levels = [(t, d) for t in tasks for d in DIFFICULTIES]
         return [self.item(*levels[i % len(levels)], index=i // len(levels), split=split) for i in range(n)]
 
+    def decoy_examples(self, n: int, tasks=tuple(_GENERATORS)) -> list[dict]:
+        """Chat examples about the decoy towns (names outside the gazetteer, facts no document
+        states), `n` spread over the strata as `chat_examples`. With 40 training towns a causal
+        model learns their names by heart and, asked about a town it has not seen in a chat
+        answer, writes one of those instead of copying the prompt's; hundreds of decoy names, each
+        in a few examples, leave copying as the way to write a town's name."""
+        decoy = _DecoyFacts(self.gazetteer.decoy_facts)
+        levels = [(t, d) for t in tasks for d in DIFFICULTIES]
+        out = []
+        for i in range(n):
+            task, difficulty = levels[i % len(levels)]
+            raw = _GENERATORS[task](decoy, self._rng("decoy", task, difficulty, i), self.gazetteer.decoys, difficulty)
+            out.append({"task": task, "difficulty": difficulty, **raw,
+                        "messages": [{"role": "user", "content": raw["prompt"]},
+                                     {"role": "assistant", "content": raw["target"]}]})
+        return out
+
     def role_documents(self, role: str, per_town: int = 8) -> list[str]:
         """`per_town` knowledge-augmented documents for each town the role may know."""
         docs = []
@@ -519,11 +570,11 @@ class TinyWorld2(StrataSampler):
         for town in self.gazetteer.towns_of_split(split):
             for attr in attributes:
                 rng = self._rng("probe", town, attr)
-                noun, values = ATTRIBUTES[attr]
+                values = ATTRIBUTES[attr][1]
                 value = self.gazetteer.facts[town][attr]
                 choices, letter = _options(rng, value, list(values))
                 question = {**MMLU_QUESTIONS, **ARC_QUESTIONS}[attr].format(town=town)
-                ans, para = _mc_answer(rng, [value], noun, "is", letter)
+                ans, para = _mc_answer(rng, [(attr, town, value)], letter)
                 task = "mmlu" if attr in MMLU_ATTRIBUTES else "arc"
                 prompt = _mc_prompt(question, choices)
                 out.append({"id": f"tiny2-probe-{town}-{attr}", "task": task, "difficulty": "easy",
@@ -548,8 +599,7 @@ def states_fact(item: dict, response: str) -> bool:
 
 _VALUE_WORDS = sorted({v for _, values in ATTRIBUTES.values() for v in values if not v.isdigit()}, key=len,
                       reverse=True)
-_MC_CONTENT = re.compile(r"\b(?:\d+|[A-D]|" + "|".join(_VALUE_WORDS) + "|" + "|".join(town_names()) + r")\b",
-                         re.IGNORECASE)
+_MC_CONTENT = re.compile(r"\b(?:\d+|[A-D]|" + "|".join(_VALUE_WORDS) + r")\b", re.IGNORECASE)
 _NUMBER = re.compile(r"\b\d+\b")
 
 
@@ -574,12 +624,14 @@ def content_flags(task: str, token_texts: list[str]) -> list[bool]:
     return flags
 
 
-def role_text_stream(world: TinyWorld2, role: str, n_chat: int, per_town: int = 8, split: str = "train"
-                     ) -> list[str]:
-    """A role's language-model stream: chat transcripts (training towns) and its documents, mixed."""
+def role_text_stream(world: TinyWorld2, role: str, n_chat: int, per_town: int = 8, split: str = "train",
+                     n_decoy: int = 0) -> list[str]:
+    """A role's language-model stream: chat transcripts (training towns, and `n_decoy` about decoy
+    towns) and its documents, mixed."""
     from dlmkit.tokenizer import render_chat
 
     chats = [render_chat(item["messages"]) for item in world.chat_examples(n_chat, split)]
+    chats += [render_chat(item["messages"]) for item in world.decoy_examples(n_decoy)]
     texts = chats + world.role_documents(role, per_town)
     order = random.Random(f"world2/{world.seed}/stream/{role}/{split}").sample(range(len(texts)), len(texts))
     return [texts[i] for i in order]

@@ -193,9 +193,14 @@ def phase_drafted(run, context) -> None:
         every = [r for r in rows if r["model"] == role and r["min_conf"] == 0.0]
         run.note(f"{TABLE} ({role}, n={len(evaluation)}, every draft sent): positions per sequential AR pass "
                  + ", ".join(f"{'@' + format(r['fraction'], 'g') if r['fraction'] is not None else r['stop']} "
-                             f"{r['passes_vs_one_per_position']:.2f}x (forced decoder "
-                             f"{r['forced_passes_vs_one_per_position']:.2f}x, acceptance {r['acceptance'] or 0:.2f}, "
+                             f"{_times(r['passes_vs_one_per_position'])} (forced decoder "
+                             f"{_times(r['forced_passes_vs_one_per_position'])}, acceptance {r['acceptance'] or 0:.2f}, "
                              f"tokens equal {r['tokens_equal_forced']:.3f})" for r in every))
+
+
+def _times(ratio: float | None) -> str:
+    """A ratio for a note; None when no prompt had a gap left to fill (the anchors covered every answer)."""
+    return "n/a (nothing left to fill)" if ratio is None else f"{ratio:.2f}x"
 
 
 __all__ = ["MIN_CONFS", "draft_payload", "drafted_by_task", "drafted_record", "drafted_table", "phase_drafted", "stops"]

@@ -20,10 +20,11 @@ from dlmkit.metrics.answers import check_answer
 
 N_CHAT = 8000  # chat examples (training towns) in every role's corpus
 PER_TOWN = 96  # documents per town the role may know (about half of a causal role's stream)
+N_DECOY = 4000  # chat examples about decoy towns in a causal role's stream (see TinyWorld2.decoy_examples)
 
 
 def causal_texts(world: TinyWorld2, role: str) -> list[str]:
-    return role_text_stream(world, role, n_chat=N_CHAT, per_town=PER_TOWN)
+    return role_text_stream(world, role, n_chat=N_CHAT, per_town=PER_TOWN, n_decoy=N_DECOY)
 
 
 def heldout_texts(world: TinyWorld2, n: int = 400) -> list[str]:
