@@ -63,6 +63,7 @@ def measure(role: str) -> dict:
         gate = world2.gate(world, items, answer(items))
         row[f"probe_fact_{name}"] = gate["fact_accuracy_all"]
         row[f"probe_letter_{name}"] = gate["letter_accuracy_all"]
+        row[f"probe_town_copied_{name}"] = gate["town_copied_all"]
     return row
 
 

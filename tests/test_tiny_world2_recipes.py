@@ -48,13 +48,17 @@ def test_gate_scores_the_stated_value_and_the_letter_by_group():
     items = world2.probes(world, 70)
     assert len(items) == 70 and len({i["facts"][0][0] for i in items}) == N_HELDOUT  # an even spread
     right = world2.gate(world, items, [i["target"] for i in items])
-    assert right["fact_accuracy_all"] == right["letter_accuracy_all"] == 1.0
+    assert right["fact_accuracy_all"] == right["letter_accuracy_all"] == right["town_copied_all"] == 1.0
     wrong_value = []
     for item in items:
         other = next(c for c in item["choices"] if c != item["value"])
         wrong_value.append(f"Well, {other} is the one. So the answer is {item['answer']}.")
     scores = world2.gate(world, items, wrong_value)
     assert scores["fact_accuracy_all"] == 0.0 and scores["letter_accuracy_all"] == 1.0
+    assert scores["town_copied_all"] == 0.0  # no town named
+    other_town = [i["target"].replace(i["facts"][0][0], "Fenber" if i["facts"][0][0] != "Fenber" else "Faring")
+                  for i in items]
+    assert world2.gate(world, items, other_town)["town_copied_all"] == 0.0
     known = set(world.gazetteer.medium_known)
     half = [i["target"] if i["facts"][0][0] in known else "" for i in items]
     scores = world2.gate(world, items, half)

@@ -15,6 +15,8 @@ two on its half.
 
 from __future__ import annotations
 
+import re
+
 from dlmkit.data.tinyworld2 import TinyWorld2, role_text_stream, states_fact
 from dlmkit.metrics.answers import check_answer
 
@@ -68,6 +70,10 @@ def gate(world: TinyWorld2, items: list[dict], responses: list[str], tokenizer=N
         if scores:
             out[f"fact_accuracy_{name}"] = sum(s[0] for s in scores) / len(scores)
             out[f"letter_accuracy_{name}"] = sum(s[1] for s in scores) / len(scores)
+    # The answer names the town (a copy of the prompt): a model that writes another name states
+    # that town's fact, whatever it knows.
+    out["town_copied_all"] = sum(re.search(rf"\b{item['facts'][0][0]}\b", text) is not None
+                                 for item, text in zip(items, responses)) / max(len(items), 1)
     out["probes"] = len(items)
     if tokenizer is not None:
         lengths = [len(tokenizer(r)["input_ids"]) for r in responses]
