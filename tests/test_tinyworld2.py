@@ -1,6 +1,5 @@
 """Generation 2 of the tiny world: the gazetteer, who knows which facts, paraphrases, formats."""
 
-import itertools
 import re
 
 import pytest

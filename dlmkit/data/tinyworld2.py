@@ -51,7 +51,8 @@ the 40 training towns' names in chat answers, a causal model learns those names 
 and answers a question about a held-out town with a training town's name ("the fruit of
 Fenber" for Fenist), which no fact can then rescue; the decoys leave copying the prompt's
 name as the way to write it. Dream, which sees the prompt's name from every position,
-copies it without them. Documents are knowledge-augmented: each town gets several documents, each
+copies it without them.
+Documents are knowledge-augmented: each town gets several documents, each
 stating all seven facts in a shuffled order, each fact in one of three phrasings, the
 town named in every sentence (never first in a text, so its tokens match the prompt's).
 
@@ -96,6 +97,10 @@ Why this layout (revision 2 of generation 2; revision 1 measured otherwise on th
   only fixed Dream's wording, and the control could not show the mechanism vanishing.
   Here another opener costs about 0.07 word F1 (tested), other facts several times that.
 The town's name in an answer is a copy of the prompt (every model knows it), not content.
+Measured on the full tiny run (README, "Inverse speculation"): extraction works (Dream states
+0.65 of held-out values, the control 0.85), but the tiny Dream decodes nearly left to right,
+so its first commits are this layout's opening template ("Now, the fruit of Faring is the"),
+not the value; letters stay at chance for every model.
 
 GSM8K: one line per town in the documents' words ("The town of Faring has 7 bells."), then
 one line per step whose lead comes in three phrasings; the last line is "#### N".
@@ -308,7 +313,7 @@ def _options(rng: random.Random, correct: str, pool: list[str]) -> tuple[list[st
     return choices, LETTERS[choices.index(correct)]
 
 
-def fact_clause(attr: str, town: str, value: str | None = None) -> tuple[str, str]:
+def fact_clause(attr: str, town: str) -> tuple[str, str]:
     """The documents' first phrasing of a fact as a clause, split around its value:
     ("the fruit of Faring is the", "") for crop, ("the town of Faring has", " bells") for bells."""
     head, tail = DOC_SENTENCES[attr][0].format(town=town, value="\0").rstrip(".").split("\0")
