@@ -340,3 +340,19 @@ def test_drafted_table_when_the_anchors_left_nothing_to_fill():
     assert table["passes_vs_one_per_position"] is None and table["acceptance"] is None
     assert table["tokens_equal_forced"] == 1.0
     assert _times(None) == "n/a (nothing left to fill)" and _times(2.386) == "2.39x"
+
+
+def test_commit_order_splits_content_from_template_and_scores_open_drafts(load_script):
+    """benchmarks/commit_order.py on a hand-built A record: "Now, pear, so C." where the value
+    is still open at the cutoff and drafted right but unsure, the letter open and drafted wrong."""
+    order = load_script("benchmarks/commit_order.py")
+    pieces = ["Now", ",", " pear", ",", " so", " C", "."]
+    ids = list(range(10, 17))
+    decode = lambda toks: "".join(pieces[t - 10] for t in toks)  # noqa: E731
+    record = {"task": "mmlu", "difficulty": "hard", "gen_len": 7, "tokens": ids, "commit_step": [1, 2, 6, 3, 4, 7, 5],
+              "drafts": {"5": {"positions": [2, 5], "tokens": [12, 99], "conf": [0.6, 0.95]}}}
+    rows = {r["kind"]: r for r in order.rows_of([record, {**record, "difficulty": "easy"}], decode)}
+    assert rows["content"]["positions"] == 2 and rows["content"]["committed"] == 0.0
+    assert rows["content"]["draft_right"] == 0.5 and rows["content"]["right_and_sure"] == 0.0
+    assert abs(rows["content"]["draft_p"] - 0.775) < 1e-9
+    assert rows["template"]["positions"] == 5 and rows["template"]["committed"] == 1.0
