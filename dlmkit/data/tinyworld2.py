@@ -222,13 +222,17 @@ class Gazetteer:
         rng = random.Random(f"gazetteer/{self.seed}/names")
         return tuple(sorted(rng.sample(town_names(), N_TOWNS)))
 
-    @cached_property
-    def facts(self) -> dict[str, dict[str, str]]:
+    def _draw_facts(self, towns, kind: str) -> dict[str, dict[str, str]]:
+        """One value per attribute for each town, drawn uniformly by an RNG seeded per (kind, town)."""
         out = {}
-        for town in self.towns:
-            rng = random.Random(f"gazetteer/{self.seed}/facts/{town}")
+        for town in towns:
+            rng = random.Random(f"gazetteer/{self.seed}/{kind}/{town}")
             out[town] = {attr: rng.choice(values) for attr, (_, values) in ATTRIBUTES.items()}
         return out
+
+    @cached_property
+    def facts(self) -> dict[str, dict[str, str]]:
+        return self._draw_facts(self.towns, "facts")
 
     @cached_property
     def heldout(self) -> tuple[str, ...]:
@@ -260,11 +264,7 @@ class Gazetteer:
     @cached_property
     def decoy_facts(self) -> dict[str, dict[str, str]]:
         """Seeded facts of the decoy towns; no document states them."""
-        out = {}
-        for town in self.decoys:
-            rng = random.Random(f"gazetteer/{self.seed}/decoy/{town}")
-            out[town] = {attr: rng.choice(values) for attr, (_, values) in ATTRIBUTES.items()}
-        return out
+        return self._draw_facts(self.decoys, "decoy")
 
     def role_towns(self, role: str) -> tuple[str, ...]:
         """The towns whose documents a role's training corpus holds."""
@@ -299,6 +299,11 @@ class _Answer:
             self.content.append((len(self.text), len(self.text) + len(piece)))
         self.text += piece
         return self
+
+
+def _messages(prompt: str, target: str) -> list[dict]:
+    """The chat transcript of an item: the prompt from the user, the reference answer."""
+    return [{"role": "user", "content": prompt}, {"role": "assistant", "content": target}]
 
 
 def _mc_prompt(question: str, choices: list[str]) -> str:
@@ -530,9 +535,7 @@ class TinyWorld2(StrataSampler):
         towns = self.gazetteer.towns_of_split(split)
         raw = _GENERATORS[task](self.gazetteer, self._rng(task, difficulty, split, index), towns, difficulty)
         item = {"id": f"tiny-{task}-{difficulty}-{split}-{index}", "task": task, "difficulty": difficulty,
-                "generation": GENERATION, **raw,
-                "messages": [{"role": "user", "content": raw["prompt"]},
-                             {"role": "assistant", "content": raw["target"]}]}
+                "generation": GENERATION, **raw, "messages": _messages(raw["prompt"], raw["target"])}
         item["facts"] = [list(f) for f in item["facts"]]
         item["content"] = [list(span) for span in item["content"]]
         return item
@@ -555,8 +558,7 @@ class TinyWorld2(StrataSampler):
             task, difficulty = levels[i % len(levels)]
             raw = _GENERATORS[task](decoy, self._rng("decoy", task, difficulty, i), self.gazetteer.decoys, difficulty)
             out.append({"task": task, "difficulty": difficulty, **raw,
-                        "messages": [{"role": "user", "content": raw["prompt"]},
-                                     {"role": "assistant", "content": raw["target"]}]})
+                        "messages": _messages(raw["prompt"], raw["target"])})
         return out
 
     def role_documents(self, role: str, per_town: int = 8) -> list[str]:
@@ -585,9 +587,7 @@ class TinyWorld2(StrataSampler):
                 out.append({"id": f"tiny2-probe-{town}-{attr}", "task": task, "difficulty": "easy",
                             "generation": GENERATION, "prompt": prompt, "answer": letter, "choices": choices,
                             "target": ans.text, "content": [list(s) for s in ans.content], "paraphrase": para,
-                            "facts": [[town, attr]], "value": value,
-                            "messages": [{"role": "user", "content": prompt},
-                                         {"role": "assistant", "content": ans.text}]})
+                            "facts": [[town, attr]], "value": value, "messages": _messages(prompt, ans.text)})
         return out
 
 
