@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from dlmkit.decoding.diffusion import ALGS, diffusion_generate, sample_tokens, top_k_filter, top_p_filter
+from dlmkit.decoding.diffusion import (ALGS, diffusion_generate, sample_tokens, top_k_filter, top_p_filter,
+                                       top_p_top_k_filter)
 from dlmkit.errors import UserError
 from dlmkit.models.dream import dream_config, load_dream, random_dream
 
@@ -296,6 +297,37 @@ def test_filters_keep_the_right_tokens():
     assert (top_p_filter(logits, 0.7)[0] > low).tolist() == [True, True, False, False]
     assert (top_p_filter(logits, 0.4)[0] > low).tolist() == [True, False, False, False]
     assert (top_k_filter(logits, 3)[0] > low).tolist() == [True, True, True, False]
+
+
+def _nucleus_cases():
+    g = torch.Generator().manual_seed(0)
+    for vocab in (1207, 60, 51):
+        for scale in (0.1, 1.0, 3.0, 10.0, 40.0):  # flat (long nucleus, top_k decides) to peaked (nucleus of 1)
+            logits = torch.randn(32, vocab, generator=g) * scale
+            yield logits
+            yield logits.round()  # ties, some at the cut
+    minus_inf = torch.randn(8, 60, generator=g)
+    minus_inf[:, 5:] = -torch.inf  # fewer finite logits than top_k
+    yield minus_inf
+    # cumulative mass exactly at top_p = 0.95 and 0.5, where float rounding decides
+    yield torch.log(torch.tensor([[0.5, 0.45, 0.03, 0.02] + [0.0] * 56]).clamp_min(1e-30))
+    yield torch.log(torch.tensor([[0.25, 0.25, 0.25, 0.25] + [0.0] * 56]).clamp_min(1e-30))
+
+
+@pytest.mark.parametrize("top_p, top_k", [(0.95, 50), (0.5, 3), (0.9999, 50), (0.01, 50), (0.95, 1)])
+def test_one_pass_nucleus_keeps_what_the_two_filters_keep(top_p, top_k):
+    for logits in _nucleus_cases():
+        for dtype in (torch.float32, torch.float64, torch.bfloat16):
+            x = logits.to(dtype)
+            assert torch.equal(top_p_top_k_filter(x, top_p, top_k), top_k_filter(top_p_filter(x, top_p), top_k))
+
+
+def test_one_pass_nucleus_is_not_trivially_the_whole_row():
+    # the fast path must cut: a peaked row keeps one token, a flat one top_k
+    low = torch.finfo(torch.float32).min
+    peaked, flat = torch.tensor([[9.0, 1.0, 0.0, 0.0]]), torch.zeros(1, 60)
+    assert int((top_p_top_k_filter(peaked, 0.95, 2) > low).sum()) == 1
+    assert int((top_p_top_k_filter(flat + torch.arange(60) * 1e-3, 0.95, 50) > low).sum()) == 50
 
 
 def test_confidences_at_temperature_zero():
