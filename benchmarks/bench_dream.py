@@ -11,6 +11,11 @@ On CUDA the peaks default to an H100's bf16 numbers (~790 TFLOP/s dense matmul, 
 pass your device's own); on a CPU they are measured in the same run (a 1024^2 matmul and
 a 256 MB copy), so the ratio says how far the step is from what this machine can do.
 
+Beside it, the sampler's share at the paper's settings (temperature 0.2, top_p 0.95, top_k 50)
+with every answer position open (a step's costliest case): the reference's two filters (a sort
+of the whole vocabulary per position) against dlmkit's one-pass filter, which keeps the same
+tokens (`top_p_top_k_filter`), median of repeats with min and max, in the same run.
+
     python benchmarks/bench_dream.py --random-config tiny --device cpu --canvas 128
     python benchmarks/bench_dream.py --random-config dream-7b --device cuda      # bf16
     python benchmarks/bench_dream.py --model Dream-org/Dream-v0-Instruct-7B --device cuda
@@ -27,7 +32,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from dlmkit.decoding.diffusion import ALGS, diffusion_generate  # noqa: E402
+from dlmkit.decoding.diffusion import (ALGS, diffusion_generate, top_k_filter,  # noqa: E402
+                                       top_p_filter, top_p_top_k_filter)
+from dlmkit.timing import time_calls  # noqa: E402
 from dlmkit.cli import run_main  # noqa: E402
 from dlmkit.errors import UserError  # noqa: E402
 from dlmkit.models.dream import (  # noqa: E402
@@ -60,6 +67,8 @@ def parse_args(argv=None):
                    help="device peak FLOP/s (default: H100 bf16 790e12 on cuda; measured in this run on cpu)")
     p.add_argument("--peak-bw", type=float, default=None,
                    help="device peak memory B/s (default: H100 3.0e12 on cuda; measured in this run on cpu)")
+    p.add_argument("--sampling-repeats", type=int, default=20,
+                   help="timed repeats of the sampler comparison (default 20; 0 skips it)")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--seed", type=int, default=0, help="seed for random weights and the prompt (default 0)")
     args = p.parse_args(argv)
@@ -98,6 +107,30 @@ def measured_peaks(dtype, device="cpu", size: int = 1024, copy_bytes: int = 1 <<
             dst.copy_(src)
     bandwidth = 3 * 2 * copy_bytes / t.seconds  # read + write
     return flops, bandwidth
+
+
+def sampling_comparison(logits, device, repeats: int, seed: int) -> dict:
+    """Time sample_tokens' filtering at the paper's settings over `logits` (open positions, V):
+    the reference's top_p then top_k filters against the one-pass filter, alone and with the
+    rest of sample_tokens (softmax, the seeded draw, the entropy confidence)."""
+    scaled = logits.float() / 0.2
+    reference = lambda: top_k_filter(top_p_filter(scaled, 0.95), 50)  # noqa: E731
+    one_pass = lambda: top_p_top_k_filter(scaled, 0.95, 50)  # noqa: E731
+
+    def whole(filters):
+        def call():
+            probs = torch.softmax(filters(), dim=-1)
+            tokens = torch.multinomial(probs, 1, generator=torch.Generator(device=logits.device).manual_seed(seed))
+            return tokens, torch.sum(probs * torch.log(probs + 1e-10), dim=-1)
+        return call
+
+    return {"rows": logits.shape[0], "equal": bool(torch.equal(reference(), one_pass())),
+            **{name: (time_calls(f, device, repeats, warmup=2), time_calls(whole(f), device, repeats, warmup=2))
+               for name, f in (("reference (sort)", reference), ("one pass", one_pass))}}
+
+
+def _fmt(t) -> str:
+    return f"{t.median_ms:.2f} ({t.min_ms:.2f}..{t.max_ms:.2f})"
 
 
 def measured_cpu_peaks(dtype, size: int = 1024, copy_bytes: int = 1 << 28) -> tuple[float, float]:
@@ -158,6 +191,9 @@ def main(argv=None):
             diffusion_generate(model, prompt, max_new_tokens=answer_len, steps=args.steps, alg=args.alg,
                                generator=torch.Generator(device=device).manual_seed(args.seed))
 
+        sampling = sampling_comparison(model(canvas)[:, args.prompt_len:].reshape(-1, cfg.vocab_size), device,
+                                       args.sampling_repeats, args.seed) if args.sampling_repeats else None
+
     forward_s, step_s = forward.seconds / args.steps, run.seconds / args.steps
     if device.type == "cpu" and (args.peak_flops is None or args.peak_bw is None):
         flops_now, bw_now = measured_cpu_peaks(dtype)
@@ -190,6 +226,19 @@ def main(argv=None):
     print(f"| measured / roofline (forward) | {forward_s / bound_s:.2f}x |")
     print(f"| measured / roofline (full step) | {step_s / bound_s:.2f}x |")
     print(f"| achieved TFLOP/s (forward) | {flops / forward_s / 1e12:.3f} |")
+    if sampling is not None:
+        print()
+        print(f"Sampling {sampling['rows']} open positions (temperature 0.2, top_p 0.95, top_k 50, neg-entropy "
+              f"confidence), ms, median (min..max) of {args.sampling_repeats}:")
+        print()
+        print("| filters | filters alone | filters + sampling | same kept tokens |")
+        print("|---|---|---|---|")
+        for name in ("reference (sort)", "one pass"):
+            f, t = sampling[name]
+            print(f"| {name} | {_fmt(f)} | {_fmt(t)} | {sampling['equal']} |")
+        ref, fast = sampling["reference (sort)"][1], sampling["one pass"][1]
+        print(f"| ratio reference / one pass | {sampling['reference (sort)'][0].median_ms / sampling['one pass'][0].median_ms:.2f}x "
+              f"| {ref.median_ms / fast.median_ms:.2f}x | |")
 
 
 if __name__ == "__main__":
