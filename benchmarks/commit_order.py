@@ -48,7 +48,7 @@ def rows_of(records: list[dict], decode) -> list[dict]:
                 key = (record["task"], cut, "content" if flags[p] else "template")
                 a = acc.setdefault(key, {"positions": 0, "committed": 0, "open": 0, "right": 0, "p": 0.0, "sure": 0})
                 a["positions"] += 1
-                if steps[p] <= cut:
+                if steps[p] < cut:  # committed within the first `cut` steps (anchors_after's rule)
                     a["committed"] += 1
                     continue
                 a["open"] += 1

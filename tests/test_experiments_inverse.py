@@ -349,10 +349,23 @@ def test_commit_order_splits_content_from_template_and_scores_open_drafts(load_s
     pieces = ["Now", ",", " pear", ",", " so", " C", "."]
     ids = list(range(10, 17))
     decode = lambda toks: "".join(pieces[t - 10] for t in toks)  # noqa: E731
-    record = {"task": "mmlu", "difficulty": "hard", "gen_len": 7, "tokens": ids, "commit_step": [1, 2, 6, 3, 4, 7, 5],
+    record = {"task": "mmlu", "difficulty": "hard", "gen_len": 7, "tokens": ids, "commit_step": [0, 1, 6, 2, 3, 7, 4],
               "drafts": {"5": {"positions": [2, 5], "tokens": [12, 99], "conf": [0.6, 0.95]}}}
     rows = {r["kind"]: r for r in order.rows_of([record, {**record, "difficulty": "easy"}], decode)}
     assert rows["content"]["positions"] == 2 and rows["content"]["committed"] == 0.0
     assert rows["content"]["draft_right"] == 0.5 and rows["content"]["right_and_sure"] == 0.0
     assert abs(rows["content"]["draft_p"] - 0.775) < 1e-9
     assert rows["template"]["positions"] == 5 and rows["template"]["committed"] == 1.0
+
+
+def test_commit_order_counts_a_position_committed_at_the_cutoff_step_as_open(load_script):
+    """Drafts kept "after c steps" hold every position whose commit_step is >= c (commit_step is
+    the 0-based index of the step that fills it): the one filled by step index c is still open."""
+    order = load_script("benchmarks/commit_order.py")
+    pieces = ["Now", ",", " pear", "."]
+    decode = lambda toks: "".join(pieces[t - 10] for t in toks)  # noqa: E731
+    record = {"task": "mmlu", "difficulty": "hard", "gen_len": 4, "tokens": [10, 11, 12, 13],
+              "commit_step": [0, 1, 3, 2], "drafts": {"2": {"positions": [2, 3], "tokens": [12, 13], "conf": [0.5, 0.99]}}}
+    rows = {r["kind"]: r for r in order.rows_of([record], decode)}
+    assert rows["template"]["committed"] == 2 / 3  # "." (commit_step 2) is open after 2 steps
+    assert rows["template"]["draft_right"] == 1.0 and rows["template"]["right_and_sure"] == 1.0
