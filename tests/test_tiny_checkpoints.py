@@ -61,7 +61,7 @@ def test_tiny_dream_knows_the_heldout_facts_and_states_them_above_chance(probes)
     tokenizer = load_dream_tokenizer(TINY_ROOT / "dream")
     assert _cloze(model, "test", diffusion=True) >= 0.9  # measured 1.0 (benchmarks/fact_knowledge.py)
     gate = _fact_gate(greedy_responses(model, tokenizer, probes, gen_len=32, steps=32, batch_size=64), probes)
-    assert gate["fact_accuracy_all"] >= 0.5, gate  # measured 0.65 on all 168
+    assert gate["fact_accuracy_all"] >= 0.5, gate  # measured 0.69 on all 168
 
 
 @pytest.mark.parametrize("role", ["ar_small", "ar_control"])
