@@ -227,6 +227,50 @@ def test_anchor_content_counts_content_template_end_and_what_the_ar_writes_alone
     assert row["equal_to_ar_small_alone"] == 0.0 and row["equal_to_ar_control_alone"] == 1.0
 
 
+def test_gained_words_split_right_content_dream_mistakes_and_wording():
+    from dlmkit.experiments.inverse.carry import gained_words
+
+    reference = "Now, the fruit of Faring is the pear, so C."
+    dream = "Well, the fruit of Faring is the plum, so C."  # Dream's value is wrong, its letter right
+    alone = "Yes, the fruit of Faring is the kiwi, so A."
+    anchored = "Well, the fruit of Faring is the plum, so C."
+    got = gained_words("mmlu", dream, reference, alone, anchored)
+    # gained: "well," (wording), "plum," (content, not in the reference: Dream's mistake), "c." (right)
+    assert got == {"right": 1, "wrong": 1, "wording": 1, "content": 2, "lost": 0}
+    # a word the lone output shared with Dream and the anchored one dropped is lost, not gained
+    got = gained_words("mmlu", dream, reference, "Well, the fruit of Faring is the plum, so A.", "Yes, the fruit of "
+                       "Faring is the plum, so C.")
+    assert got == {"right": 1, "wrong": 0, "wording": 0, "content": 1, "lost": 1}
+    # no reference answer: content is counted, not judged
+    got = gained_words("gsm8k", "7 + 5 = 12.", None, "7 + 3 = 10.", "7 + 5 = 12.")
+    assert got["right"] is None and got["wrong"] is None and got["content"] == 2 and got["wording"] == 0  # "5", "12."
+
+
+def test_gain_sources_table_averages_per_prompt_and_marks_unchecked_groups():
+    from dlmkit.experiments.inverse.carry import gain_note, gain_rows
+
+    class Context:
+        fractions = (0.1,)
+
+    a = {"m": {"text": "Well, the fruit of Faring is the plum, so C."}, "g": {"text": "7 + 5 = 12."}}
+
+    def fills(alone, anchored, f1s):
+        return {(None,): {"text": alone, "f1": f1s[0]}, (0.1,): {"text": anchored, "f1": f1s[1]}}
+
+    b = [{"id": "m", "task": "mmlu", "fills": fills("Yes, the fruit of Faring is the kiwi, so A.",
+                                                   "Well, the fruit of Faring is the plum, so C.", (0.5, 1.0))},
+         {"id": "g", "task": "gsm8k", "fills": fills("7 + 3 = 10.", "7 + 5 = 12.", (0.4, 1.0))}]
+    references = {"m": "Now, the fruit of Faring is the pear, so C.", "g": None}
+    rows = gain_rows(Context(), a, b, ("ar_control",), lambda r, m, f: r["fills"][(f,)], references)
+    by_task = {r["task"]: r for r in rows}
+    assert by_task["mmlu"]["f1_gain"] == pytest.approx(0.5) and by_task["mmlu"]["gained_wrong_words"] == 1
+    assert by_task["mmlu"]["dream_content_words_not_in_reference"] == 1  # "plum,"
+    assert by_task["all"]["f1_gain"] == pytest.approx(0.55) and by_task["all"]["gained_content_words"] == 2
+    assert by_task["all"]["gained_right_words"] is None and by_task["gsm8k"]["gained_right_words"] is None
+    assert by_task["all"]["gained_wording_words"] == pytest.approx(0.5)
+    assert "@0.1 +0.550 F1" in gain_note(rows) and "no reference answers" in gain_note(rows)
+
+
 def _t2(small_alone=0.4, small10=0.65, small25=0.8, dream_acc=0.8, small_acc=0.3, acc25=0.7, control_gain=0.02):
     rows = [{"method": "Dream (full)", "accuracy": dream_acc, "f1": None}]
     for model, f1 in (("ar_small", small_alone), ("ar_medium", small_alone + 0.05), ("ar_control", 0.9)):
@@ -325,6 +369,28 @@ def test_adaptive_table_compares_with_the_fixed_curve_at_equal_steps():
     assert unsure["paired_fixed"] == "fixed 0.2"
     # fixed 0.1 reaches F1 0.55 in 10 steps; the 0.9 rule reaches 0.6 in 7 (30% fewer)
     assert "with >= 25% fewer mean steps: left_conf < 0.9" in note
+    assert sure["share_at_max_steps"] is None and rows["fixed 0.1"]["share_at_max_steps"] is None  # no cap
+    assert "step cap" not in note
+
+
+def test_adaptive_table_says_when_a_rule_only_stops_at_its_cap():
+    from dlmkit.experiments.inverse import stop
+    from dlmkit.decoding.early_stop import StopRule
+
+    capped = StopRule("text_confidence", 0.9, max_steps=8)
+    grid = (StopRule("fixed", 0.05), StopRule("fixed", 0.1), capped)
+    steps = {"fixed 0.05": [6, 6, 6], "fixed 0.1": [12, 12, 12], capped.name: [8, 8, 5]}
+    records = [{"adaptive": [{"stop_rule": name, "dlm_steps": s[k], "f1": 0.5, "rouge_l": 0.5, "correct": True,
+                              "coverage": 0.5} for name, s in steps.items()]} for k in range(3)]
+    original = stop.STOP_GRID
+    stop.STOP_GRID = grid
+    try:
+        rows = {r["rule"]: r for r in stop.adaptive_table(records)}
+        note = stop.adaptive_note(list(rows.values()))
+    finally:
+        stop.STOP_GRID = original
+    assert rows[capped.name]["share_at_max_steps"] == pytest.approx(2 / 3)
+    assert f"step cap rather than their signal on most prompts: {capped.name} (67% of prompts)" in note
 
 
 def test_drafted_table_when_the_anchors_left_nothing_to_fill():

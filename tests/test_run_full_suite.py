@@ -148,7 +148,8 @@ def test_existing_run_needs_resume_or_overwrite(dream_dir, tmp_path):
         _run(dream_dir, tmp_path / "r")
 
 
-TABLES = ["phaseA_reference", "commit_curve", "table2_pipeline", "table2_by_task", "table_anchor_content", "adaptive_stop",
+TABLES = ["phaseA_reference", "commit_curve", "table2_pipeline", "table2_by_task", "table_anchor_content", "table_gain_sources",
+          "adaptive_stop",
           "adaptive_stop_by_task", "pearl_point", "pearl_curve", "table4_ablation", "table5_gap_only", "table3_size",
           "payload", "drafted_gap_fill", "drafted_gap_fill_by_task", "table6_timing", "table_checks"]
 
@@ -164,6 +165,11 @@ def test_every_phase_runs_and_writes_its_table(full_run):
     for row in carry.values():
         for key in ("content_share", "equal_to_ar_small_alone", "equal_to_ar_control_alone"):
             assert row[key] is None or 0 <= row[key] <= 1
+    gains = summary["tables"]["table_gain_sources"]
+    assert {(r["model"], r["fraction"]) for r in gains} == {(m, f) for m in ("ar_small", "ar_medium", "ar_control")
+                                                            for f in (0.1, 0.15, 0.25)}
+    for row in gains:  # the tiny world's items carry their reference answers: every gained content word is judged
+        assert row["gained_right_words"] + row["gained_wrong_words"] == pytest.approx(row["gained_content_words"])
     checks = summary["tables"]["table_checks"]
     assert len(checks) == 23 and all(set(r) >= {"claim", "measured", "threshold", "met", "source"} for r in checks)
     assert all(r["met"] is None or isinstance(r["met"], bool) for r in checks)

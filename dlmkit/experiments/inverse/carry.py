@@ -15,6 +15,20 @@ alone, while for the control gap-filler (which knows what Dream knows) most answ
 are what it writes alone.
 
 table_anchor_content: one row per task (and "all") and fraction.
+
+Where a gap-filler's F1 gain comes from (`gained_words`, table_gain_sources). Word F1 counts
+distinct words (`metrics.text.words`), so the gain of "with anchors" over "alone" is the
+distinct words of Dream's answer that the anchored output has and the lone one lacks (and
+those it lost). Each gained word is one of
+  right    content (as above: values, names, numbers, the letter) that the item's reference
+           answer also contains: right content the gap-filler did not write alone
+  wrong    content the reference answer does not contain: Dream's own mistake, which the
+           anchored output now repeats (F1 is measured against Dream's answer, so adopting its
+           mistakes raises F1)
+  wording  any other word: phrasing, connectives, punctuation-bearing template words
+The control gap-filler knows the facts, so its gain should be little but letters it could
+not look up and names it miscopied; wording and Dream's mistakes show what else anchors fix. table_gain_sources: one row per model, fraction (the
+committed_end rule) and task (and "all"), means per prompt.
 """
 
 from __future__ import annotations
@@ -22,8 +36,11 @@ from __future__ import annotations
 from typing import Callable
 
 from dlmkit.anchors import anchors_at_fraction
-from dlmkit.data.tinyworld2 import content_flags
+from dlmkit.data.tinyworld2 import content_flags, content_spans
 from dlmkit.metrics.scoring import mean
+from dlmkit.metrics.text import words
+
+GAIN_KINDS = ("right", "wrong", "wording")
 
 
 def answer_content_flags(context, record: dict) -> list[bool]:
@@ -84,3 +101,76 @@ def content_commit_note(context, a_records: dict, b_records: list[dict]) -> str:
         parts.append(f"{task} content {mean(content):.1f} vs template {mean(template):.1f}"
                      if content and template else f"{task}: no content tokens")
     return "mean commit step of Dream's answer tokens (of 128): " + "; ".join(parts)
+
+
+def _word_kinds(task: str, text: str) -> dict[str, bool]:
+    """Distinct words of `text` (as word F1 counts them) -> whether any occurrence overlaps content."""
+    spans = content_spans(task, text)
+    kinds: dict[str, bool] = {}
+    start = 0
+    for raw in text.split():
+        at = text.index(raw, start)
+        start = at + len(raw)
+        word = raw.lower()
+        kinds[word] = kinds.get(word, False) or any(a < start and at < b for a, b in spans)
+    return kinds
+
+
+def gained_words(task: str, dream_text: str, reference_text: str | None, alone_text: str, anchored_text: str) -> dict:
+    """Counts of the distinct words of Dream's answer that `anchored_text` has and `alone_text`
+    lacks, by kind (GAIN_KINDS; right and wrong are None without a reference text, and
+    `content` is their sum), and `lost`: Dream's words the lone output had and the anchored one lacks."""
+    dream = _word_kinds(task, dream_text)
+    alone, anchored = set(words(alone_text)), set(words(anchored_text))
+    reference = set(words(reference_text)) if reference_text is not None else None
+    gained = [(word, content) for word, content in dream.items() if word in anchored and word not in alone]
+    content = [word for word, is_content in gained if is_content]
+    wrong = None if reference is None else sum(1 for word in content if word not in reference)
+    return {"right": None if wrong is None else len(content) - wrong, "wrong": wrong,
+            "wording": len(gained) - len(content), "content": len(content),
+            "lost": sum(1 for word in dream if word in alone and word not in anchored)}
+
+
+def gain_rows(context, a_records: dict, b_records: list[dict], models, fill_of: Callable[[dict, str, float | None], dict],
+              references: dict[str, str | None]) -> list[dict]:
+    """table_gain_sources. fill_of(b_record, model, fraction): that gap-filler's phase B fill (its
+    "text" and "f1") with anchors at the fraction under committed_end, or alone (fraction None);
+    references: item id -> the item's reference answer (None where it has none: the right /
+    wrong split is then None for every group holding that item)."""
+    rows = []
+    for task in ["all"] + list(dict.fromkeys(r["task"] for r in b_records)):
+        mine = [r for r in b_records if task == "all" or r["task"] == task]
+        checked = all(references.get(b["id"]) is not None for b in mine)
+        wrong_in_dream = []
+        for b in mine:
+            reference = references.get(b["id"])
+            if reference is not None:
+                ref_words = set(words(reference))
+                kinds = _word_kinds(b["task"], a_records[b["id"]]["text"])
+                wrong_in_dream.append(sum(1 for w, c in kinds.items() if c and w not in ref_words))
+        for model in models:
+            for fraction in context.fractions:
+                got = [gained_words(b["task"], a_records[b["id"]]["text"], references.get(b["id"]),
+                                    fill_of(b, model, None)["text"], fill_of(b, model, fraction)["text"]) for b in mine]
+                row = {"model": model, "fraction": fraction, "task": task, "n": len(mine),
+                       "f1_gain": mean([fill_of(b, model, fraction)["f1"] - fill_of(b, model, None)["f1"] for b in mine])}
+                for kind in ("content", *GAIN_KINDS, "lost"):
+                    values = [g[kind] for g in got]
+                    name = "lost_words" if kind == "lost" else f"gained_{kind}_words"
+                    row[name] = mean(values) if kind not in ("right", "wrong") or checked else None
+                row["dream_content_words_not_in_reference"] = mean(wrong_in_dream) if checked else None
+                rows.append(row)
+    return rows
+
+
+def gain_note(rows: list[dict], model: str = "ar_control") -> str:
+    """Where the control's F1 gain comes from, at every fraction (the "all" rows)."""
+    def split(r):
+        if r["gained_right_words"] is None:
+            return f"{r['gained_content_words']:.2f} content (no reference answers to check them against)"
+        return f"{r['gained_right_words']:.2f} right content, {r['gained_wrong_words']:.2f} of Dream's mistakes"
+
+    parts = [f"@{r['fraction']:g} {r['f1_gain']:+.3f} F1; words gained per prompt: {split(r)}, "
+             f"{r['gained_wording_words']:.2f} wording; {r['lost_words']:.2f} lost"
+             for r in rows if r["model"] == model and r["task"] == "all" and r["f1_gain"] is not None]
+    return f"table_gain_sources: {model} " + "; ".join(parts) if parts else f"table_gain_sources: no {model} rows"

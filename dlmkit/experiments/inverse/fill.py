@@ -298,11 +298,16 @@ def phase_b(run, context) -> None:
     run.add_table("table2_by_task", by_task, echo=False)
     run.note(by_task_note(by_task, max(context.fractions)))
     plot_gapfill(rows, run.dir / "gapfill_f1_accuracy.png")
-    from dlmkit.experiments.inverse.carry import carry_rows, content_commit_note
+    from dlmkit.experiments.inverse.carry import carry_rows, content_commit_note, gain_note, gain_rows
 
     run.add_table("table_anchor_content", carry_rows(context, a_records, evaluation, MODELS,
                                                      lambda b, m: pick(b, m, None, ALONE)["tokens"]), echo=False)
     run.note(content_commit_note(context, a_records, evaluation))
+    references = {item["id"]: item.get("target") for item in context.items()}
+    gains = gain_rows(context, a_records, evaluation, MODELS,
+                      lambda b, m, f: pick(b, m, None, ALONE) if f is None else pick(b, m, f, "committed_end"), references)
+    run.add_table("table_gain_sources", gains, echo=False)
+    run.note(gain_note(gains))
     for model in MODELS:
         alone = next(r for r in rows if r["method"] == f"{model} alone")
         anchored = [r for r in rows if r["method"] == f"{model} + anchors"]

@@ -15,6 +15,9 @@ ROUGE-L, GT accuracy (Wilson CI), coverage, and for each adaptive rule:
   paired_fixed            the fixed row with the fewest mean steps at or above the rule's,
                           its F1 and the paired Wilcoxon p of the rule's per-prompt F1 against it
                           (a comparison that gives the fixed fraction the extra steps)
+  share_at_max_steps      the share of prompts on which the rule stopped at its max_steps cap
+                          (None without a cap): where it is near 1 the signal never fired first,
+                          and the rule is that fixed step count in disguise
 """
 
 from __future__ import annotations
@@ -69,7 +72,10 @@ def adaptive_table(records: list[dict]) -> list[dict]:
                      "mean_dlm_steps": mean([f["dlm_steps"] for f in fills]),
                      **mean_ci([f["f1"] for f in fills], "f1"), "rouge_l": mean([f["rouge_l"] for f in fills]),
                      **proportion_ci([f["correct"] for f in fills], "accuracy"),
-                     "coverage": mean([f["coverage"] for f in fills])})
+                     "coverage": mean([f["coverage"] for f in fills]),
+                     # a rule that stops at its cap on every prompt is that fixed step count in disguise
+                     "share_at_max_steps": (mean([float(f["dlm_steps"] >= rule.max_steps) for f in fills])
+                                            if rule.kind != "fixed" and rule.max_steps is not None else None)})
     fixed = [r for r in rows if r["kind"] == "fixed"]
     curve = [(r["mean_dlm_steps"], r["f1"]) for r in fixed]
     for row in rows:
@@ -111,6 +117,10 @@ def adaptive_note(rows: list[dict], reference_fraction: float = 0.1) -> str:
              for r in rules]
     text = f"{TABLE}: at equal mean DLM steps (the fixed curve interpolated) " + "; ".join(parts)
     text += f". Rules above the fixed curve: {len(beating)} of {len(rules)}"
+    capped = [r for r in rules if r.get("share_at_max_steps") is not None and r["share_at_max_steps"] >= 0.5]
+    if capped:
+        text += ". Stopped by their step cap rather than their signal on most prompts: " + ", ".join(
+            f"{r['rule']} ({r['share_at_max_steps']:.0%} of prompts)" for r in capped)
     if ref is not None:
         cheaper = [r for r in rules if r["f1"] >= ref["f1"] and r["mean_dlm_steps"] <= 0.75 * ref["mean_dlm_steps"]]
         text += (f". Fixed {reference_fraction:g}: {ref['mean_dlm_steps']:.0f} steps, F1 {ref['f1']:.3f}; rules reaching it "
