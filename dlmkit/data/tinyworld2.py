@@ -103,7 +103,11 @@ so its first commits are this layout's opening template ("Now, the fruit of Fari
 not the value; letters stay at chance for every model. After 8 of its steps Dream is right
 and sure (p >= 0.9) of a third to a half of the values it has not committed, but surer still
 of the fixed words and copied names around them, which entropy order commits first: what
-would put the values first is a layout whose other positions are uncertain wording.
+would put the values first is a layout whose other positions are uncertain wording. The run's
+table_gain_sources splits what anchors add: at 25% most of the control's gained words are
+wording the anchors fix for any gap-filler, then letters (which no model reads from the
+options) and Dream's own mistakes; a control that gains nothing also needs a Dream as right
+about the held-out facts as the control is.
 
 GSM8K: one line per town in the documents' words ("The town of Faring has 7 bells."), then
 one line per step whose lead comes in three phrasings; the last line is "#### N".

@@ -234,7 +234,7 @@ def _check_args(input_ids, attention_mask, max_new_tokens, steps, alg, temperatu
         raise UserError(f"eps must be in (0, 1), got {eps!r}")
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def diffusion_generate(
     model,
     input_ids,

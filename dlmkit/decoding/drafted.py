@@ -127,7 +127,7 @@ def _draft_dicts(drafts, n: int) -> list[dict[int, int]]:
     return out
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def drafted_forced_decode(model, prompts, anchors, drafts, *, max_new_tokens, rule: str = "committed_end",
                           gen_lens=None, end_token_ids=None, batch_size: int | None = None,
                           pad_token_id: int = 0, max_drafts: int | None = None) -> ForcedResult:

@@ -246,7 +246,7 @@ def greedy_token(logits: torch.Tensor, position: int, plan: EndPlan, end_ids: li
 # --------------------------------------------------------------------------- naive reference
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def forced_decode_naive(model, prompts, anchors, *, max_new_tokens, rule: str = "committed_end",
                         gen_lens=None, end_token_ids=None) -> ForcedResult:
     """One full forward over prompt + output-so-far for every position, anchors included (the
@@ -280,7 +280,7 @@ def forced_decode_naive(model, prompts, anchors, *, max_new_tokens, rule: str = 
 # --------------------------------------------------------------------------- cached, batched
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def forced_decode(model, prompts, anchors, *, max_new_tokens, rule: str = "committed_end", gen_lens=None,
                   end_token_ids=None, batch_size: int | None = None, chunked: bool = True,
                   pad_token_id: int = 0) -> ForcedResult:
