@@ -435,3 +435,33 @@ def test_commit_order_counts_a_position_committed_at_the_cutoff_step_as_open(loa
     rows = {r["kind"]: r for r in order.rows_of([record], decode)}
     assert rows["template"]["committed"] == 2 / 3  # "." (commit_step 2) is open after 2 steps
     assert rows["template"]["draft_right"] == 1.0 and rows["template"]["right_and_sure"] == 1.0
+
+
+def _timing_record(full_ms, pipeline_ms):
+    part = {"fraction": 0.1, "stop": "fixed", "k_steps": 12, "dlm_k_ms": pipeline_ms / 2, "fill_ms": pipeline_ms / 2,
+            "fill_passes": 10, "drafted_fill_ms": pipeline_ms / 4, "drafted_fill_passes": 4,
+            "ar_ms_per_output_token": 1.0, "sequential_ms": pipeline_ms, "async_ms": pipeline_ms,
+            "drafted_sequential_ms": pipeline_ms * 3 / 4}
+    return {"dream_full_ms": full_ms, "dream_ms_per_step": full_ms / 128, "ar_ms_per_token": 2.0, "ar_prefill_ms": 1.0,
+            "fractions": [part]}
+
+
+def test_repeated_timing_table_gives_the_median_of_per_repeat_ratios_and_their_range():
+    from dlmkit.experiments.inverse.timing import repeated_timing_table, timing_table
+
+    # three repeats of two prompts; the second repeat ran on a slow machine (everything 2x)
+    repeats = [[_timing_record(1000, 100), _timing_record(3000, 300)],
+               [_timing_record(2000, 200), _timing_record(6000, 600)],
+               [_timing_record(1000, 125), _timing_record(3000, 375)]]
+    rows = {(r["measure"], r["method"]): r for r in repeated_timing_table(repeats, (0.1,), 128, None)}
+    full = rows[("dream full run (128 steps)", "full DLM run")]
+    assert (full["ms"], full["ms_min"], full["ms_max"], full["repeats"]) == (2000, 2000, 4000, 3)
+    forced = rows[("pipeline sequential", "fixed 0.1, forced fill")]
+    # per repeat: 2000 / 200 = 10x, 4000 / 400 = 10x, 2000 / 250 = 8x; the median ratio, not a ratio of medians
+    assert forced["speedup_vs_full_dlm"] == pytest.approx(10.0)
+    assert (forced["speedup_min"], forced["speedup_max"]) == (pytest.approx(8.0), pytest.approx(10.0))
+    assert forced["ms"] == 250 and rows[("fill (forced decoding)", None)]["fill_passes"] == 10  # counts: not timed
+    # one repeat: the plain table, its range a point
+    (single,) = [r for r in repeated_timing_table(repeats[:1], (0.1,), 128, None) if r["method"] == forced["method"]]
+    plain = next(r for r in timing_table(repeats[0], (0.1,), 128, None) if r["method"] == forced["method"])
+    assert single["speedup_vs_full_dlm"] == plain["speedup_vs_full_dlm"] == single["speedup_min"] == single["speedup_max"]

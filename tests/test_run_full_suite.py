@@ -354,6 +354,21 @@ def test_drafts_adaptive_stops_and_drafted_fills(full_run):
                and r["speedup_vs_full_dlm"] for r in timing)
 
 
+def test_timing_repeats_add_to_the_records_a_resumed_run_has(dream_dir, ar_dirs, full_run, tmp_path):
+    out = tmp_path / "repeats"
+    shutil.copytree(full_run, out)
+    first = _jsonl(out / "timing.jsonl")
+    assert {r.get("repeat", 0) for r in first} == {0}  # --subset: one repeat by default
+    assert _suite(dream_dir, ar_dirs, out, "--phase", "timing", "--resume", "--timing-repeats", "2") == 0
+    records = _jsonl(out / "timing.jsonl")
+    assert records[:len(first)] == first  # nothing measured is lost or remeasured
+    assert sorted(r["repeat"] for r in records[len(first):]) == [1] * len(first)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["config"]["timing"]["repeats"] == 2
+    for row in summary["tables"]["table6_timing"]:
+        assert row["repeats"] == 2 and row["ms_min"] <= row["ms"] <= row["ms_max"]
+
+
 def test_gap_fill_flag_drafted_gives_the_same_fills_in_no_more_passes(dream_dir, ar_dirs, full_run, tmp_path):
     out = tmp_path / "drafted"
     shutil.copytree(full_run, out)

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dlmkit.cli import fraction
+from dlmkit.cli import fraction, positive_int
 from dlmkit.experiments import lazy_context, lazy_phase
-from dlmkit.experiments.inverse.settings import FRACTIONS, PUBLISHED_DIR, Settings
+from dlmkit.experiments.inverse.settings import FRACTIONS, PUBLISHED_DIR, TIMING_REPEATS, Settings
 
 _HERE = __name__
 # phases and Context import torch when first used: --help stays light
@@ -38,6 +38,10 @@ def add_flags(parser) -> None:
                      help="phase B's gap-fill decoder: forced (one AR pass per gap position) or drafted (Dream's "
                           "argmax at the cutoff as drafts the AR verifies: the same tokens in fewer passes; the "
                           "fills' forward_passes then count drafted passes) (default forced)")
+    own.add_argument("--timing-repeats", type=positive_int, default=None, metavar="N",
+                     help="times phase timing measures all its prompts, one repeat after another; its table gives the median over "
+                          f"the repeats and their range (default {TIMING_REPEATS}, 1 with --subset: a smoke test "
+                          "times once)")
     own.add_argument("--published-dir", type=Path, default=PUBLISHED_DIR, metavar="DIR",
                      help="folder holding the paper's published_timing.json, shown beside table6_timing "
                           "(optional; a missing file leaves those columns empty)")

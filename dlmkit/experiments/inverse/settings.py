@@ -26,6 +26,9 @@ STOP_GRID = (tuple(StopRule("fixed", f) for f in (0.03, 0.03125, 0.0390625, 0.05
              + (ADAPTIVE, StopRule("text_confidence", 0.99, max_steps=16),
                 StopRule("text_confidence", 0.5, max_steps=48), StopRule("text_confidence", 0.7),
                 StopRule("text_confidence", 0.9, window=3), StopRule("confidence", 0.9), StopRule("end_coverage", 0.5)))
+# Phase timing measures its prompts this many times, interleaved, and reports the median and range
+# (CPU wall times move by a tenth between calls); a --subset smoke test times once.
+TIMING_REPEATS = 3
 # Dream as the paper ran it: 128 entropy-ordered steps, T = 0.2, top_p 0.95, over a 512-token canvas
 # (the tiny preset: 128 tokens).
 DREAM = {"paper": DreamSettings(max_new_tokens=512), "tiny": DreamSettings(max_new_tokens=128)}
@@ -54,17 +57,19 @@ class Settings:
     fractions: tuple[float, ...] = FRACTIONS
     published_dir: Path | None = None
     gap_fill: str = "forced"  # phase B's decoder: forced, or drafted (the same tokens, fewer passes)
+    timing_repeats: int = TIMING_REPEATS
 
     @classmethod
     def from_flags(cls, args, job) -> "Settings":
         dream = DREAM[job.preset]
         return cls(preset=job.preset, subset=job.subset, phases=job.phases, dream=dream,
                    fractions=checked_fractions(args.fractions, dream.steps), published_dir=args.published_dir,
-                   gap_fill=args.gap_fill)
+                   gap_fill=args.gap_fill,
+                   timing_repeats=args.timing_repeats or (1 if job.subset else TIMING_REPEATS))
 
     def config(self, specs) -> dict:
         return {"subset": self.subset, "phases": list(self.phases), "fractions": list(self.fractions),
-                "dream": asdict(self.dream), "gap_fill": self.gap_fill}
+                "dream": asdict(self.dream), "gap_fill": self.gap_fill, "timing_repeats": self.timing_repeats}
 
     def identity(self, specs) -> dict:
         # Dream's settings make phase A's records, which every later phase reads (the runner adds seed and models);

@@ -25,6 +25,13 @@ of the evaluation set (answer lengths differ by task, and so does the fill's sha
                     running side by side (two devices or streams) without slowing each other,
                     computed from the measured parts, not run concurrently here.
   speedup           mean dream full / mean pipeline
+
+Repeats (--timing-repeats, default 3; 1 with --subset): every repeat times all the prompts
+once, repeats one after the other (so a slow spell of the machine falls on every measure of
+a repeat alike), each record keeping its `repeat`. Every row is computed per repeat as above;
+the table gives the median over the repeats (`ms`, `speedup_vs_full_dlm`) and their range
+(`ms_min` .. `ms_max`, `speedup_min` .. `speedup_max`): the speedup is a ratio measured within
+each repeat, not a ratio of medians.
   f1                beside each pipeline row, the evaluation set's F1 of that stop's fill
                     (table2_pipeline / adaptive_stop of phase B; drafted fill gives the same
                     tokens), empty when phase B has not run
@@ -39,6 +46,7 @@ does not give the same numbers.
 from __future__ import annotations
 
 import json
+import statistics
 import time
 from pathlib import Path
 
@@ -235,6 +243,23 @@ def timing_table(records: list[dict], fractions, steps: int, published: dict | N
     return rows
 
 
+def repeated_timing_table(repeats: list[list[dict]], fractions, steps: int, published: dict | None,
+                          tables: dict | None = None) -> list[dict]:
+    """timing_table per repeat (each a list of per-prompt records), merged row by row: the median
+    over the repeats and its range (see the module docstring)."""
+    per = [timing_table(records, fractions, steps, published, tables) for records in repeats]
+    rows = []
+    for parts in zip(*per):
+        row = dict(parts[0])
+        for key, low, high in (("ms", "ms_min", "ms_max"), ("speedup_vs_full_dlm", "speedup_min", "speedup_max")):
+            values = [r[key] for r in parts if r[key] is not None]
+            row[key] = statistics.median(values) if values else None
+            row[low], row[high] = (min(values), max(values)) if values else (None, None)
+        row["repeats"] = len(parts)
+        rows.append(row)
+    return rows
+
+
 def phase_timing(run, context) -> None:
     a_records = context.phase_a_records(run.dir, "timing")
     items, taken = [], {}
@@ -245,22 +270,24 @@ def phase_timing(run, context) -> None:
             taken[stratum] = taken.get(stratum, 0) + 1
     items = items or context.items()[:PER_STRATUM]
     log = run.log("timing")
+    repeats = context.settings.timing_repeats
     wanted = [(f, "fixed") for f in context.fractions] + [(None, ADAPTIVE.name)]
-    have = {r["id"]: r for r in log.records() if [(x["fraction"], x.get("stop")) for x in r["fractions"]] == wanted}
-    todo = [i for i in items if i["id"] not in have]
+    have = {(r["id"], r.get("repeat", 0)): r for r in log.records()
+            if [(x["fraction"], x.get("stop")) for x in r["fractions"]] == wanted}
+    todo = [(k, i) for k in range(repeats) for i in items if (i["id"], k) not in have]
     if todo:  # warm-up: first calls allocate and pick kernels
-        dream_run(context, todo[0], stop_after=1, drafts=True)
-        _timed_fill(context, chat_prompt_ids(context.ar(ROLE)[1], todo[0]["prompt"]), {})
-    for item in tqdm(todo, desc="timing", disable=not todo):
-        have[item["id"]] = time_prompt(context, item)
-        log.append(have[item["id"]])
+        dream_run(context, todo[0][1], stop_after=1, drafts=True)
+        _timed_fill(context, chat_prompt_ids(context.ar(ROLE)[1], todo[0][1]["prompt"]), {})
+    for k, item in tqdm(todo, desc="timing", disable=not todo):
+        have[(item["id"], k)] = {**time_prompt(context, item), "repeat": k}
+        log.append(have[(item["id"], k)])
     published = load_published(context.published_dir)
     if published is None:
         run.note(f"table6_timing: no {PUBLISHED_FILE} in {context.published_dir}; published A100 columns left empty")
     run.summary["config"]["timing"] = {"prompts": [i["id"] for i in items], "model": ROLE, "batch_size": 1,
-                                       "device": context.device}
-    rows = timing_table([have[i["id"]] for i in items], context.fractions, context.dream.steps, published,
-                        run.summary["tables"])
+                                       "device": context.device, "repeats": repeats}
+    rows = repeated_timing_table([[have[(i["id"], k)] for i in items] for k in range(repeats)], context.fractions,
+                                 context.dream.steps, published, run.summary["tables"])
     run.add_table("table6_timing", rows)
     published_row = next((r for r in rows if r["published_speedup"] is not None), None)
     if published_row is not None:
@@ -270,11 +297,12 @@ def phase_timing(run, context) -> None:
     best = [r for r in rows if r["method"] and r["method"].startswith("adaptive") and r["method"].endswith("drafted fill")]
     for r in best:
         run.note(f"table6_timing: {r['method']}: {r['k_steps']:.1f} DLM steps on average, {r['ms']:.0f} ms, "
-                 f"{r['speedup_vs_full_dlm']:.2f}x faster than the full {context.dream.steps}-step DLM run"
+                 f"{r['speedup_vs_full_dlm']:.2f}x faster than the full {context.dream.steps}-step DLM run "
+                 f"(median of {repeats} repeats, {r['speedup_min']:.2f}x..{r['speedup_max']:.2f}x)"
                  + (f" at F1 {r['f1']:.3f} (evaluation set)" if r["f1"] is not None else ""))
     run.note(f"table6_timing was measured on {context.device} with {context.preset}-preset models (batch 1, "
-             f"{len(items)} prompts); the published A100 numbers are for Dream-7B and Qwen2.5-0.5B, so only the "
+             f"{len(items)} prompts, {repeats} repeats); the published A100 numbers are for Dream-7B and Qwen2.5-0.5B, so only the "
              "ratios compare, and CPU times move with the machine's load")
 
 
-__all__ = ["dream_run", "load_published", "phase_timing", "time_prompt", "timing_table"]
+__all__ = ["dream_run", "load_published", "phase_timing", "repeated_timing_table", "time_prompt", "timing_table"]
