@@ -342,8 +342,20 @@ def test_draft_payload_counts_template_and_drafts():
     assert draft_payload(anchors, {}, decode)["draft_varint_bytes"] == 0
 
 
-def test_adaptive_table_compares_with_the_fixed_curve_at_equal_steps():
+def _adaptive_rows_and_note(grid, records):
+    """stop.adaptive_table (by rule name) and its note over `records`, with `grid` as STOP_GRID."""
     from dlmkit.experiments.inverse import stop
+
+    original = stop.STOP_GRID
+    stop.STOP_GRID = grid
+    try:
+        rows = {r["rule"]: r for r in stop.adaptive_table(records)}
+        return rows, stop.adaptive_note(list(rows.values()))
+    finally:
+        stop.STOP_GRID = original
+
+
+def test_adaptive_table_compares_with_the_fixed_curve_at_equal_steps():
     from dlmkit.decoding.early_stop import StopRule
 
     grid = (StopRule("fixed", 0.1), StopRule("fixed", 0.2), StopRule("confidence", 0.9),
@@ -354,13 +366,7 @@ def test_adaptive_table_compares_with_the_fixed_curve_at_equal_steps():
     for k in range(2):
         records.append({"adaptive": [{"stop_rule": name, "dlm_steps": steps[k], "f1": f1[k], "rouge_l": f1[k],
                                       "correct": f1[k] > 0.55, "coverage": 0.5} for name, (steps, f1) in f1s.items()]})
-    original = stop.STOP_GRID
-    stop.STOP_GRID = grid
-    try:
-        rows = {r["rule"]: r for r in stop.adaptive_table(records)}
-        note = stop.adaptive_note(list(rows.values()))
-    finally:
-        stop.STOP_GRID = original
+    rows, note = _adaptive_rows_and_note(grid, records)
     sure = rows[grid[2].name]
     assert sure["mean_dlm_steps"] == 7 and sure["fixed_f1_at_same_steps"] is None  # below the curve's first point
     assert sure["paired_fixed"] == "fixed 0.1" and sure["paired_fixed_f1"] == pytest.approx(0.55)
@@ -374,7 +380,6 @@ def test_adaptive_table_compares_with_the_fixed_curve_at_equal_steps():
 
 
 def test_adaptive_table_says_when_a_rule_only_stops_at_its_cap():
-    from dlmkit.experiments.inverse import stop
     from dlmkit.decoding.early_stop import StopRule
 
     capped = StopRule("text_confidence", 0.9, max_steps=8)
@@ -382,13 +387,7 @@ def test_adaptive_table_says_when_a_rule_only_stops_at_its_cap():
     steps = {"fixed 0.05": [6, 6, 6], "fixed 0.1": [12, 12, 12], capped.name: [8, 8, 5]}
     records = [{"adaptive": [{"stop_rule": name, "dlm_steps": s[k], "f1": 0.5, "rouge_l": 0.5, "correct": True,
                               "coverage": 0.5} for name, s in steps.items()]} for k in range(3)]
-    original = stop.STOP_GRID
-    stop.STOP_GRID = grid
-    try:
-        rows = {r["rule"]: r for r in stop.adaptive_table(records)}
-        note = stop.adaptive_note(list(rows.values()))
-    finally:
-        stop.STOP_GRID = original
+    rows, note = _adaptive_rows_and_note(grid, records)
     assert rows[capped.name]["share_at_max_steps"] == pytest.approx(2 / 3)
     assert f"step cap rather than their signal on most prompts: {capped.name} (67% of prompts)" in note
 

@@ -27,16 +27,18 @@ those it lost). Each gained word is one of
            mistakes raises F1)
   wording  any other word: phrasing, connectives, punctuation-bearing template words
 The control gap-filler knows the facts, so its gain should be little but letters it could
-not look up and names it miscopied; wording and Dream's mistakes show what else anchors fix. table_gain_sources: one row per model, fraction (the
-committed_end rule) and task (and "all"), means per prompt.
+not look up and names it miscopied; wording and Dream's mistakes show what else anchors fix.
+table_gain_sources: one row per model, fraction (the committed_end rule) and task (and
+"all"), means per prompt.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Callable
 
 from dlmkit.anchors import anchors_at_fraction
-from dlmkit.data.tinyworld2 import content_flags, content_spans
+from dlmkit.data.tinyworld2 import content_flags
 from dlmkit.metrics.scoring import mean
 from dlmkit.metrics.text import words
 
@@ -104,25 +106,19 @@ def content_commit_note(context, a_records: dict, b_records: list[dict]) -> str:
 
 
 def _word_kinds(task: str, text: str) -> dict[str, bool]:
-    """Distinct words of `text` (as word F1 counts them) -> whether any occurrence overlaps content."""
-    spans = content_spans(task, text)
+    """Distinct words of `text` (as word F1 counts them) -> whether any occurrence overlaps content
+    (`content_flags` over the text cut into its words, each with the whitespace before it)."""
+    pieces = re.findall(r"\s*\S+", text)
     kinds: dict[str, bool] = {}
-    start = 0
-    for raw in text.split():
-        at = text.index(raw, start)
-        start = at + len(raw)
-        word = raw.lower()
-        kinds[word] = kinds.get(word, False) or any(a < start and at < b for a, b in spans)
+    for piece, flag in zip(pieces, content_flags(task, pieces)):
+        word = piece.strip().lower()
+        kinds[word] = kinds.get(word, False) or flag
     return kinds
 
 
-def gained_words(task: str, dream_text: str, reference_text: str | None, alone_text: str, anchored_text: str) -> dict:
-    """Counts of the distinct words of Dream's answer that `anchored_text` has and `alone_text`
-    lacks, by kind (GAIN_KINDS; right and wrong are None without a reference text, and
-    `content` is their sum), and `lost`: Dream's words the lone output had and the anchored one lacks."""
-    dream = _word_kinds(task, dream_text)
+def _gained(dream: dict[str, bool], reference: set[str] | None, alone_text: str, anchored_text: str) -> dict:
+    """gained_words over Dream's `_word_kinds` and the reference's words (None: no reference)."""
     alone, anchored = set(words(alone_text)), set(words(anchored_text))
-    reference = set(words(reference_text)) if reference_text is not None else None
     gained = [(word, content) for word, content in dream.items() if word in anchored and word not in alone]
     content = [word for word, is_content in gained if is_content]
     wrong = None if reference is None else sum(1 for word in content if word not in reference)
@@ -131,27 +127,34 @@ def gained_words(task: str, dream_text: str, reference_text: str | None, alone_t
             "lost": sum(1 for word in dream if word in alone and word not in anchored)}
 
 
+def gained_words(task: str, dream_text: str, reference_text: str | None, alone_text: str, anchored_text: str) -> dict:
+    """Counts of the distinct words of Dream's answer that `anchored_text` has and `alone_text`
+    lacks, by kind (GAIN_KINDS; right and wrong are None without a reference text, and
+    `content` is their sum), and `lost`: Dream's words the lone output had and the anchored one lacks."""
+    reference = set(words(reference_text)) if reference_text is not None else None
+    return _gained(_word_kinds(task, dream_text), reference, alone_text, anchored_text)
+
+
 def gain_rows(context, a_records: dict, b_records: list[dict], models, fill_of: Callable[[dict, str, float | None], dict],
               references: dict[str, str | None]) -> list[dict]:
     """table_gain_sources. fill_of(b_record, model, fraction): that gap-filler's phase B fill (its
     "text" and "f1") with anchors at the fraction under committed_end, or alone (fraction None);
     references: item id -> the item's reference answer (None where it has none: the right /
     wrong split is then None for every group holding that item)."""
+    # per prompt, once: Dream's words and their kinds, the reference's words
+    dream = {b["id"]: _word_kinds(b["task"], a_records[b["id"]]["text"]) for b in b_records}
+    reference = {b["id"]: set(words(references[b["id"]])) if references.get(b["id"]) is not None else None
+                 for b in b_records}
     rows = []
     for task in ["all"] + list(dict.fromkeys(r["task"] for r in b_records)):
         mine = [r for r in b_records if task == "all" or r["task"] == task]
-        checked = all(references.get(b["id"]) is not None for b in mine)
-        wrong_in_dream = []
-        for b in mine:
-            reference = references.get(b["id"])
-            if reference is not None:
-                ref_words = set(words(reference))
-                kinds = _word_kinds(b["task"], a_records[b["id"]]["text"])
-                wrong_in_dream.append(sum(1 for w, c in kinds.items() if c and w not in ref_words))
+        checked = all(reference[b["id"]] is not None for b in mine)
+        wrong_in_dream = [sum(1 for w, c in dream[b["id"]].items() if c and w not in reference[b["id"]])
+                          for b in mine if reference[b["id"]] is not None]
         for model in models:
             for fraction in context.fractions:
-                got = [gained_words(b["task"], a_records[b["id"]]["text"], references.get(b["id"]),
-                                    fill_of(b, model, None)["text"], fill_of(b, model, fraction)["text"]) for b in mine]
+                got = [_gained(dream[b["id"]], reference[b["id"]], fill_of(b, model, None)["text"],
+                               fill_of(b, model, fraction)["text"]) for b in mine]
                 row = {"model": model, "fraction": fraction, "task": task, "n": len(mine),
                        "f1_gain": mean([fill_of(b, model, fraction)["f1"] - fill_of(b, model, None)["f1"] for b in mine])}
                 for kind in ("content", *GAIN_KINDS, "lost"):

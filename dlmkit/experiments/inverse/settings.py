@@ -26,7 +26,7 @@ STOP_GRID = (tuple(StopRule("fixed", f) for f in (0.03, 0.03125, 0.0390625, 0.05
              + (ADAPTIVE, StopRule("text_confidence", 0.99, max_steps=16),
                 StopRule("text_confidence", 0.5, max_steps=48), StopRule("text_confidence", 0.7),
                 StopRule("text_confidence", 0.9, window=3), StopRule("confidence", 0.9), StopRule("end_coverage", 0.5)))
-# Phase timing measures its prompts this many times, interleaved, and reports the median and range
+# Phase timing measures all its prompts this many times, one repeat after another, and reports the median and range
 # (CPU wall times move by a tenth between calls); a --subset smoke test times once.
 TIMING_REPEATS = 3
 # Dream as the paper ran it: 128 entropy-ordered steps, T = 0.2, top_p 0.95, over a 512-token canvas

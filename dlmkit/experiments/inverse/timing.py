@@ -25,6 +25,9 @@ of the evaluation set (answer lengths differ by task, and so does the fill's sha
                     running side by side (two devices or streams) without slowing each other,
                     computed from the measured parts, not run concurrently here.
   speedup           mean dream full / mean pipeline
+  f1                beside each pipeline row, the evaluation set's F1 of that stop's fill
+                    (table2_pipeline / adaptive_stop of phase B; drafted fill gives the same
+                    tokens), empty when phase B has not run
 
 Repeats (--timing-repeats, default 3; 1 with --subset): every repeat times all the prompts
 once, repeats one after the other (so a slow spell of the machine falls on every measure of
@@ -32,9 +35,6 @@ a repeat alike), each record keeping its `repeat`. Every row is computed per rep
 the table gives the median over the repeats (`ms`, `speedup_vs_full_dlm`) and their range
 (`ms_min` .. `ms_max`, `speedup_min` .. `speedup_max`): the speedup is a ratio measured within
 each repeat, not a ratio of medians.
-  f1                beside each pipeline row, the evaluation set's F1 of that stop's fill
-                    (table2_pipeline / adaptive_stop of phase B; drafted fill gives the same
-                    tokens), empty when phase B has not run
 
 The paper's A100 numbers (dlmkit/data/published/published_timing.json, or --published-dir) sit
 beside ours: 42.0 ms per Dream step, 18.2 ms per Qwen-0.5B token, pipeline 2371 ms vs 5383 ms (2.27x). Its
