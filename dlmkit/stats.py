@@ -7,6 +7,7 @@ sequences of per-prompt scores, x (e.g. with anchors) and y (e.g. alone).
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 from typing import Callable, Sequence
@@ -92,7 +93,12 @@ def wilson_ci(successes: int, n: int, confidence: float = 0.95) -> dict:
 def bootstrap_ci(values, statistic: Callable = np.mean, *, confidence: float = 0.95, n_resamples: int = 9999,
                  seed: int = 0, method: str = "BCa") -> dict:
     """Bootstrap confidence interval of statistic(values) (scipy.stats.bootstrap, seeded).
-    For a paired difference pass x - y."""
+    For a paired difference pass x - y.
+
+    A statistic that takes `axis` (np.mean, np.median, ...) is evaluated on all resamples at
+    once (scipy's vectorized path): the same resamples and, for numpy's reductions, the same
+    numbers as one call per resample (tested), 10-20x faster; any other callable gets one call
+    per resample."""
     values = np.asarray(values, dtype=float)
     if values.ndim != 1 or values.size < 2:
         raise UserError(f"bootstrap_ci needs a 1-D sequence of at least 2 values, got shape {values.shape}")
@@ -102,13 +108,21 @@ def bootstrap_ci(values, statistic: Callable = np.mean, *, confidence: float = 0
                 "confidence": confidence, "n": int(values.size)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # BCa warns on degenerate jackknife; the interval is still returned
-        kwargs = dict(confidence_level=confidence, n_resamples=n_resamples, method=method, vectorized=False)
+        kwargs = dict(confidence_level=confidence, n_resamples=n_resamples, method=method,
+                      vectorized=_takes_axis(statistic))
         try:
             res = _st.bootstrap((values,), statistic, rng=np.random.default_rng(seed), **kwargs)
         except TypeError:  # scipy < 1.15 names the seed random_state
             res = _st.bootstrap((values,), statistic, random_state=np.random.default_rng(seed), **kwargs)
     return {"estimate": estimate, "low": _f(res.confidence_interval.low), "high": _f(res.confidence_interval.high),
             "standard_error": _f(res.standard_error), "confidence": confidence, "n": int(values.size)}
+
+
+def _takes_axis(statistic: Callable) -> bool:
+    try:
+        return "axis" in inspect.signature(statistic).parameters
+    except (TypeError, ValueError):  # builtins without a signature
+        return False
 
 
 def compare_paired(x: Sequence[float], y: Sequence[float]) -> dict:
