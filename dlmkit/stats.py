@@ -121,6 +121,8 @@ def bootstrap_ci(values, statistic: Callable = np.mean, *, confidence: float = 0
 
 
 def _takes_axis(statistic: Callable) -> bool:
+    """scipy's own rule for vectorized=None ("axis" among the parameters), except that a callable
+    without a signature (some builtins) takes the per-resample path instead of failing in scipy."""
     try:
         return "axis" in inspect.signature(statistic).parameters
     except (TypeError, ValueError):  # builtins without a signature
