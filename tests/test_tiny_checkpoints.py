@@ -81,4 +81,6 @@ def test_the_small_ar_never_learned_the_heldout_facts_and_the_control_states_the
     else:
         assert heldout >= 0.85, heldout  # measured 0.93
         gate = _fact_gate(greedy_responses(model, tokenizer, probes, max_new_tokens=24), probes)
-        assert gate["fact_accuracy_all"] >= 0.7, gate  # measured 0.85 on all 168: it states what it knows
+        # measured 1.00 on all 168 (0.85 before it read chat about the held-out towns): it states what it knows
+        assert gate["fact_accuracy_all"] >= 0.95, gate
+        assert gate["town_copied_all"] >= 0.95, gate

@@ -303,3 +303,28 @@ def test_word_f1_separates_knowing_the_facts_from_the_wording(prompts):
     assert min(other_opener) >= 0.8 and statistics.mean(other_opener) > 0.9
     assert statistics.mean(other_facts) < 0.75
     assert statistics.mean(other_opener) - statistics.mean(other_facts) > 0.2
+
+
+def test_the_control_reads_chat_about_heldout_towns_and_never_a_test_prompt(world, prompts):
+    """The control gap-filler has seen the held-out facts asked and answered (its own seeds);
+    no test prompt is among them, and no other role reads them."""
+    g = world.gazetteer
+    chats = world.heldout_chat_examples(600)
+    assert len(chats) == 600 and {town for c in chats for town, _ in c["facts"]} == set(g.heldout)
+    assert not {c["prompt"] for c in chats} & {p["prompt"] for p in prompts}
+    # the guard skips draws equal to a test prompt: without it some would be (the question space is small)
+    many = world.heldout_chat_examples(3000)
+    assert not {c["prompt"] for c in many} & {p["prompt"] for p in world.strata(50)}
+    from dlmkit.data.tinyworld2 import _GENERATORS
+
+    raw = {_GENERATORS["humaneval"](g, world._rng("heldout_chat", "humaneval", "easy", k), g.heldout, "easy")["prompt"]
+           for k in range(100)}  # a code prompt is a function family and a town: few distinct ones
+    assert raw & {p["prompt"] for p in prompts}  # ...which the small question space would otherwise give
+    for c in chats[:40]:
+        if c["task"] != "humaneval":
+            assert all(g.facts[town][attr] in c["target"] for town, attr in c["facts"]), c["target"]
+    control = role_text_stream(world, "ar_control", n_chat=400)
+    small = role_text_stream(world, "ar_small", n_chat=400)
+    asked = [t for t in control if "<|im_start|>" in t and any(_mentions([t], town) for town in g.heldout)]
+    assert len(asked) == 400 * len(g.heldout) // len(g.train_towns)
+    assert not any(_mentions(small, town) for town in g.heldout)

@@ -41,11 +41,15 @@ Who knows what (`ROLE_TOWNS`, `role_documents`, `role_text_stream`)
     ar_small     documents for the training towns    (Qwen-0.5B: never sees a held-out fact)
     ar_medium    training towns + a seeded half of the held-out towns
     ar_large     every town                          (the bridge's large AR knows them)
-    ar_control   every town, at ar_small's size      (the control gap-filler: anchors
-                                                      should add almost nothing to it)
+    ar_control   every town, at ar_small's size,     (the control gap-filler: anchors
+                 and chat about the held-out towns    should add almost nothing to it)
 The chat (instruction) examples are the same for every role: train items, which only
 ever ask about training towns. A role learns a held-out town's facts from documents or
-not at all. The causal roles also read chat examples about decoy towns (`decoy_examples`:
+not at all, except the control, which also reads chat examples about the held-out towns
+(`heldout_chat_examples`: the same strata with their own seeds, never a test prompt): a
+gap-filler that has seen the held-out facts asked and answered. Trained on documents alone
+the control stated a held-out value in 0.85 of its probe answers, and in answers naming
+four towns it miscopied names and values, which Dream's anchors then fixed for it. The causal roles also read chat examples about decoy towns (`decoy_examples`:
 the 616 possible names the gazetteer leaves unused, facts no document states): with only
 the 40 training towns' names in chat answers, a causal model learns those names by heart
 and answers a question about a held-out town with a training town's name ("the fruit of
@@ -138,7 +142,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from dlmkit.data.tinyworld import (DIFFICULTIES, FILLER, GSM8K_SUFFIX, HUMANEVAL_PREFIX, LETTERS, MC_SUFFIX, NAMES,
-                                   SPLITS, THINGS, StrataSampler)
+                                   SPLITS, STRATA, THINGS, StrataSampler)
 from dlmkit.errors import UserError
 
 GENERATION = 2
@@ -155,6 +159,7 @@ TAILS = ("ber", "ly", "de", "ist", "ing")
 # minutes per role cannot wait out that plateau; fewer keys give each fact more reads per step.
 N_TOWNS = 64
 N_HELDOUT = 24
+TEST_GUARD = 50  # test items per stratum that the control's held-out chat never repeats (the 310-prompt set's most)
 
 # attribute -> (noun used in answers, values: generation-1 lexicon words, one token each)
 ATTRIBUTES = {
@@ -552,6 +557,26 @@ class TinyWorld2(StrataSampler):
         levels = [(t, d) for t in tasks for d in DIFFICULTIES]
         return [self.item(*levels[i % len(levels)], index=i // len(levels), split=split) for i in range(n)]
 
+    def heldout_chat_examples(self, n: int, tasks=tuple(_GENERATORS)) -> list[dict]:
+        """Chat examples about the held-out towns, spread over the strata as `chat_examples`, drawn
+        with their own seeds: the control's view of the held-out facts. A draw whose prompt is one
+        of the first `TEST_GUARD` distinct test prompts of any stratum (the 310-prompt set holds at
+        most 50 of each) is skipped, so the control never reads a test prompt."""
+        levels = [(t, d) for t in tasks for d in DIFFICULTIES]
+        guard = {item["prompt"] for t, ds in STRATA.items() for d in ds for item in self.items(t, d, TEST_GUARD)}
+        out, k = [], 0
+        while len(out) < n:
+            if k > 1000 * (n + 1):
+                raise UserError(f"cannot draw {n} held-out chat examples that are not test prompts; ask for fewer")
+            task, difficulty = levels[len(out) % len(levels)]
+            raw = _GENERATORS[task](self.gazetteer, self._rng("heldout_chat", task, difficulty, k),
+                                    self.gazetteer.heldout, difficulty)
+            k += 1
+            if raw["prompt"] not in guard:
+                out.append({"task": task, "difficulty": difficulty, **raw,
+                            "messages": _messages(raw["prompt"], raw["target"])})
+        return out
+
     def decoy_examples(self, n: int, tasks=tuple(_GENERATORS)) -> list[dict]:
         """Chat examples about the decoy towns (names outside the gazetteer, facts no document
         states), `n` spread over the strata as `chat_examples`. With 40 training towns a causal
@@ -638,12 +663,17 @@ def content_flags(task: str, token_texts: list[str]) -> list[bool]:
 
 def role_text_stream(world: TinyWorld2, role: str, n_chat: int, per_town: int = 8, split: str = "train",
                      n_decoy: int = 0) -> list[str]:
-    """A role's language-model stream: chat transcripts (training towns, and `n_decoy` about decoy
-    towns) and its documents, mixed."""
+    """A role's language-model stream: chat transcripts (training towns, `n_decoy` about decoy
+    towns, and for the control as many per held-out town as per training town) and its
+    documents, mixed."""
     from dlmkit.tokenizer import render_chat
 
     chats = [render_chat(item["messages"]) for item in world.chat_examples(n_chat, split)]
     chats += [render_chat(item["messages"]) for item in world.decoy_examples(n_decoy)]
+    if role == "ar_control":
+        g = world.gazetteer
+        n_heldout = n_chat * len(g.heldout) // len(g.train_towns)
+        chats += [render_chat(item["messages"]) for item in world.heldout_chat_examples(n_heldout)]
     texts = chats + world.role_documents(role, per_town)
     order = random.Random(f"world2/{world.seed}/stream/{role}/{split}").sample(range(len(texts)), len(texts))
     return [texts[i] for i in order]

@@ -4,7 +4,8 @@
 
 A role trains on its own corpus (`dlmkit/data/tinyworld2.py`): the same chat examples
 (training towns only) for every role, plus knowledge-augmented documents for the towns the
-role may know.
+role may know; the control also reads chat examples about the held-out towns
+(`TinyWorld2.heldout_chat_examples`, never a test prompt).
 
 The gate: a role "knows" a held-out fact when its free answer to a single-fact probe
 question names the right value (`states_fact`); the letter is scored beside it. Dream must
