@@ -8,9 +8,9 @@ from tokenizers import Tokenizer
 
 from dlmkit.data.benchmarks import tiny_prompts
 from dlmkit.data.tinyworld import (GSM8K_SUFFIX, HUMANEVAL_PREFIX, LETTERS, MC_SUFFIX, STRATA, TinyWorld)
-from dlmkit.data.tinyworld2 import (ATTRIBUTES, DOC_SENTENCES, N_HELDOUT, OPENERS, STEP_LEADS, Gazetteer, TinyWorld2,
-                                    content_flags, content_spans, fact_clause, role_text_stream, states_fact,
-                                    tiny_world, town_names)
+from dlmkit.data.tinyworld2 import (_GENERATORS, ATTRIBUTES, DOC_SENTENCES, N_HELDOUT, OPENERS, STEP_LEADS, Gazetteer,
+                                    TinyWorld2, content_flags, content_spans, fact_clause, role_text_stream,
+                                    states_fact, tiny_world, town_names)
 from dlmkit.errors import UserError
 from dlmkit.metrics.answers import check_answer
 from dlmkit.presets import TINY_TOKENIZER
@@ -315,8 +315,6 @@ def test_the_control_reads_chat_about_heldout_towns_and_never_a_test_prompt(worl
     # the guard skips draws equal to a test prompt: without it some would be (the question space is small)
     many = world.heldout_chat_examples(3000)
     assert not {c["prompt"] for c in many} & {p["prompt"] for p in world.strata(50)}
-    from dlmkit.data.tinyworld2 import _GENERATORS
-
     raw = {_GENERATORS["humaneval"](g, world._rng("heldout_chat", "humaneval", "easy", k), g.heldout, "easy")["prompt"]
            for k in range(100)}  # a code prompt is a function family and a town: few distinct ones
     assert raw & {p["prompt"] for p in prompts}  # ...which the small question space would otherwise give

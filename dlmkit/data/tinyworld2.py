@@ -49,8 +49,9 @@ not at all, except the control, which also reads chat examples about the held-ou
 (`heldout_chat_examples`: the same strata with their own seeds, never a test prompt): a
 gap-filler that has seen the held-out facts asked and answered. Trained on documents alone
 the control stated a held-out value in 0.85 of its probe answers, and in answers naming
-four towns it miscopied names and values, which Dream's anchors then fixed for it. The causal roles also read chat examples about decoy towns (`decoy_examples`:
-the 616 possible names the gazetteer leaves unused, facts no document states): with only
+four towns it miscopied names and values, which Dream's anchors then fixed for it.
+The causal roles also read chat examples about decoy towns (`decoy_examples`: the 616
+possible names the gazetteer leaves unused, facts no document states): with only
 the 40 training towns' names in chat answers, a causal model learns those names by heart
 and answers a question about a held-out town with a training town's name ("the fruit of
 Fenber" for Fenist), which no fact can then rescue; the decoys leave copying the prompt's
@@ -562,20 +563,8 @@ class TinyWorld2(StrataSampler):
         with their own seeds: the control's view of the held-out facts. A draw whose prompt is one
         of the first `TEST_GUARD` distinct test prompts of any stratum (the 310-prompt set holds at
         most 50 of each) is skipped, so the control never reads a test prompt."""
-        levels = [(t, d) for t in tasks for d in DIFFICULTIES]
         guard = {item["prompt"] for t, ds in STRATA.items() for d in ds for item in self.items(t, d, TEST_GUARD)}
-        out, k = [], 0
-        while len(out) < n:
-            if k > 1000 * (n + 1):
-                raise UserError(f"cannot draw {n} held-out chat examples that are not test prompts; ask for fewer")
-            task, difficulty = levels[len(out) % len(levels)]
-            raw = _GENERATORS[task](self.gazetteer, self._rng("heldout_chat", task, difficulty, k),
-                                    self.gazetteer.heldout, difficulty)
-            k += 1
-            if raw["prompt"] not in guard:
-                out.append({"task": task, "difficulty": difficulty, **raw,
-                            "messages": _messages(raw["prompt"], raw["target"])})
-        return out
+        return self._drawn_examples(self.gazetteer, self.gazetteer.heldout, "heldout_chat", n, tasks, skip=guard)
 
     def decoy_examples(self, n: int, tasks=tuple(_GENERATORS)) -> list[dict]:
         """Chat examples about the decoy towns (names outside the gazetteer, facts no document
@@ -584,13 +573,24 @@ class TinyWorld2(StrataSampler):
         answer, writes one of those instead of copying the prompt's; hundreds of decoy names, each
         in a few examples, leave copying as the way to write a town's name."""
         decoy = _DecoyFacts(self.gazetteer.decoy_facts)
+        return self._drawn_examples(decoy, self.gazetteer.decoys, "decoy", n, tasks)
+
+    def _drawn_examples(self, facts, towns, key: str, n: int, tasks, skip=frozenset()) -> list[dict]:
+        """`n` chat examples about `towns` (facts read from `facts`), spread over the strata as
+        `chat_examples`, draw k seeded by (key, task, difficulty, k); a draw whose prompt is in
+        `skip` is left out and the next draw takes its place."""
         levels = [(t, d) for t in tasks for d in DIFFICULTIES]
-        out = []
-        for i in range(n):
-            task, difficulty = levels[i % len(levels)]
-            raw = _GENERATORS[task](decoy, self._rng("decoy", task, difficulty, i), self.gazetteer.decoys, difficulty)
-            out.append({"task": task, "difficulty": difficulty, **raw,
-                        "messages": _messages(raw["prompt"], raw["target"])})
+        out, k = [], 0
+        while len(out) < n:
+            if k > 1000 * (n + 1):
+                raise UserError(f"cannot draw {n} {key} examples outside the {len(skip)} skipped prompts; "
+                                "ask for fewer")
+            task, difficulty = levels[len(out) % len(levels)]
+            raw = _GENERATORS[task](facts, self._rng(key, task, difficulty, k), towns, difficulty)
+            k += 1
+            if raw["prompt"] not in skip:
+                out.append({"task": task, "difficulty": difficulty, **raw,
+                            "messages": _messages(raw["prompt"], raw["target"])})
         return out
 
     def role_documents(self, role: str, per_town: int = 8) -> list[str]:
