@@ -13,8 +13,8 @@ Configs (transformers GPT2Config / our MDLMConfig; weights random, so only times
   paper  target gpt2-xl (48 x 1600, 25 heads, 1.56 B), drafter gpt2 (12 x 768, 124 M),
          MDLM mdlm-owt (12 blocks, 768 hidden, 12 heads, vocab 50258, length 1024, 169 M);
          bf16 on CUDA (--dtype)
-  tiny   the shipped tiny geometries (target 4 x 128, drafter 2 x 64, MDLM 4 x 128, length 128,
-         vocab 1207): runs on a CPU in seconds
+  tiny   the shipped tiny geometries of SpecDiff's roles (target 12 x 64, AR drafter 1 x 64, MDLM
+         drafter 1 block x 64 over a 64-token canvas, vocab 1207): runs on a CPU in seconds
 
 Implied speedup. With per-draft acceptance a (i.i.d., Leviathan et al. 2023) a round of g drafts
 emits E(a, g) = (1 - a^(g+1)) / (1 - a) tokens in expectation, so per emitted token
@@ -52,6 +52,8 @@ from dlmkit.models.cache import cache_kwargs  # noqa: E402
 from dlmkit.models.real_configs import GPT2, GPT2_XL, MDLM_OWT  # noqa: E402
 from dlmkit.results import atomic_write_json, markdown_table  # noqa: E402
 from dlmkit.timing import time_calls  # noqa: E402
+from dlmkit.train.recipes.causal_lm import SIZES as TINY_SIZES  # noqa: E402
+from dlmkit.train.recipes.mdlm import DRAFTER_SIZE as TINY_MDLM_DRAFTER  # noqa: E402
 
 CONFIGS = {
     "paper": {  # dlmkit/models/real_configs.py
@@ -60,11 +62,10 @@ CONFIGS = {
         "mdlm": {**MDLM_OWT, "dropout": 0.0},
         "context": 512,
     },
-    "tiny": {
-        "target": dict(vocab_size=1207, n_embd=128, n_layer=4, n_head=4, n_positions=1024, bos_token_id=0, eos_token_id=0),
-        "drafter": dict(vocab_size=1207, n_embd=64, n_layer=2, n_head=2, n_positions=1024, bos_token_id=0, eos_token_id=0),
-        "mdlm": dict(vocab_size=1207, model_length=128, hidden_dim=128, cond_dim=64, n_blocks=4, n_heads=4,
-                     dropout=0.0, time_conditioning=False),
+    "tiny": {  # the shipped tiny geometries, read from their recipes
+        "target": dict(vocab_size=1207, bos_token_id=0, eos_token_id=0, **TINY_SIZES["target"][1]),
+        "drafter": dict(vocab_size=1207, bos_token_id=0, eos_token_id=0, **TINY_SIZES["drafter"][1]),
+        "mdlm": dict(vocab_size=1207, **TINY_MDLM_DRAFTER),
         "context": 64,
     },
 }

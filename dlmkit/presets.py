@@ -34,7 +34,8 @@ ROLES = {
     "ar_medium": ("qwen2", "medium AR gap-filler"),
     "ar_large": ("qwen2", "large AR model probed layer by layer (bridge_viability)"),
     "ar_control": ("qwen2", "control gap-filler that knows what the DLM knows (anchors should add almost nothing)"),
-    "mdlm": ("mdlm", "masked-diffusion LM (self-spec backbone, SpecDiff drafter)"),
+    "mdlm": ("mdlm", "masked-diffusion LM (self-spec backbone)"),
+    "mdlm_drafter": ("mdlm", "masked-diffusion LM that drafts for SpecDiff over a short window"),
     "target": ("gpt2", "AR target verified against in SpecDiff"),
     "drafter": ("gpt2", "small AR drafter for standard speculative decoding"),
     "judge": ("gpt2", "AR judge for generative perplexity"),
@@ -49,15 +50,18 @@ PAPER = {
     # Dream-7B was adapted from Qwen2.5-7B: the instruct model of the same base knows what Dream knows.
     "ar_control": "Qwen/Qwen2.5-7B-Instruct",
     "mdlm": "kuleshov-group/mdlm-owt",
+    "mdlm_drafter": "kuleshov-group/mdlm-owt",
     "target": "gpt2-xl",
     "drafter": "gpt2",
     "judge": "gpt2-large",
     "verifier": "Qwen/Qwen3.5-9B",
 }
 
-# Shipped directories; the target doubles as the judge, as MDLM's small-scale runs do. The inverse-
-# speculation roles (dlm, ar_*) are trained on generation 2 of the tiny world (`TINY_WORLD`), the
-# MDLM family on generation 1 (dlmkit/data/tinyworld.py, tinyworld2.py).
+# Shipped directories. The inverse-speculation roles (dlm, ar_*) and SpecDiff's three models (target,
+# drafter, mdlm_drafter) are trained on generation 2 of the tiny world (`TINY_WORLD`); the self-spec
+# MDLM, its judge and the CLSD verifier on generation 1 (dlmkit/data/tinyworld.py, tinyworld2.py).
+# SpecDiff's models are sized for the paper's cost asymmetry (gpt2-xl 48 layers vs mdlm-owt and gpt2
+# 12): a deep target, one-layer drafters of about equal cost per call (dlmkit/train/recipes/causal_lm.py).
 TINY = {
     "dlm": "dream",
     "ar_small": "ar_small",
@@ -65,15 +69,16 @@ TINY = {
     "ar_large": "ar_large",
     "ar_control": "ar_control",
     "mdlm": "mdlm",
-    "target": "gpt2_target",
-    "drafter": "gpt2_drafter",
-    "judge": "gpt2_target",
+    "mdlm_drafter": "specdiff_mdlm",
+    "target": "specdiff_target",
+    "drafter": "specdiff_drafter",
+    "judge": "gpt2_judge",
     "verifier": "verifier",
 }
 
 PRESETS = ("tiny", "paper")
 # The tiny-world generation each shipped role was trained on; the tiny prompt sets follow it.
-WORLD2_ROLES = ("dlm", "ar_small", "ar_medium", "ar_large", "ar_control")
+WORLD2_ROLES = ("dlm", "ar_small", "ar_medium", "ar_large", "ar_control", "target", "drafter", "mdlm_drafter")
 TINY_WORLD = {role: 2 if role in WORLD2_ROLES else 1 for role in TINY}
 
 

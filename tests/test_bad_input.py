@@ -16,7 +16,7 @@ TINY = REPO / "dlmkit" / "assets" / "tiny"
 # script -> (role, its shipped checkpoint, a first phase that loads it)
 SCRIPT_ROLES = {"run_full_suite": ("dlm", "dream", "A"), "bridge_viability": ("ar_large", "ar_large", "probe"),
                 "train_self_spec": ("mdlm", "mdlm", "baseline"), "train_clsd": ("verifier", "verifier", "embed"),
-                "specdiff_bench": ("target", "gpt2_target", "ar")}
+                "specdiff_bench": ("target", "specdiff_target", "ar")}
 
 
 def _exit(script, argv, capsys):
@@ -125,8 +125,8 @@ def test_a_full_disk_is_one_line_and_keeps_finished_items(tmp_path, capsys, monk
 
 
 def test_a_failed_model_load_leaves_nothing_that_blocks_the_corrected_rerun(tmp_path, capsys):
-    broken = tmp_path / "gpt2_target"
-    shutil.copytree(TINY / "gpt2_target", broken)
+    broken = tmp_path / "specdiff_target"
+    shutil.copytree(TINY / "specdiff_target", broken)
     (broken / "config.json").write_text("{}")  # loads past the weight check, fails in the loader
     out = tmp_path / "out"
     argv = ["--phase", "ar", "--subset", "1", "--max-new-tokens", "4", "--out", str(out)]

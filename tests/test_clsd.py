@@ -349,3 +349,13 @@ def test_source_indices_are_checked_against_the_verifier_before_any_phase(tmp_pa
     with pytest.raises(UserError, match=r"--source-indices 99 lie outside the verifier's \d+ layers"):
         train_clsd.main([*SMALL, "--out", str(tmp_path / "x"), "--source-indices", "0,99"])
     assert not (tmp_path / "x").exists()
+
+
+def test_first_rejection_rows_count_where_each_block_was_cut():
+    from dlmkit.experiments.clsd.infer import first_rejection_rows
+
+    rows = first_rejection_rows({"stage_a": [0, 0, 2, 4, 0], "stage_c": [1, 4]}, block_len=4)
+    assert [(r["drafter"], r["first_rejection"], r["blocks"]) for r in rows] == [
+        ("DiT after stage_a", 0, 3), ("DiT after stage_a", 2, 1), ("DiT after stage_a", "none (block kept whole)", 1),
+        ("DiT after stage_c", 1, 1), ("DiT after stage_c", "none (block kept whole)", 1)]
+    assert rows[0]["share"] == 0.6 and sum(r["share"] for r in rows[:3]) == 1.0

@@ -14,7 +14,7 @@ JUDGE_DIR = TINY_ROOT / TINY["judge"]
 
 @pytest.fixture(scope="module")
 def shipped():
-    for directory, role in ((MDLM_DIR, "mdlm"), (JUDGE_DIR, "target")):
+    for directory, role in ((MDLM_DIR, "mdlm"), (JUDGE_DIR, "judge")):
         if not (directory / "config.json").exists():
             pytest.skip(f"no shipped tiny {role} checkpoint at {directory}; build it with "
                         f"`python -m dlmkit.train.tiny {role}`")

@@ -40,7 +40,7 @@ def make_context(specs, phases, *flags):
 
 @pytest.fixture(scope="module")
 def tiny_bench():
-    specs = resolve_models("tiny", ["target", "drafter", "mdlm"])
+    specs = resolve_models("tiny", ["target", "drafter", "mdlm_drafter"])
     return make_context(specs, ["ar", "sd", "specdiff", "hf"])
 
 
@@ -80,7 +80,15 @@ def run_script(out: Path, *extra):
 def test_script_writes_seeded_tables_jsonl_plot_and_resumes(tmp_path):
     first, second = run_script(tmp_path / "a"), run_script(tmp_path / "b")
     assert first["tables"] == second["tables"]  # same seed, same tables: measured times live apart, in "timings"
-    assert set(first["tables"]) == {"counts"} and set(first["timings"]) == {"timing", "headline"}
+    assert set(first["tables"]) == {"counts"} and set(first["timings"]) == {"timing", "headline", "per_call_ms"}
+    # each model's cost per call, measured in the run: the target's step and its scoring of every
+    # gamma's drafts (gamma 4 and sd gamma 3), the AR drafter's step, the MDLM drafter's call
+    costs = {(r["model"], r["call"]): r for r in first["timings"]["per_call_ms"]}
+    assert set(costs) == {("target", "cached step"), ("target", "scores 4 drafts (5 new tokens)"),
+                          ("target", "scores 3 drafts (4 new tokens)"), ("AR drafter", "cached step"),
+                          ("MDLM drafter", "one call on its 64-token canvas")}
+    assert all(0 < r["min_ms"] <= r["median_ms"] <= r["max_ms"] and r["n"] == 20 for r in costs.values())
+    assert any(note.startswith("per call on ") and "the target's cached step costs" in note for note in first["notes"])
     tokens = lambda run: {r["id"]: r["tokens"] for f in ("ar", "sd", "specdiff", "hf")  # noqa: E731
                           for r in map(json.loads, (tmp_path / run / f"{f}.jsonl").read_text().splitlines())}
     assert tokens("a") == tokens("b") and len(tokens("a")) == 2 * 2 * (1 + 1 + 2 + 1)
@@ -142,8 +150,8 @@ def test_paper_format_checkpoints_load_and_the_mdlm_mask_is_sliced_off(tmp_path)
         for f in TINY_TOKENIZER.iterdir():  # load_ar reads a tokenizer beside the weights
             shutil.copy(f, tmp_path / name / f.name)
     save_mdlm(MDLM(MDLMConfig(vocab_size=vocab + 1, model_length=32, hidden_dim=16, cond_dim=8, n_blocks=1,
-                              n_heads=2, dropout=0.0)), tmp_path / "mdlm")
-    specs = {role: ModelSpec(role, str(tmp_path / role), "gpt2") for role in ("target", "drafter", "mdlm")}
+                              n_heads=2, dropout=0.0)), tmp_path / "mdlm_drafter")
+    specs = {role: ModelSpec(role, str(tmp_path / role), "gpt2") for role in ("target", "drafter", "mdlm_drafter")}
     bench = make_context(specs, ["ar", "sd", "specdiff"], "--sampler", "ddpm")
     assert bench.mdlm.config.vocab_size == vocab + 1
     prefix = [0, 3, 5]
@@ -156,8 +164,8 @@ def test_paper_format_checkpoints_load_and_the_mdlm_mask_is_sliced_off(tmp_path)
     # An MDLM whose vocabulary fits neither V nor V + 1 is refused by name.
     save_mdlm(MDLM(MDLMConfig(vocab_size=vocab + 3, model_length=32, hidden_dim=16, cond_dim=8, n_blocks=1,
                               n_heads=2)), tmp_path / "bad")
-    specs["mdlm"] = ModelSpec("mdlm", str(tmp_path / "bad"), "mdlm")
-    with pytest.raises(UserError, match="--model-mdlm"):
+    specs["mdlm_drafter"] = ModelSpec("mdlm_drafter", str(tmp_path / "bad"), "mdlm")
+    with pytest.raises(UserError, match="--model-mdlm-drafter"):
         make_context(specs, ["specdiff"], "--sampler", "ddpm")
 
 

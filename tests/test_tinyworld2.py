@@ -92,8 +92,24 @@ def test_ar_small_never_sees_a_heldout_fact_ar_medium_half_dream_all(world):
         for attr, phrasings in DOC_SENTENCES.items():
             value = g.facts[town][attr]
             assert any(p.format(town=town, value=value) in text for p in phrasings), (town, attr)
-    for role in ("ar_large", "ar_control"):
+    for role in ("ar_large", "ar_control", "target", "drafter", "mdlm_drafter"):
         assert set(g.role_towns(role)) == set(g.towns)
+
+
+def test_heldout_documents_state_the_facts_in_texts_no_role_reads(world):
+    """SpecDiff's held-out text: documents of known facts, none a training document."""
+    g = world.gazetteer
+    per_town = 4
+    train = world.documents(per_town * len(g.towns), "train")
+    test = world.documents(per_town * len(g.towns), "test")
+    assert sorted(train) == sorted(world.role_documents("target", per_town))  # the first draws every role reads
+    assert not set(test) & set(world.role_documents("target", 96))  # all 6144 training documents
+    for i, text in enumerate(test[:len(g.towns)]):  # towns in turn, each document all seven facts
+        town = g.towns[i]
+        for attr, phrasings in DOC_SENTENCES.items():
+            assert any(p.format(town=town, value=g.facts[town][attr]) in text for p in phrasings), (town, attr)
+    with pytest.raises(UserError, match="choose from"):
+        world.documents(2, "valid")
 
 
 def test_decoy_towns_are_outside_the_gazetteer_and_too_many_to_learn_by_heart(world):

@@ -43,6 +43,8 @@ Who knows what (`ROLE_TOWNS`, `role_documents`, `role_text_stream`)
     ar_large     every town                          (the bridge's large AR knows them)
     ar_control   every town, at ar_small's size,     (the control gap-filler: anchors
                  and chat about the held-out towns    should add almost nothing to it)
+    target, drafter, mdlm_drafter                     (SpecDiff's gpt2-xl, gpt2 and mdlm-owt:
+                 every town, as ar_large              the same text, models of different cost)
 The chat (instruction) examples are the same for every role: train items, which only
 ever ask about training towns. A role learns a held-out town's facts from documents or
 not at all, except the control, which also reads chat examples about the held-out towns
@@ -177,7 +179,7 @@ MMLU_ATTRIBUTES = ("crop", "trade", "music")
 ARC_ATTRIBUTES = ("roof", "emblem", "country", "bells")
 
 # Who learns which towns' facts (see the module docstring).
-ROLES = ("dlm", "ar_small", "ar_medium", "ar_large", "ar_control")
+ROLES = ("dlm", "ar_small", "ar_medium", "ar_large", "ar_control", "target", "drafter", "mdlm_drafter")
 
 # ----------------------------------------------------------------------------- paraphrase banks
 
@@ -285,7 +287,7 @@ class Gazetteer:
             return self.train_towns
         if role == "ar_medium":
             return tuple(sorted(self.train_towns + self.medium_known))
-        if role in ("dlm", "ar_large", "ar_control"):
+        if role in ("dlm", "ar_large", "ar_control", "target", "drafter", "mdlm_drafter"):
             return self.towns
         raise UserError(f"no generation-2 corpus for role {role!r}; choose from {', '.join(ROLES)}")
 
@@ -601,6 +603,18 @@ class TinyWorld2(StrataSampler):
             docs += [self.gazetteer.document(town, rng) for _ in range(per_town)]
         order = random.Random(f"world2/{self.seed}/docs/{role}").sample(range(len(docs)), len(docs))
         return [docs[i] for i in order]
+
+    def documents(self, n: int, split: str = "test") -> list[str]:
+        """`n` documents, towns in turn: for "train" the first draws of `role_documents` (what every
+        role reads), for "test" draws with their own seeds: the same facts in orders and phrasings
+        no training document has (a document is one of 7! orders x 3^7 phrasings), SpecDiff's
+        held-out text."""
+        if split not in SPLITS:
+            raise UserError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
+        towns = self.gazetteer.towns
+        rngs = {town: self._rng("docs", town) if split == "train" else self._rng("heldout_docs", town)
+                for town in towns}
+        return [self.gazetteer.document(towns[i % len(towns)], rngs[towns[i % len(towns)]]) for i in range(n)]
 
     def fact_probes(self, split: str = "test", attributes=tuple(ATTRIBUTES)) -> list[dict]:
         """One single-fact question per (town, attribute) of a split, in the mmlu/arc easy format:

@@ -14,7 +14,7 @@ MDLMDrafter (SpecDiff): the context followed by gamma masks is one MDLM canvas; 
 denoising steps (`ddpm_cache` by default) fill the masks, and the q of each draft is the
 SUBS distribution at the step that unmasked it (recorded by the sampler), which is the
 distribution the token was actually drawn from. The canvas keeps the last
-model_length - gamma context tokens (128 for the tiny MDLM, 1024 for mdlm-owt).
+model_length - gamma context tokens (64 for the tiny MDLM drafter, 1024 for mdlm-owt).
 
 Why the masks are revealed left to right. `speculative_verify` is lossless when, given
 the prefix and the accepted drafts d_1..d_{i-1}, draft d_i is distributed as the q_i it

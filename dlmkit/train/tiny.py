@@ -2,10 +2,10 @@
 
     python -m dlmkit.train.tiny ROLE [--seed S] [--steps N] [--out DIR] [--device cpu]
 
-The inverse-speculation roles (dlm, ar_small, ar_medium, ar_large, ar_control) are trained on
-generation 2 of the tiny world (dlmkit/data/tinyworld2.py: each role its own corpus), the MDLM
-family (mdlm, target, drafter, verifier) on generation 1 (dlmkit/data/tinyworld.py):
-`presets.TINY_WORLD` says which.
+The inverse-speculation roles (dlm, ar_small, ar_medium, ar_large, ar_control) and SpecDiff's
+(target, drafter, mdlm_drafter) are trained on generation 2 of the tiny world
+(dlmkit/data/tinyworld2.py: each role its own corpus), the self-spec MDLM, its judge and the CLSD
+verifier on generation 1 (dlmkit/data/tinyworld.py): `presets.TINY_WORLD` says which.
 
 Each recipe lives beside its model (`dlmkit/train/recipes/`); this file only dispatches.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib
+import inspect
 from pathlib import Path
 
 from dlmkit.cli import OneLineParser, resolve_device, run_main
@@ -26,12 +27,11 @@ RECIPES = {
     "tokenizer": "dlmkit.tokenizer:main",
     "dlm": "dlmkit.train.recipes.dream:train_tiny_dream",
     "mdlm": "dlmkit.train.recipes.mdlm:train_tiny_mdlm",
+    "mdlm_drafter": "dlmkit.train.recipes.mdlm:train_tiny_mdlm_drafter",
     **{role: "dlmkit.train.recipes.causal_lm:train_tiny_causal_lm"
-       for role in ("ar_small", "ar_medium", "ar_large", "target", "drafter", "ar_control")},
+       for role in ("ar_small", "ar_medium", "ar_large", "target", "drafter", "ar_control", "judge")},
     "verifier": "dlmkit.train.recipes.verifier:train_tiny_verifier",
 }
-# The judge is the target checkpoint (presets.TINY maps both to gpt2_target).
-ALIASES = {"judge": "target"}
 
 
 def main(argv=None) -> int:
@@ -50,7 +50,7 @@ def main(argv=None) -> int:
 
         tokenizer_main([] if args.out is None else ["--out", str(args.out)])
         return 0
-    role = ALIASES.get(args.role, args.role)
+    role = args.role
     if role not in RECIPES:
         raise UserError(f"no tiny recipe for role {args.role!r}; choose from {', '.join(sorted(RECIPES))}")
     module, func = RECIPES[role].split(":")
@@ -58,7 +58,11 @@ def main(argv=None) -> int:
     if func == "train_tiny_causal_lm":
         recipe = functools.partial(recipe, role)
     out = Path(args.out or TINY_ROOT / TINY[role])
-    extra = {"gate_probes": args.gate_probes} if TINY_WORLD[role] == 2 else {}
+    # the generation-2 recipes that end with the fact gate (the MDLM drafter's has none)
+    gated = TINY_WORLD[role] == 2 and "gate_probes" in inspect.signature(recipe).parameters
+    if args.gate_probes is not None and not gated:
+        raise UserError(f"--gate-probes: the {role} recipe has no fact gate; leave the flag out")
+    extra = {"gate_probes": args.gate_probes} if gated else {}
     recipe(out=out, seed=args.seed, steps=args.steps, device=resolve_device(args.device), **extra)
     return 0
 

@@ -29,6 +29,19 @@ def infer_prompts(ctx) -> list[dict]:
     return out
 
 
+def first_rejection_rows(accepted: dict[str, list[int]], block_len: int) -> list[dict]:
+    """Where drafts fail: per DiT, how many blocks the guillotine cut at each position (the number
+    of drafted tokens it kept before the first one below the threshold), and the blocks kept whole."""
+    rows = []
+    for name, values in accepted.items():
+        for position in sorted(set(values)):
+            n = values.count(position)
+            rows.append({"drafter": f"DiT after {name}",
+                         "first_rejection": position if position < block_len else "none (block kept whole)",
+                         "blocks": n, "share": n / len(values)})
+    return rows
+
+
 def phase_infer(run, ctx) -> None:
     cfg = ctx.settings
     tokenizer, verifier = ctx.tokenizer, ctx.verifier
@@ -89,6 +102,11 @@ def phase_infer(run, ctx) -> None:
         timing.append(time_row)
     run.add_table("infer", rows)
     run.add_table("infer_timing", timing)
+    run.add_table("first_rejection", first_rejection_rows(accepted, cfg.block_len))
+    for name, values in accepted.items():
+        at_zero = values.count(0) / len(values)
+        run.note(f"infer: DiT after {name}: the first drafted token is rejected in {at_zero:.0%} of "
+                 f"{len(values)} blocks (table first_rejection: where each block's draft was cut)")
     for row in rows[1:]:
         run.note(f"infer: {row['decoder']}: {row['accepted_per_block']:.2f} drafted tokens accepted per "
                  f"{cfg.block_len}-token block ({cfg.candidates} candidates, K={cfg.euler_steps}, threshold "

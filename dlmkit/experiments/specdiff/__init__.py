@@ -18,9 +18,9 @@ from dlmkit.experiments.specdiff.settings import FAMILIES, Settings, name_list
 from dlmkit.results import markdown_table
 
 PHASES = {family: None for family in FAMILIES}  # run together by run_phases, below
-ROLES = ["mdlm", "target", "drafter"]
+ROLES = ["mdlm_drafter", "target", "drafter"]
 SUBSET = "N prompts per prompt set"
-PHASE_ROLES = {"ar": ["target"], "sd": ["target", "drafter"], "specdiff": ["target", "mdlm"],
+PHASE_ROLES = {"ar": ["target"], "sd": ["target", "drafter"], "specdiff": ["target", "mdlm_drafter"],
                "hf": ["target", "drafter"]}
 
 
@@ -70,8 +70,11 @@ def run_phases(run, context, phases) -> None:
         print(f"\n### {name} (all prompt sets)\n\n"
               f"{markdown_table([r for r in result[name] if r['prompt_set'] == 'all'])}\n", flush=True)
     run.add_table("headline", result["headline"], section="timings")
+    costs = context.call_costs(cfg.gammas, cfg.sd_gammas)
+    run.add_table("per_call_ms", costs, section="timings")
     run.summary["notes"] = []
-    for note in tables.notes(result, cfg.preset, run.summary["provenance"]["device_name"], context.parameters()):
+    for note in tables.notes(result, cfg.preset, run.summary["provenance"]["device_name"], context.parameters(),
+                             costs):
         run.note(note)  # printed in the run's closing summary
     if result["headline"]:
         tables.plot(run.dir / "speedup_vs_gamma.png", result, cfg,

@@ -1,19 +1,20 @@
-"""SpecDiff's prompts: held-out tiny-world documents and chat turns (tiny), the first tokens of
-OpenWebText documents and CNN/DailyMail articles (paper), each after <|endoftext|>."""
+"""SpecDiff's prompts: held-out tiny-world documents and chat turns (tiny: generation 2, the world
+SpecDiff's tiny models read), the first tokens of OpenWebText documents and CNN/DailyMail articles
+(paper), each after <|endoftext|>."""
 
 from __future__ import annotations
 
-from dlmkit.data.tinyworld import TinyWorld
+from dlmkit.data.tinyworld2 import TinyWorld2
 from dlmkit.errors import UserError
 from dlmkit.experiments.specdiff.settings import PROMPT_SETS
 from dlmkit.tokenizer import render_chat
 
 
 def tiny_world_prompts(tokenizer, sets, n: int, prompt_tokens: int) -> list[dict]:
-    """Held-out (test-split) tiny-world text: the first tokens of documents, and chat prompts
-    (one user turn and the generation prompt). Each starts with <|endoftext|>, the document
-    start every tiny model was trained with."""
-    world, bos = TinyWorld(0), tokenizer.eos_token_id
+    """Held-out (test-split) tiny-world text: the first tokens of documents drawn with their own
+    seeds, and chat prompts about the held-out towns (one user turn and the generation prompt).
+    Each starts with <|endoftext|>, the document start every tiny model was trained with."""
+    world, bos = TinyWorld2(0), tokenizer.eos_token_id
     prompts = []
     if "documents" in sets:
         for i, text in enumerate(world.documents(n, "test")):

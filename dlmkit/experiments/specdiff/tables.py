@@ -170,7 +170,8 @@ def verdict(row: dict, key: str, than: str) -> str:
     return f"not distinguishable from {than} (the repeats straddle 1x)"
 
 
-def notes(result: dict, preset: str, device_name: str, parameters: dict | None = None) -> list[str]:
+def notes(result: dict, preset: str, device_name: str, parameters: dict | None = None,
+          costs: list[dict] | None = None) -> list[str]:
     """Plain sentences on what held and what did not, against the paper's numbers; every verdict is
     derived from the numbers it sits beside."""
     out = []
@@ -207,9 +208,22 @@ def notes(result: dict, preset: str, device_name: str, parameters: dict | None =
     if parameters:
         out.append("parameters: " + ", ".join(f"{role} {n / 1e6:.2f} M" for role, n in parameters.items())
                    + " (the paper: gpt2-xl 1558 M verified against mdlm-owt 169 M or gpt2 124 M)")
+    if costs:
+        out.append(_per_call_note(costs, device_name))
     for row in result["headline"]:
         out.extend(_cost_note(result, row, parameters or {}, preset))
     return out
+
+
+def _per_call_note(costs: list[dict], device_name: str) -> str:
+    """The cost asymmetry the speedups rest on: the target's cached step against each drafter's call."""
+    step = {r["model"]: r["median_ms"] for r in costs if r["call"] == "cached step" or r["model"] == "MDLM drafter"}
+    text = (f"per call on {device_name} (median ms, table per_call_ms): "
+            + ", ".join(f"{r['model']} {r['call']} {r['median_ms']:.2f}" for r in costs))
+    ratios = [f"{step['target'] / step[m]:.1f}x the {m}'s" for m in ("AR drafter", "MDLM drafter") if m in step]
+    if "target" in step and ratios:
+        text += "; the target's cached step costs " + " and ".join(ratios)
+    return text
 
 
 def _cost_note(result: dict, row: dict, parameters: dict, preset: str) -> list[str]:
@@ -230,8 +244,8 @@ def _cost_note(result: dict, row: dict, parameters: dict, preset: str) -> list[s
     if kept is not None:
         text += (f"; its CPU-time speedup over AR ({_x(pick[best]['speedup_vs_ar_cpu'])}) keeps {kept:.0%} of the "
                  f"{_x(row['target_calls_saved'])} target calls it saves")
-    if "MDLM" in parameters and "target" in parameters:
-        ratio = parameters["MDLM"] / parameters["target"]
+    if "MDLM drafter" in parameters and "target" in parameters:
+        ratio = parameters["MDLM drafter"] / parameters["target"]
         text += (f". The MDLM has {ratio:.2f}x the target's parameters and, being bidirectional, recomputes its "
                  "whole canvas at every call while the target's step reads a KV cache")
     return [text]

@@ -1,13 +1,23 @@
-"""Train the tiny autoregressive checkpoints: Qwen2 gap-fillers and probe, GPT-2 target/judge/drafter.
+"""Train the tiny autoregressive checkpoints: Qwen2 gap-fillers and probe, GPT-2 target/drafter/judge.
 
-All of them are language models of the same packed tiny-world stream (chat transcripts,
-documents and math chain-of-thought, each ended by `<|endoftext|>`, cut into blocks as
-OpenWebText is), with the next-token cross-entropy. Sizes differ per role so that the
-small/medium/large and drafter/target relations of the paper hold.
+All of them are language models of a packed tiny-world stream (chat transcripts and documents,
+each ended by `<|endoftext|>`, cut into blocks as OpenWebText is), with the next-token
+cross-entropy. Sizes differ per role so that the small/medium/large and drafter/target
+relations of the paper hold.
 
-    python -m dlmkit.train.tiny target       # also drafter: generation 1 of the tiny world
-    python -m dlmkit.train.tiny ar_small     # also ar_medium, ar_large, ar_control: generation 2, each
-                                             # role its own corpus (dlmkit/train/recipes/world2.py)
+    python -m dlmkit.train.tiny judge        # generation 1 of the tiny world (the self-spec MDLM's judge)
+    python -m dlmkit.train.tiny ar_small     # also ar_medium, ar_large, ar_control, target, drafter:
+                                             # generation 2, each role its own corpus
+                                             # (dlmkit/train/recipes/world2.py)
+
+SpecDiff's target and AR drafter are sized for cost, not only quality. gpt2-xl (48 layers) costs
+several calls of gpt2 (12 layers) or mdlm-owt (12 blocks) per call at batch 1; on a CPU a tiny
+model's call is dominated by per-layer overhead, so the tiny target is deep and narrow (12
+layers of width 48, 0.4 M parameters) and both drafters are two layers of width 64 (the AR
+drafter here, the MDLM drafter in mdlm.py over a 64-token window): the target's cached step
+costs several drafter calls, and the two drafters cost about the same per call.
+`specdiff_bench.py` records each model's cost per call in its run (table per_call_ms) and
+`python benchmarks/bench_specdiff.py` times them alone.
 """
 
 from __future__ import annotations
@@ -38,13 +48,17 @@ SIZES = {
                                 num_attention_heads=4, num_key_value_heads=2)),
     "ar_large": ("qwen2", dict(hidden_size=160, intermediate_size=432, num_hidden_layers=6,
                                num_attention_heads=4, num_key_value_heads=2)),
-    "target": ("gpt2", dict(n_embd=128, n_layer=4, n_head=4)),
-    # generation 2 only: the control gap-filler, ar_small's size, trained on every town's facts
+    # the control gap-filler, ar_small's size, trained on every town's facts
     "ar_control": ("qwen2", dict(hidden_size=96, intermediate_size=256, num_hidden_layers=3,
                                  num_attention_heads=4, num_key_value_heads=2)),
-    "drafter": ("gpt2", dict(n_embd=64, n_layer=2, n_head=2)),
+    # SpecDiff (see the module docstring); 256 positions hold a prompt, 64 new tokens and a draft
+    "target": ("gpt2", dict(n_embd=48, n_layer=12, n_head=4, n_positions=256)),
+    "drafter": ("gpt2", dict(n_embd=64, n_layer=2, n_head=2, n_positions=256)),
+    # generation 1: the judge of the self-spec MDLM's samples
+    "judge": ("gpt2", dict(n_embd=128, n_layer=4, n_head=4)),
 }
-STEPS = {"ar_small": 1000, "ar_medium": 1000, "ar_large": 600, "target": 1000, "drafter": 600, "ar_control": 2000}
+STEPS = {"ar_small": 1000, "ar_medium": 1000, "ar_large": 600, "target": 1000, "drafter": 1000, "ar_control": 2000,
+         "judge": 1000}
 DEFAULTS = dict(lr=3e-3, warmup_steps=100, min_lr_ratio=0.05, weight_decay=0.01, grad_clip=1.0,
                 log_every=25, eval_every=400, checkpoint_every=100)
 BATCH_SIZE = 16
@@ -60,7 +74,7 @@ def build_model(role: str, tokenizer):
         config = Qwen2Config(vocab_size=len(tokenizer), max_position_embeddings=1024, rope_theta=10000.0,
                              tie_word_embeddings=True, bos_token_id=eos, eos_token_id=eos, **size)
         return Qwen2ForCausalLM(config)
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=1024, bos_token_id=eos, eos_token_id=eos, **size)
+    config = GPT2Config(vocab_size=len(tokenizer), bos_token_id=eos, eos_token_id=eos, **{"n_positions": 1024, **size})
     return GPT2LMHeadModel(config)
 
 

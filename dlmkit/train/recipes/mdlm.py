@@ -9,6 +9,22 @@ conditioning, as mdlm-owt. MDLM's EMA of the weights is left out: it matters ove
 hundreds of thousands of steps, not two thousand.
 
     python -m dlmkit.train.tiny mdlm           # rebuilds dlmkit/assets/tiny/mdlm
+    python -m dlmkit.train.tiny mdlm_drafter   # SpecDiff's drafter: dlmkit/assets/tiny/specdiff_mdlm
+
+SpecDiff's drafter is the same architecture, two blocks of width 64 over a 64-token canvas
+(the AR drafter's depth and width: causal_lm.py's docstring), trained on generation 2 of the
+tiny world (the SpecDiff target's corpus, `world2.py`) wrapped into 64-token blocks: it drafts
+over a short window, the last 64 - gamma tokens and gamma masks.
+
+One deliberate difference from MDLM's training: odd steps train the states a left-to-right
+drafter is in (`tail_masked`): a clean prefix of a block, cut at a random length, followed by
+1..MAX_TAIL masked positions, scored by the same SUBS loss at t = 1 (weight 1/t = 1); even steps
+are MDLM's loss as above. MDLM's random masks almost never leave a contiguous masked tail with
+no right context, which is all SpecDiff ever asks of its drafter; trained on MDLM's loss alone
+the tiny drafter emitted 3.4-3.7 tokens per target call at gamma 8 against the AR drafter's 6.2
+(`specdiff_bench.py --subset 3`, both drafters two layers of width 64). The drafter is still an
+MDLM (SUBS, the mask token, the same sampler) and verification stays lossless whatever it
+drafts (`dlmkit/decoding/drafters.py`).
 """
 
 from __future__ import annotations
@@ -32,7 +48,13 @@ SIZE = dict(model_length=TINY_BLOCK_LEN, hidden_dim=128, cond_dim=64, n_blocks=4
             dropout=0.0, time_conditioning=False)
 DEFAULTS = dict(steps=2000, lr=3e-3, warmup_steps=100, min_lr_ratio=0.05, weight_decay=0.01, grad_clip=1.0,
                 log_every=25, eval_every=500, checkpoint_every=100)
+DRAFTER_SIZE = dict(model_length=64, hidden_dim=64, cond_dim=32, n_blocks=2, n_heads=4, dropout=0.0,
+                    time_conditioning=False)
+DRAFTER_DEFAULTS = {**DEFAULTS, "steps": 8000}
+MAX_TAIL = 16  # the largest gamma of SpecDiff's tiny grid
 BATCH_SIZE = 32
+WRAP = ("docs joined with <|endoftext|>, chunks of the block length - 2 + BOS/EOS (BOS = EOS = <|endoftext|>), "
+        "groups of 1000 docs (MDLM's OWT)")
 HELDOUT_SEED = 1234
 
 
@@ -61,16 +83,90 @@ def heldout_nelbo(model: MDLM, blocks: torch.Tensor, *, seed: int = HELDOUT_SEED
     return total / count
 
 
-def train_tiny_mdlm(out: Path, seed: int = 0, steps: int | None = None, device: str = "cpu") -> dict:
-    started = time.time()
-    torch.manual_seed(seed)
+def tail_masked(x0: torch.Tensor, max_tail: int, mask_id: int, generator: torch.Generator
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A left-to-right drafter's states: (x0 cut to a random length, the same with a masked tail).
+    One length c in [max_tail + 1, L] per batch (a canvas shorter than the window, as at the start
+    of a generation, included), then per row a tail of 1..max_tail masked positions."""
+    length = x0.shape[1]
+    if length <= max_tail:
+        raise UserError(f"blocks of {length} tokens leave no prefix before a {max_tail}-token tail; "
+                        "lengthen the blocks")
+    c = int(torch.randint(max_tail + 1, length + 1, (), generator=generator, device=x0.device))
+    x0 = x0[:, :c]
+    tail = torch.randint(1, max_tail + 1, (x0.shape[0], 1), generator=generator, device=x0.device)
+    masked = torch.arange(c, device=x0.device)[None, :] >= c - tail
+    return x0, torch.where(masked, mask_id, x0)
+
+
+@torch.no_grad()
+def heldout_tail_ce(model: MDLM, blocks: torch.Tensor, *, seed: int = HELDOUT_SEED, batch_size: int = 64) -> float:
+    """Cross-entropy (nats per masked token) of the drafting states on held-out blocks, fixed noise."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    gen = _generator(seed, device)
+    total, count = 0.0, 0
+    for start in range(0, len(blocks), batch_size):
+        x0, xt = tail_masked(blocks[start:start + batch_size].to(device), MAX_TAIL, model.mask_id, gen)
+        out = mdlm_loss(model, x0, t=torch.ones(len(x0), device=device), xt=xt)
+        total += float(out.nlls.sum(dtype=torch.float64))
+        count += int((xt == model.mask_id).sum())
+    model.train(was_training)
+    return total / count
+
+
+def _tokenizer():
     tokenizer = load_tiny_tokenizer()
     if tokenizer.mask_token_id != len(tokenizer) - 1:
         raise UserError(f"the tiny tokenizer's mask id {tokenizer.mask_token_id} is not its last id "
                         f"({len(tokenizer) - 1}); rebuild it with `python -m dlmkit.train.tiny tokenizer`")
+    return tokenizer
+
+
+def train_tiny_mdlm(out: Path, seed: int = 0, steps: int | None = None, device: str = "cpu") -> dict:
+    """The self-spec MDLM: generation 1's stream in 128-token blocks."""
+    started = time.time()
+    torch.manual_seed(seed)
+    tokenizer = _tokenizer()
     blocks = tiny_blocks("train", tokenizer=tokenizer, seed=seed)
     heldout = tiny_blocks("validation", tokenizer=tokenizer, seed=seed)
-    config = MDLMConfig(vocab_size=len(tokenizer), **SIZE)
+    data = {"stream": TINY_STREAMS["train"], "train_blocks": len(blocks), "heldout_blocks": len(heldout),
+            "block": TINY_BLOCK_LEN, "wrap": WRAP}
+    return _train("mdlm", SIZE, DEFAULTS, blocks, heldout, data, out, seed, steps, device, started)
+
+
+def train_tiny_mdlm_drafter(out: Path, seed: int = 0, steps: int | None = None, device: str = "cpu") -> dict:
+    """SpecDiff's drafter: generation 2's SpecDiff corpus in DRAFTER_SIZE's 64-token blocks; held out:
+    documents drawn with their own seeds and chat about the held-out towns."""
+    from dlmkit.data.owt import bos_eos, tokenize_documents, wrap_token_lists
+    from dlmkit.data.tinyworld2 import TinyWorld2
+    from dlmkit.train.recipes import world2
+
+    started = time.time()
+    torch.manual_seed(seed)
+    tokenizer = _tokenizer()
+    world = TinyWorld2(seed)
+    bos, eos = bos_eos(tokenizer)
+    length = DRAFTER_SIZE["model_length"]
+
+    def wrap(texts):
+        return wrap_token_lists(tokenize_documents(tokenizer, texts), length, bos, eos)
+
+    blocks = wrap(world2.causal_texts(world, "mdlm_drafter"))
+    heldout = wrap(world.documents(200, "test") + world2.heldout_texts(world, 200))
+    data = {"world": 2, "corpus": "the SpecDiff target's (world2.causal_texts)", "train_blocks": len(blocks),
+            "heldout_blocks": len(heldout), "block": length, "wrap": WRAP,
+            "objective": f"MDLM's NELBO on even steps; odd steps a clean prefix + 1..{MAX_TAIL} masked tail "
+                         "positions (tail_masked), SUBS loss at t = 1"}
+    return _train("mdlm_drafter", DRAFTER_SIZE, DRAFTER_DEFAULTS, blocks, heldout, data, out, seed, steps, device,
+                  started, tail=True)
+
+
+def _train(role: str, size: dict, defaults: dict, blocks, heldout, data: dict, out: Path, seed: int,
+           steps: int | None, device: str, started: float, tail: bool = False) -> dict:
+    tokenizer = _tokenizer()
+    config = MDLMConfig(vocab_size=len(tokenizer), **size)
     model = MDLM(config).to(device)
     sampler = batch_sampler(len(blocks), BATCH_SIZE, seed)
 
@@ -80,31 +176,38 @@ def train_tiny_mdlm(out: Path, seed: int = 0, steps: int | None = None, device: 
     def loss_fn(m, batch):
         x0, step = batch
         # Noise is a pure function of (seed, step), so a resumed run sees the same t and masks.
-        out = mdlm_loss(m, x0, generator=_generator(indexed_seed(seed, step), x0.device))
+        gen = _generator(indexed_seed(seed, step), x0.device)
+        if tail and step % 2:
+            x0, xt = tail_masked(x0, MAX_TAIL, config.mask_id, gen)
+            out = mdlm_loss(m, x0, t=torch.ones(len(x0), device=x0.device), xt=xt)
+            # the mean over the masked tail, not over every position of the cut block
+            loss = out.nlls.sum() / (xt == config.mask_id).sum()
+        else:
+            out = mdlm_loss(m, x0, generator=gen)
+            loss = out.loss
         masked = out.xt == config.mask_id
-        return out.loss, {"masked_fraction": masked.float().mean().detach()}
+        return loss, {"masked_fraction": masked.float().mean().detach()}
 
     def eval_fn(m):
-        return {"heldout_nelbo": heldout_nelbo(m, heldout)}
+        return {"heldout_nelbo": heldout_nelbo(m, heldout), **({"heldout_tail_ce": heldout_tail_ce(m, heldout)}
+                                                               if tail else {})}
 
-    cfg = TrainConfig(**{**DEFAULTS, **({"steps": steps} if steps else {}), "seed": seed})
+    cfg = TrainConfig(**{**defaults, **({"steps": steps} if steps else {}), "seed": seed})
     work = work_dir(out)
-    history = train(model, loss_fn, make_batch, cfg, work, eval_fn=eval_fn, device=device, desc="tiny mdlm")
+    history = train(model, loss_fn, make_batch, cfg, work, eval_fn=eval_fn, device=device, desc=f"tiny {role}")
 
     model.eval()
     nelbo = heldout_nelbo(model, heldout)
     save_mdlm(model, out)
     card = {
-        "recipe": "python -m dlmkit.train.tiny mdlm", "role": "mdlm", "seed": seed, "arch": "mdlm",
-        "size": {"vocab_size": config.vocab_size, **SIZE}, "mask_id": config.mask_id,
+        "recipe": f"python -m dlmkit.train.tiny {role}", "role": role, "seed": seed, "arch": "mdlm",
+        "size": {"vocab_size": config.vocab_size, **size}, "mask_id": config.mask_id,
         "parameters": sum(p.numel() for p in model.parameters()),
-        "data": {"stream": TINY_STREAMS["train"], "train_blocks": len(blocks), "heldout_blocks": len(heldout),
-                 "block": TINY_BLOCK_LEN, "wrap": "docs joined with <|endoftext|>, 126-token chunks + BOS/EOS "
-                                                  "(BOS = EOS = <|endoftext|>), groups of 1000 docs (MDLM's OWT)"},
-        "batch_size": BATCH_SIZE, "train": {**DEFAULTS, "steps": cfg.steps},
-        "tokens_seen": cfg.steps * BATCH_SIZE * TINY_BLOCK_LEN,
+        "data": data, "batch_size": BATCH_SIZE, "train": {**defaults, "steps": cfg.steps},
+        "tokens_seen": cfg.steps * BATCH_SIZE * size["model_length"],
         "final_train_loss": history[-1]["loss"],
         "heldout_nelbo": nelbo, "heldout_ppl_bound": math.exp(nelbo),
+        **({"heldout_tail_ce": heldout_tail_ce(model, heldout)} if tail else {}),
         "wall_time_s": round(time.time() - started, 1), "device": device,
     }
     return ship(out, card)
