@@ -314,3 +314,19 @@ def test_loss_rejects_mask_in_data():
     model = MDLM(MDLMConfig(**TINY))
     with pytest.raises(UserError, match="mask id"):
         mdlm_loss(model, torch.tensor([[1, 2, model.mask_id]]))
+
+
+def test_tail_masked_gives_a_clean_prefix_and_a_masked_tail_of_each_rows_length():
+    from dlmkit.train.recipes.mdlm import tail_masked
+
+    x0 = torch.arange(4 * 12).reshape(4, 12)
+    for seed in range(5):
+        cut, xt = tail_masked(x0, 3, mask_id=99, generator=torch.Generator().manual_seed(seed))
+        length = cut.shape[1]
+        assert 4 <= length <= 12 and torch.equal(cut, x0[:, :length])
+        for row, clean in zip(xt, cut):
+            masked = (row == 99).nonzero().flatten().tolist()
+            assert 1 <= len(masked) <= 3 and masked == list(range(length - len(masked), length))
+            assert torch.equal(row[:length - len(masked)], clean[:length - len(masked)])
+    with pytest.raises(UserError, match="no prefix"):
+        tail_masked(x0[:, :3], 3, mask_id=99, generator=torch.Generator())

@@ -198,3 +198,20 @@ def test_cost_benchmark_runs_on_cpu_and_its_cost_model_is_leviathans(tmp_path):
     expected = costs["target_step_ms"] / ((costs["mdlm_call_ms"] + costs["target_verify_ms"]["2"])
                                           / bench.expected_tokens(0.8, 2))
     assert abs(row["specdiff_speedup_vs_ar"] - expected) < 1e-9
+
+
+def test_drafts_benchmark_counts_what_a_greedy_round_keeps(tiny_bench):
+    spec = importlib.util.spec_from_file_location("specdiff_drafts", REPO / "benchmarks" / "specdiff_drafts.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    prompts = load_prompts("tiny", tiny_bench.tokenizer, ["documents"], 1, 12)
+    # the target drafting for itself keeps every drafted token; the shipped drafters keep fewer
+    out = module.drafts(tiny_bench.target_model, tiny_bench.target_model, tiny_bench.mdlm, prompts, gamma=4,
+                        max_new=16)
+    summary = out["summary"]
+    assert summary["AR drafter"]["mean_kept"] == 4 and summary["AR drafter"]["first_token_wrong"] == 0
+    assert summary["MDLM drafter, T=1"]["drafts"] == len(out["examples"]) == 4  # cuts 13, 17, 21, 25
+    assert sum(summary["MDLM drafter, T=4"]["kept_histogram"].values()) == 4
+    ce = module.next_token_ce(tiny_bench.target_model, tiny_bench.target_model, tiny_bench.mdlm,
+                              tiny_bench.tokenizer, n_blocks=8)
+    assert ce["AR drafter (teacher forced)"] == ce["target (teacher forced)"] and len(ce["target (teacher forced)"]) == 8
