@@ -8,8 +8,9 @@ the target's continuation, on SpecDiff's own held-out prompts and shipped tiny m
                   same question for all three: the next token after the same prefix.
   drafts          every 4 tokens along the target's greedy continuation of each prompt: each
                   drafter's greedy draft of --gamma tokens from the true prefix (the MDLM at
-                  T = 1 and at T = gamma), and how many of them equal the target's tokens
-                  before the first mismatch (what a greedy round would accept)
+                  T = 1 and at T = gamma), how many of them equal the target's tokens
+                  before the first mismatch (what a greedy round would accept), and how often
+                  the last drafted token is <|endoftext|> (beside how often the target's is)
 
     OMP_NUM_THREADS=1 python benchmarks/specdiff_drafts.py [--prompts 6] [--gamma 16] [--json OUT]
 """
@@ -50,7 +51,7 @@ def next_token_ce(target, drafter, mdlm, tokenizer, n_blocks: int = 256, window:
     return out
 
 
-def drafts(target, drafter, mdlm, prompts, gamma: int, max_new: int = 64, stride: int = 4) -> dict:
+def drafts(target, drafter, mdlm, prompts, gamma: int, max_new: int = 64, stride: int = 4, eos_id: int = 0) -> dict:
     import torch
 
     from dlmkit.decoding.drafters import ARDrafter, MDLMDrafter
@@ -59,6 +60,7 @@ def drafts(target, drafter, mdlm, prompts, gamma: int, max_new: int = 64, stride
     makers = {"AR drafter": lambda: ARDrafter(drafter), "MDLM drafter, T=1": lambda: MDLMDrafter(mdlm, 1),
               f"MDLM drafter, T={gamma}": lambda: MDLMDrafter(mdlm, gamma)}
     kept = {name: Counter() for name in makers}
+    last_eos = Counter()  # drafts whose last token is <|endoftext|> (the target's text: "target")
     examples = []
     for prompt in prompts:
         continuation = ar_generate(CachedLM(target), prompt["ids"], max_new, 0.0, torch.Generator().manual_seed(0))
@@ -66,17 +68,20 @@ def drafts(target, drafter, mdlm, prompts, gamma: int, max_new: int = 64, stride
         for cut in range(len(prompt["ids"]), len(sequence) - gamma + 1, stride):
             truth = sequence[cut:cut + gamma]
             row = {"prompt": f"{prompt['set']}/{prompt['index']}", "cut": cut, "target": truth}
+            last_eos["target"] += truth[-1] == eos_id
             for name, make in makers.items():
                 tokens = make().draft(sequence[:cut], gamma, 0.0, torch.Generator().manual_seed(0)).tokens
                 k = next((i for i, (a, b) in enumerate(zip(tokens, truth)) if a != b), gamma)
                 kept[name][k] += 1
+                last_eos[name] += tokens[-1] == eos_id
                 row[name] = tokens
             examples.append(row)
     summary = {}
     for name, counts in kept.items():
         n = sum(counts.values())
         summary[name] = {"drafts": n, "mean_kept": sum(k * v for k, v in counts.items()) / n,
-                         "first_token_wrong": counts[0] / n, "kept_histogram": dict(sorted(counts.items()))}
+                         "first_token_wrong": counts[0] / n, "last_token_eos": last_eos[name] / n,
+                         "target_last_token_eos": last_eos["target"] / n, "kept_histogram": dict(sorted(counts.items()))}
     return {"summary": summary, "examples": examples}
 
 
@@ -107,7 +112,7 @@ def main(argv=None) -> int:
     print(markdown_table([{"model": name, **{f"pos {k + 1}": v for k, v in enumerate(values)}}
                           for name, values in ce.items()], ".2f"))
     prompts = load_prompts("tiny", tokenizer, ["documents", "chat"], args.prompts, 12)
-    result = drafts(target, drafter, mdlm, prompts, args.gamma)
+    result = drafts(target, drafter, mdlm, prompts, args.gamma, eos_id=tokenizer.eos_token_id)
     print(f"\n### greedy drafts of {args.gamma} tokens against the target's continuation\n")
     print(markdown_table([{"drafter": name, **{k: v for k, v in row.items() if k != "kept_histogram"}}
                           for name, row in result["summary"].items()], ".3f"))

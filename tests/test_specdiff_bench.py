@@ -210,6 +210,7 @@ def test_drafts_benchmark_counts_what_a_greedy_round_keeps(tiny_bench):
                         max_new=16)
     summary = out["summary"]
     assert summary["AR drafter"]["mean_kept"] == 4 and summary["AR drafter"]["first_token_wrong"] == 0
+    assert summary["AR drafter"]["last_token_eos"] == summary["AR drafter"]["target_last_token_eos"]
     assert summary["MDLM drafter, T=1"]["drafts"] == len(out["examples"]) == 4  # cuts 13, 17, 21, 25
     assert sum(summary["MDLM drafter, T=4"]["kept_histogram"].values()) == 4
     ce = module.next_token_ce(tiny_bench.target_model, tiny_bench.target_model, tiny_bench.mdlm,
