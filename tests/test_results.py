@@ -286,7 +286,7 @@ def test_weight_hashes_are_sha256_and_computed_once_per_file_version(tmp_path, m
     assert calls == []  # cached by (path, size, mtime)
     (model / "model.safetensors").write_bytes(b"weights-22")
     assert results.model_provenance(str(model))["sha256"]["model.safetensors"] == real(b"weights-22").hexdigest()
-    assert results.model_provenance("dlmkit/assets/tiny/gpt2_target")["source"] == "dlmkit/assets/tiny/gpt2_target"
+    assert results.model_provenance("dlmkit/assets/tiny/gpt2_judge")["source"] == "dlmkit/assets/tiny/gpt2_judge"
 
 
 def test_a_recorded_run_reruns_from_its_provenance_alone(tmp_path, load_script):
@@ -298,8 +298,8 @@ def test_a_recorded_run_reruns_from_its_provenance_alone(tmp_path, load_script):
     first = json.loads((tmp_path / "a" / "summary.json").read_text())
     prov = first["provenance"]
     assert prov["argv"] == ["specdiff_bench.py", *argv]
-    assert prov["models"]["target"] == "dlmkit/assets/tiny/gpt2_target"  # relative to the repository
-    assert set(prov["weights_sha256"]["mdlm"]) == {"model.safetensors"}
+    assert prov["models"]["target"] == "dlmkit/assets/tiny/specdiff_target"  # relative to the repository
+    assert set(prov["weights_sha256"]["mdlm_drafter"]) == {"model.safetensors"}
     sha = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     assert prov["git_sha"] == sha
 
