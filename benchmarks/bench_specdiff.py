@@ -13,8 +13,8 @@ Configs (transformers GPT2Config / our MDLMConfig; weights random, so only times
   paper  target gpt2-xl (48 x 1600, 25 heads, 1.56 B), drafter gpt2 (12 x 768, 124 M),
          MDLM mdlm-owt (12 blocks, 768 hidden, 12 heads, vocab 50258, length 1024, 169 M);
          bf16 on CUDA (--dtype)
-  tiny   the shipped tiny geometries of SpecDiff's roles (target 12 x 64, AR drafter 1 x 64, MDLM
-         drafter 1 block x 64 over a 64-token canvas, vocab 1207): runs on a CPU in seconds
+  tiny   the shipped tiny geometries of SpecDiff's roles (target 12 x 48, AR drafter 2 x 64, MDLM
+         drafter 2 blocks x 64 over a 64-token canvas, vocab 1207): runs on a CPU in seconds
 
 Implied speedup. With per-draft acceptance a (i.i.d., Leviathan et al. 2023) a round of g drafts
 emits E(a, g) = (1 - a^(g+1)) / (1 - a) tokens in expectation, so per emitted token

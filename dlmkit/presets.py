@@ -61,7 +61,7 @@ PAPER = {
 # drafter, mdlm_drafter) are trained on generation 2 of the tiny world (`TINY_WORLD`); the self-spec
 # MDLM, its judge and the CLSD verifier on generation 1 (dlmkit/data/tinyworld.py, tinyworld2.py).
 # SpecDiff's models are sized for the paper's cost asymmetry (gpt2-xl 48 layers vs mdlm-owt and gpt2
-# 12): a deep target, one-layer drafters of about equal cost per call (dlmkit/train/recipes/causal_lm.py).
+# 12): a deep target, two-layer drafters of about equal cost per call (dlmkit/train/recipes/causal_lm.py).
 TINY = {
     "dlm": "dream",
     "ar_small": "ar_small",

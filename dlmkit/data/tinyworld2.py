@@ -287,7 +287,7 @@ class Gazetteer:
             return self.train_towns
         if role == "ar_medium":
             return tuple(sorted(self.train_towns + self.medium_known))
-        if role in ("dlm", "ar_large", "ar_control", "target", "drafter", "mdlm_drafter"):
+        if role in ROLES:  # every other role reads every town
             return self.towns
         raise UserError(f"no generation-2 corpus for role {role!r}; choose from {', '.join(ROLES)}")
 
