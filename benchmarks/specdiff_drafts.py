@@ -3,12 +3,13 @@ the target's continuation, on SpecDiff's own held-out prompts and shipped tiny m
 
   next-token CE   on held-out documents cut into 48-token windows: the cross-entropy (nats) of
                   the MDLM drafter at each of the last 8 positions, all masked at once (the
-                  state of a T = 1 draft of 8), and of the AR drafter and the target at the
+                  state of a T = 1 draft of 8, with and without one slack mask after them),
+                  and of the AR drafter and the target at the
                   same positions given the true prefix (teacher forcing). Position 1 is the
                   same question for all three: the next token after the same prefix.
   drafts          every 4 tokens along the target's greedy continuation of each prompt: each
                   drafter's greedy draft of --gamma tokens from the true prefix (the MDLM at
-                  T = 1 and at T = gamma), how many of them equal the target's tokens
+                  T = 1 without and with the slack mask, and at T = gamma), how many of them equal the target's tokens
                   before the first mismatch (what a greedy round would accept), and how often
                   the last drafted token is <|endoftext|> (beside how often the target's is)
 
@@ -39,12 +40,14 @@ def next_token_ce(target, drafter, mdlm, tokenizer, n_blocks: int = 256, window:
     blocks = wrap_token_lists(tokenize_documents(tokenizer, TinyWorld2(0).documents(200, "test")), 64, bos, eos)
     x = blocks[:n_blocks, :window]
     truth = x[:, -tail:]
-    masked = x.clone()
-    masked[:, -tail:] = mdlm.mask_id
+    out = {}
     with torch.no_grad():
-        md = F.cross_entropy(mask_out(mdlm(masked, None).float(), mdlm.mask_id)[:, -tail:].transpose(1, 2), truth,
-                             reduction="none").mean(0)
-        out = {"mdlm_drafter (tail masked at once)": md.tolist()}
+        for slack in (0, 1):  # masks held after the tail (the drafter's slack), not scored
+            masked = blocks[:n_blocks, :window + slack].clone()
+            masked[:, window - tail:] = mdlm.mask_id
+            logits = mask_out(mdlm(masked, None).float(), mdlm.mask_id)[:, window - tail:window]
+            md = F.cross_entropy(logits.transpose(1, 2), truth, reduction="none").mean(0)
+            out[f"mdlm_drafter (tail masked at once, slack {slack})"] = md.tolist()
         for name, model in (("AR drafter (teacher forced)", drafter), ("target (teacher forced)", target)):
             logits = model(input_ids=x).logits[:, -tail - 1:-1].float()
             out[name] = F.cross_entropy(logits.transpose(1, 2), truth, reduction="none").mean(0).tolist()
@@ -57,7 +60,9 @@ def drafts(target, drafter, mdlm, prompts, gamma: int, max_new: int = 64, stride
     from dlmkit.decoding.drafters import ARDrafter, MDLMDrafter
     from dlmkit.decoding.spec_loop import CachedLM, ar_generate
 
-    makers = {"AR drafter": lambda: ARDrafter(drafter), "MDLM drafter, T=1": lambda: MDLMDrafter(mdlm, 1),
+    makers = {"AR drafter": lambda: ARDrafter(drafter),
+              "MDLM drafter, T=1, no slack": lambda: MDLMDrafter(mdlm, 1, slack=0),
+              "MDLM drafter, T=1": lambda: MDLMDrafter(mdlm, 1),
               f"MDLM drafter, T={gamma}": lambda: MDLMDrafter(mdlm, gamma)}
     kept = {name: Counter() for name in makers}
     last_eos = Counter()  # drafts whose last token is <|endoftext|> (the target's text: "target")

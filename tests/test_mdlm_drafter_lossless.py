@@ -22,20 +22,24 @@ COPY = 0.9
 
 
 class CopyingMDLM(torch.nn.Module):
-    """An MDLM stand-in over `vocab` real ids + the mask (id vocab). Only the last `window`
-    canvas positions (the drafts) are modelled: a masked one copies the nearest unmasked
-    position of the window with probability COPY, else draws from `base`."""
+    """An MDLM stand-in over `vocab` real ids + the mask (id vocab). Only the `window` canvas
+    positions before the last `slack` (the drafts) are modelled: a masked one copies the
+    nearest unmasked position of the window with probability COPY, else draws from `base`.
+    The last `slack` positions must be masks at every call (the drafter's held slack)."""
 
-    def __init__(self, vocab: int, window: int, base: torch.Tensor, model_length: int = 16):
+    def __init__(self, vocab: int, window: int, base: torch.Tensor, model_length: int = 16, slack: int = 1):
         super().__init__()
         self.anchor = torch.nn.Parameter(torch.zeros(()))  # the drafter reads the device from a parameter
         self.vocab, self.window, self.base = vocab, window, base.double() / base.sum()
+        self.slack = slack
         self.mask_id = vocab
         self.config = SimpleNamespace(model_length=model_length, time_conditioning=False)
 
     def forward(self, ids, sigma=None):
         batch, length = ids.shape
-        start = length - self.window
+        assert bool((ids[:, length - self.slack:] == self.mask_id).all()), "the slack masks were revealed"
+        ids = ids[:, :length - self.slack]
+        start = ids.shape[1] - self.window
         logits = self.base.log().expand(batch, length, self.vocab).clone()
         known = ids[:, start:] != self.mask_id  # (batch, window)
         if bool(known.any()):
@@ -47,7 +51,7 @@ class CopyingMDLM(torch.nn.Module):
             copied = ids[:, start:].gather(1, source).clamp(max=self.vocab - 1)
             mix = (1 - COPY) * self.base + COPY * torch.nn.functional.one_hot(copied, self.vocab)
             has = known.any(1)[:, None, None]
-            logits[:, start:] = torch.where(has, mix.log(), logits[:, start:])
+            logits[:, start:start + self.window] = torch.where(has, mix.log(), logits[:, start:start + self.window])
         mask_logit = torch.full((batch, length, 1), -30.0, dtype=torch.float64)
         return torch.cat([logits, mask_logit], -1).float()
 
@@ -66,15 +70,15 @@ def seeded(seed):
     return torch.Generator().manual_seed(seed)
 
 
-@pytest.mark.parametrize("steps", [1, 2, 4])
-def test_copying_drafter_leaves_a_uniform_target_uniform(steps):
+@pytest.mark.parametrize("steps,slack", [(1, 1), (2, 1), (4, 1), (2, 0)])
+def test_copying_drafter_leaves_a_uniform_target_uniform(steps, slack):
     # Target: uniform over {0, 1}, so P(second emitted == first) = 1/2 exactly. Drafter: the
     # two draft positions copy each other with probability 0.9. With these seeds and 4000
     # generations the random-order drafter gave 0.489 (T=1, z=-1.4), 0.567 (T=2, z=8.5) and
     # 0.586 (T=4, z=10.9); the left-to-right one gives 0.489, 0.499 (z=-0.2) and 0.508 (z=1.0).
     n = 4000
     lm = CachedLM(uniform_target(2))
-    drafter = MDLMDrafter(CopyingMDLM(2, window=2, base=torch.ones(2)), steps)
+    drafter = MDLMDrafter(CopyingMDLM(2, window=2, base=torch.ones(2), slack=slack), steps, slack=slack)
     generator = seeded(100 + steps)
     same = accepted = 0
     for _ in range(n):

@@ -157,6 +157,36 @@ def test_left_to_right_reveals_the_leftmost_masks_as_many_per_step_as_mdlm():
             torch.testing.assert_close(ltr.q[b, col - 2], p, atol=1e-6, rtol=0)
 
 
+def test_held_masks_stay_masked_and_the_others_follow_the_schedule_over_themselves():
+    model = tiny_mdlm()
+    steps, rows = 4, 1500
+    free = make_canvas(torch.tensor([4, 2]), 8, MASK).repeat(rows, 1)
+    held = make_canvas(torch.tensor([4, 2]), 10, MASK).repeat(rows, 1)
+    plain = sample(model, free, steps, generator=seeded(1), order="left_to_right")
+    out = sample(model, held, steps, generator=seeded(2), order="left_to_right", held=[8, 9], q_positions="masked")
+    assert bool((out.tokens[:, 8:] == MASK).all()) and bool((out.tokens[:, :8] != MASK).all())
+    assert bool((out.unmask_step[:, 8:] == steps + 1).all())
+    assert out.q_positions.tolist() == list(range(2, 8))  # "masked" leaves the held columns out
+    # Reveal counts per step have the law of six free masks, not eight: equal means (z < 4).
+    for k in range(steps):
+        a, b = (plain.unmask_step == k).sum(1).double(), (out.unmask_step == k).sum(1).double()
+        z = (a.mean() - b.mean()) / ((a.var() + b.var()) / rows).sqrt()
+        assert abs(float(z)) < 4, (k, float(a.mean()), float(b.mean()))
+    # The q of a one-step draw is the SUBS law of the canvas with its held masks, which is not
+    # the law of the canvas cut after the drafts: the network saw the held masks.
+    one = sample(model, held[:1], 1, generator=seeded(3), held=[8, 9], q_positions=list(range(2, 8)),
+                 q_dtype=torch.float64)
+    with torch.no_grad():
+        seen = subs_log_probs(model(held[:1]).double(), held[:1], MASK)[0, 2:8].exp()
+        unseen = subs_log_probs(model(free[:1]).double(), free[:1], MASK)[0, 2:8].exp()
+    torch.testing.assert_close(one.q[0], seen, atol=1e-6, rtol=0)
+    assert one.nfe == 1 and float((seen - unseen).abs().max()) > 1e-3
+    with pytest.raises(UserError, match="held columns"):
+        sample(model, held[:1], 2, held=[1])
+    with pytest.raises(UserError, match="held columns"):
+        sample(model, held[:1], 2, held=[10])
+
+
 def test_sampler_rejects_bad_input():
     model = tiny_mdlm()
     canvas = make_canvas(torch.tensor([1]), 8, MASK)

@@ -152,6 +152,13 @@ def test_bad_arguments_are_named(target, drafter):
         speculative_generate(CachedLM(target), ARDrafter(drafter), [0], 4, gamma=0)
     with pytest.raises(UserError, match="no room"):
         MDLMDrafter(random_mdlm(0), 2).draft([0, 1], 16, 1.0, None)
+    mdlm = random_mdlm(0)
+    assert mdlm.config.model_length == 16
+    with pytest.raises(UserError, match="1 slack mask.*no room"):  # 15 drafts + the slack fill the canvas
+        MDLMDrafter(mdlm, 2).draft([0, 1], 15, 1.0, None)
+    assert len(MDLMDrafter(mdlm, 2, slack=0).draft([0, 1], 15, 1.0, seeded(0)).tokens) == 15
+    with pytest.raises(UserError, match="slack"):
+        MDLMDrafter(mdlm, 2, slack=-1)
 
 
 # --------------------------------------------------------------------------- greedy equality
@@ -173,13 +180,14 @@ def test_greedy_output_stops_at_eos_like_the_target(target, drafter):
     assert out.tokens == reference
 
 
-def test_greedy_mdlm_draft_is_the_argmax_at_unmask_time(mdlm):
-    # With one step every masked position is unmasked from the same network call: the draft is
-    # that call's argmax over real tokens.
+@pytest.mark.parametrize("slack", [0, 1, 2])
+def test_greedy_mdlm_draft_is_the_argmax_at_unmask_time(mdlm, slack):
+    # With one step every drafted position is unmasked from the same network call: the draft is
+    # that call's argmax over real tokens, on a canvas with `slack` held masks after the drafts.
     context = [0, 4, 1]
-    draft = MDLMDrafter(mdlm, 1).draft(context, 3, 0, seeded(0))
+    draft = MDLMDrafter(mdlm, 1, slack=slack).draft(context, 3, 0, seeded(0))
     with torch.no_grad():
-        logits = mdlm(torch.tensor([context + [mdlm.mask_id] * 3]))[0, 3:, :VOCAB]
+        logits = mdlm(torch.tensor([context + [mdlm.mask_id] * (3 + slack)]))[0, 3:6, :VOCAB]
     assert draft.tokens == logits.argmax(-1).tolist() and draft.probs is None and draft.nfe == 1
 
 

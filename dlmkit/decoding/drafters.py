@@ -14,7 +14,18 @@ MDLMDrafter (SpecDiff): the context followed by gamma masks is one MDLM canvas; 
 denoising steps (`ddpm_cache` by default) fill the masks, and the q of each draft is the
 SUBS distribution at the step that unmasked it (recorded by the sampler), which is the
 distribution the token was actually drawn from. The canvas keeps the last
-model_length - gamma context tokens (64 for the tiny MDLM drafter, 1024 for mdlm-owt).
+model_length - gamma - slack context tokens (model_length: 64 for the tiny MDLM drafter,
+1024 for mdlm-owt).
+
+The slack mask (a deliberate difference from SpecDiff, `slack=1` by default). MDLM trains on
+wrapped blocks `[BOS] chunk [EOS]`, so its last position is always `<|endoftext|>` and a
+bidirectional model learns that the last position of a canvas is one. A canvas that ends
+at the last draft therefore drafts `<|endoftext|>` there: the tiny MDLM drafter did so in
+155 of 156 drafts (T=1) where the target's text had it in 2 (benchmarks/specdiff_drafts.py),
+so a draft's last token was never accepted. With `slack` masks after the drafts the last
+draft sits where a stream token does in training. The slack masks are held: never revealed,
+never drawn (`sample(..., held=)`), so no draft conditions on them beyond their being masks,
+and losslessness is untouched. `slack=0` is SpecDiff's canvas.
 
 Why the masks are revealed left to right. `speculative_verify` is lossless when, given
 the prefix and the accepted drafts d_1..d_{i-1}, draft d_i is distributed as the q_i it
@@ -113,14 +124,17 @@ class _TemperedDenoiser:
 class MDLMDrafter:
     """SpecDiff's drafter: gamma masked positions after the context, `steps` denoising steps."""
 
-    def __init__(self, model, steps: int, sampler: str = "ddpm_cache"):
+    def __init__(self, model, steps: int, sampler: str = "ddpm_cache", slack: int = 1):
         if sampler not in SAMPLERS:
             raise UserError(f"unknown MDLM sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
         if not isinstance(steps, int) or steps < 1:
             raise UserError(f"denoising steps T must be a positive integer, got {steps!r}")
+        if not isinstance(slack, int) or slack < 0:
+            raise UserError(f"slack masks must be a non-negative integer, got {slack!r}")
         self.model = model
         self.steps = steps
         self.sampler = sampler
+        self.slack = slack
         self.model_length = model.config.model_length
         self.device = next(model.parameters()).device
 
@@ -130,15 +144,17 @@ class MDLMDrafter:
     def draft(self, sequence: list[int], gamma: int, temperature: float,
               generator: torch.Generator | None) -> Draft:
         window = self.model_length
-        if gamma >= window:
-            raise UserError(f"gamma {gamma} leaves no room for context in the MDLM's {window}-position canvas; "
-                            "lower gamma")
-        context = torch.tensor(sequence[-(window - gamma):], dtype=torch.long, device=self.device)
-        canvas = make_canvas(context, context.numel() + gamma, self.model.mask_id)
+        if gamma + self.slack >= window:
+            raise UserError(f"gamma {gamma} + {self.slack} slack mask(s) leave no room for context in the MDLM's "
+                            f"{window}-position canvas; lower gamma")
+        context = torch.tensor(sequence[-(window - gamma - self.slack):], dtype=torch.long, device=self.device)
+        start = context.numel()
+        canvas = make_canvas(context, start + gamma + self.slack, self.model.mask_id)
         net = self.model if temperature == 1 else _TemperedDenoiser(self.model, temperature)
-        drafted = range(context.numel(), context.numel() + gamma)
+        drafted = range(start, start + gamma)
         out = sample(net, canvas, self.steps, sampler=self.sampler, generator=generator,
                      q_positions=None if temperature == 0 else list(drafted), q_dtype=torch.float64,
-                     mask_id=self.model.mask_id, order="left_to_right")
-        tokens = out.tokens[0, context.numel():].tolist()
+                     mask_id=self.model.mask_id, order="left_to_right",
+                     held=list(range(start + gamma, start + gamma + self.slack)))
+        tokens = out.tokens[0, start:start + gamma].tolist()
         return Draft(tokens, None if temperature == 0 else out.q[0], nfe=out.nfe)

@@ -10,6 +10,11 @@ same distribution and lets us record the token's distribution). Unmasked positio
 never change. After the loop, positions still masked get the SUBS argmax (MDLM's final
 noise removal).
 
+Held masks (`held=`): columns that hold the mask id and are never revealed. The network
+sees a mask there at every step; nothing is drawn there, no call is spent on them, and the
+reveal counts follow the schedule over the other masks. SpecDiff's drafter puts one after
+its drafts (a slack mask; dlmkit/decoding/drafters.py).
+
 Order (`order=`): "random" is MDLM's sampler, each masked position revealed by its own
 coin. "left_to_right" draws the same coins but uses only their count: a row that would
 reveal n positions at a step reveals its n leftmost masked positions instead. The number
@@ -47,11 +52,11 @@ _ROWS_PER_DRAW = 256  # bounds the (rows, vocab) float64 noise buffer
 
 @dataclass
 class MDLMSample:
-    tokens: torch.Tensor  # (batch, seq) long; no mask left when noise_removal is on
+    tokens: torch.Tensor  # (batch, seq) long; no mask left when noise_removal is on, but at held columns
     nfe: int  # network calls actually made
     unmask_step: torch.Tensor  # (batch, seq) long: loop step that unmasked each position;
     # -1 for fixed positions, `steps` for positions filled by the final argmax, and
-    # `steps + 1` for positions left masked (noise_removal off)
+    # `steps + 1` for positions left masked (noise_removal off, or held)
     q: torch.Tensor | None  # (batch, len(q_positions), vocab): distribution each token was drawn from
     q_positions: torch.Tensor | None  # (P,) columns that q describes
 
@@ -89,6 +94,21 @@ def _q_columns(q_positions, fixed: torch.Tensor) -> torch.Tensor | None:
     return columns
 
 
+def _free_columns(held, fixed: torch.Tensor) -> torch.Tensor:
+    """(seq,) bool, False at the held columns; they must hold the mask in every row."""
+    seq = fixed.shape[1]
+    free = torch.ones(seq, dtype=torch.bool, device=fixed.device)
+    if held is None:
+        return free
+    columns = torch.as_tensor(held, dtype=torch.long, device=fixed.device).reshape(-1)
+    if columns.numel() and (columns.min() < 0 or columns.max() >= seq):
+        raise UserError(f"held columns must lie in [0, {seq}); got {columns.tolist()}")
+    if bool(fixed[:, columns].any()):
+        raise UserError(f"held columns {columns.tolist()} must hold the mask id in every row; mask them first")
+    free[columns] = False
+    return free
+
+
 def _point_masses_at_fixed(columns, x, fixed, vocab, dtype) -> torch.Tensor:
     q = torch.zeros(x.shape[0], columns.numel(), vocab, dtype=dtype, device=x.device)
     rows, slots = fixed[:, columns].nonzero(as_tuple=True)
@@ -111,6 +131,7 @@ def sample(
     noise_removal: bool = True,
     schedule: LogLinearSchedule = LogLinearSchedule(),
     order: str = "random",
+    held=None,
 ) -> MDLMSample:
     """Fill the masked positions of `canvas` with `steps` denoising steps.
 
@@ -119,6 +140,7 @@ def sample(
     (every column masked in some row), or a list of column indices; fixed positions
     record a point mass on their token. order: "random" (MDLM) or "left_to_right" (the same
     number revealed per step, leftmost masked positions first; see the module docstring).
+    held: None or a list of columns that hold the mask id in every row and stay masked.
     """
     if sampler not in SAMPLERS:
         raise UserError(f"unknown MDLM sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
@@ -140,8 +162,9 @@ def sample(
     device = x.device
     fixed = x != mask_id
     unmask_step = torch.where(fixed, -1, steps + 1).to(torch.long)
+    free = _free_columns(held, fixed)  # (seq,) False at the held masks
 
-    columns = _q_columns(q_positions, fixed)
+    columns = _q_columns(q_positions, fixed | ~free)  # "masked" leaves the held masks out
     q = None
     if columns is not None:
         slot_of_column = torch.full((seq,), -1, dtype=torch.long, device=device)
@@ -167,7 +190,7 @@ def sample(
             nfe += 1
             if columns is not None and q is None:
                 q = _point_masses_at_fixed(columns, x, fixed, logits.shape[-1], q_dtype)
-        masked = x == mask_id
+        masked = (x == mask_id) & free
         # From t to s a masked token is revealed with probability 1 - mc(s)/mc(t).
         reveal_prob = 1 - schedule.move_chance(s) / schedule.move_chance(t)
         u = uniforms((batch, seq), generator, device)
@@ -183,12 +206,12 @@ def sample(
         if sampler == "ddpm" or time_conditioning or rows.numel():
             logits = None  # the next input differs (or the model reads time): recompute
 
-    if noise_removal and bool((x == mask_id).any()):
+    if noise_removal and bool(((x == mask_id) & free).any()):
         if logits is None:
             sigma = schedule.sigma(timesteps[-1]).float().expand(batch).to(device)
             logits = model(x, sigma)
             nfe += 1
-        rows, cols = (x == mask_id).nonzero(as_tuple=True)
+        rows, cols = ((x == mask_id) & free).nonzero(as_tuple=True)
         log_probs = subs_log_probs(logits[rows, cols].double(), x[rows, cols], mask_id)
         x[rows, cols] = log_probs.argmax(dim=-1)
         unmask_step[rows, cols] = steps
