@@ -11,7 +11,7 @@ from dlmkit.errors import UserError
 from dlmkit.models.cache import cache_kwargs, output_cache
 from dlmkit.models.clsd import PAPER_SOURCE_INDICES, graft, load_dit, nearest_tokens, save_dit, scale_source_indices
 from dlmkit.models.qwen35 import expand_cache, load_verifier, qwen35_9b_config, text_config
-from dlmkit.decoding.clsd import greedy_generate, clsd_generate, guillotine
+from dlmkit.decoding.clsd import clsd_generate, greedy_generate, guillotine, oracle_rounds
 from dlmkit.experiments.clsd.objectives import StageC, beta_at, stage_a_loss, stage_c_loss
 
 VOCAB = 61
@@ -203,6 +203,51 @@ def test_expanded_cache_scores_like_a_fresh_pass(verifier8):
     assert cache.get_seq_length() == 9
 
 
+def _fresh_probs(verifier, ids):
+    with torch.no_grad():
+        return verifier(input_ids=torch.tensor([ids])).logits[0, -1].float().softmax(-1)
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.05, 0.0])
+def test_clsd_tokens_are_what_the_verifier_says_without_a_cache(verifier8, threshold):
+    # Every round's first token must be the verifier's argmax on the text so far and every kept
+    # draft must have the verifier's probability >= threshold there, both recomputed from scratch:
+    # this checks the replayed tokens, the advance call and the row kept whole (threshold 0).
+    dit = randomize_conditioning(graft(verifier8, [0, 3, 7], block_len=4))
+    prompt = torch.randint(1, VOCAB, (7,), generator=torch.Generator().manual_seed(5)).tolist()
+    out = clsd_generate(verifier8, dit, prompt, 15, set(), candidates=3, euler_steps=2, threshold=threshold,
+                        generator=torch.Generator().manual_seed(0))
+    assert len(out.tokens) == 15
+    at = 0
+    for rd in out.rounds + [None]:
+        if at == len(out.tokens):
+            break
+        text = prompt + out.tokens[:at]
+        assert out.tokens[at] == int(_fresh_probs(verifier8, text).argmax())  # the verifier's own token
+        for j in range(1, 1 + (rd["accepted"] if rd else 0)):
+            assert float(_fresh_probs(verifier8, text + out.tokens[at:at + j])[out.tokens[at + j]]) >= threshold
+        at += rd["emitted"] if rd else 1
+    assert at == len(out.tokens)
+    replayed = [rd["replayed"] for rd in out.rounds]
+    if threshold == 0.0:  # every row kept whole: the scored row's state is the cache, nothing replayed
+        assert [rd["accepted"] for rd in out.rounds] == [3, 3, 3, 2] and replayed == [0, 0, 0, 0]  # 4 + 4 + 4 + 3
+        assert out.verifier_calls == 1 + 4  # the prompt's pass, then one pass per round
+    else:
+        assert max(replayed) > 0  # tokens rode along with the candidates
+    assert out.verifier_calls <= 1 + len(out.rounds) + sum(rd["emitted"] for rd in out.rounds) // 4
+
+
+def test_the_oracle_bound_keeps_runs_of_confident_greedy_tokens(verifier8):
+    assert oracle_rounds([0.9, 0.8, 0.3, 0.9, 0.95, 0.2], 0.5, 4) == [1, 2, 0]  # a low token opens a round
+    assert oracle_rounds([1.0] * 10, 0.5, 4) == [3, 3, 1]  # at most block_len - 1 drafts after the verifier's
+    prompt = torch.randint(1, VOCAB, (5,), generator=torch.Generator().manual_seed(2)).tolist()
+    ar = greedy_generate(verifier8, prompt, 6, stop_ids=set())
+    assert len(ar.confidence) == 6
+    for i, token in enumerate(ar.tokens):
+        probs = _fresh_probs(verifier8, prompt + ar.tokens[:i])
+        assert token == int(probs.argmax()) and ar.confidence[i] == pytest.approx(float(probs[token]), abs=1e-5)
+
+
 def test_clsd_output_equals_greedy_at_threshold_one_half(verifier8):
     dit = randomize_conditioning(graft(verifier8, [0, 3, 7], block_len=4))
     prompt = torch.randint(1, VOCAB, (7,)).tolist()
@@ -211,13 +256,14 @@ def test_clsd_output_equals_greedy_at_threshold_one_half(verifier8):
     out = clsd_generate(verifier8, dit, prompt, 15, set(), candidates=3, euler_steps=2, threshold=0.5,
                         generator=torch.Generator().manual_seed(0))
     assert out.tokens == ar.tokens
-    assert sum(r["emitted"] for r in out.rounds) == 15
-    # accepting everything: a round emits a whole block plus the verifier's token
-    out = clsd_generate(verifier8, dit, prompt, 15, set(), candidates=3, euler_steps=2, threshold=0.0,
+    # one verifier pass per round (the prompt's first), plus an advance per 4 replayed tokens: with
+    # nothing accepted (a random DiT) that is 1 + 1/4 calls per token, where the card's loop spent 2
+    assert out.verifier_calls <= 1 + len(out.rounds) + len(out.tokens) // 4 < 2 * len(out.tokens)
+    stop = ar.tokens[5]
+    ar_stop = greedy_generate(verifier8, prompt, 15, stop_ids={stop})
+    out = clsd_generate(verifier8, dit, prompt, 15, {stop}, candidates=3, euler_steps=2, threshold=0.5,
                         generator=torch.Generator().manual_seed(0))
-    assert [r["accepted"] for r in out.rounds][:3] == [4, 4, 4] and len(out.tokens) == 15
-    assert len(out.rounds) == 3  # 5 + 5 + 5 tokens
-    assert out.verifier_calls == 1 + 2 * 2 + 1  # prefill, (score + advance) x 2, the last round's score
+    assert out.tokens == ar_stop.tokens and out.tokens[-1] == stop
 
 
 # --------------------------------------------------------------------------- loading
@@ -354,8 +400,9 @@ def test_source_indices_are_checked_against_the_verifier_before_any_phase(tmp_pa
 def test_first_rejection_rows_count_where_each_block_was_cut():
     from dlmkit.experiments.clsd.infer import first_rejection_rows
 
-    rows = first_rejection_rows({"stage_a": [0, 0, 2, 4, 0], "stage_c": [1, 4]}, block_len=4)
+    # drafted tokens kept per block; position 0 is the verifier's token, so 3 kept of 4 is a whole block
+    rows = first_rejection_rows({"stage_a": [0, 0, 2, 3, 0], "stage_c": [1, 3]}, block_len=4)
     assert [(r["drafter"], r["first_rejection"], r["blocks"]) for r in rows] == [
-        ("DiT after stage_a", 0, 3), ("DiT after stage_a", 2, 1), ("DiT after stage_a", "none (block kept whole)", 1),
-        ("DiT after stage_c", 1, 1), ("DiT after stage_c", "none (block kept whole)", 1)]
+        ("DiT after stage_a", 1, 3), ("DiT after stage_a", 3, 1), ("DiT after stage_a", "none (block kept whole)", 1),
+        ("DiT after stage_c", 2, 1), ("DiT after stage_c", "none (block kept whole)", 1)]
     assert rows[0]["share"] == 0.6 and sum(r["share"] for r in rows[:3]) == 1.0

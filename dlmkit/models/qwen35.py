@@ -127,6 +127,31 @@ def load_verifier(source, device: str = "cpu", dtype=None):
     return model
 
 
+def select_cache_row(cache, row: int, batch: int):
+    """A batch-1 copy of row `row` of a batch-`batch` Qwen3.5 cache (attention KV and DeltaNet conv
+    / recurrent states): the inverse of `expand_cache` for the row kept."""
+    import copy
+
+    out = copy.copy(cache)
+    out.layers = [copy.copy(layer) for layer in cache.layers]
+
+    def pick(value):
+        if torch.is_tensor(value) and value.ndim > 0 and value.shape[0] == batch:
+            return value[row:row + 1].clone()
+        if isinstance(value, list):
+            return [pick(v) for v in value]
+        if isinstance(value, tuple):
+            return tuple(pick(v) for v in value)
+        if isinstance(value, dict):
+            return {k: pick(v) for k, v in value.items()}
+        return value
+
+    for layer in out.layers:
+        for name, value in vars(layer).items():
+            setattr(layer, name, pick(value))
+    return out
+
+
 def expand_cache(cache, repeats: int):
     """A copy of a batch-1 Qwen3.5 cache repeated `repeats` times along the batch: KV of the
     attention layers and the conv / recurrent states of the DeltaNet layers (transformers'

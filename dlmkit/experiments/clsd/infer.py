@@ -9,7 +9,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dlmkit.data.chat import chat_prompt_ids, end_token_ids
-from dlmkit.decoding.clsd import greedy_generate, clsd_generate
+from dlmkit.decoding.clsd import clsd_generate, greedy_generate, oracle_rounds
 from dlmkit.errors import UserError
 from dlmkit.experiments.clsd.data import transcripts
 from dlmkit.models.clsd import load_dit
@@ -30,14 +30,15 @@ def infer_prompts(ctx) -> list[dict]:
 
 
 def first_rejection_rows(accepted: dict[str, list[int]], block_len: int) -> list[dict]:
-    """Where drafts fail: per DiT, how many blocks the guillotine cut at each position (the number
-    of drafted tokens it kept before the first one below the threshold), and the blocks kept whole."""
+    """Where drafts fail: per DiT, how many blocks the guillotine cut at each block position. A
+    block's position 0 is the verifier's own token (dlmkit/decoding/clsd.py), so a block that kept
+    k drafted tokens was cut at position k + 1; one that kept all block_len - 1 was kept whole."""
     rows = []
     for name, values in accepted.items():
-        for position in sorted(set(values)):
-            n = values.count(position)
+        for kept in sorted(set(values)):
+            n = values.count(kept)
             rows.append({"drafter": f"DiT after {name}",
-                         "first_rejection": position if position < block_len else "none (block kept whole)",
+                         "first_rejection": kept + 1 if kept < block_len - 1 else "none (block kept whole)",
                          "blocks": n, "share": n / len(values)})
     return rows
 
@@ -60,7 +61,7 @@ def phase_infer(run, ctx) -> None:
         if ar_id not in done:
             ar = greedy_generate(verifier, item["prompt_ids"], cfg.gen_length, stop_ids)
             log.append({"id": ar_id, "drafter": "ar", "prompt": item["id"], "tokens": ar.tokens,
-                        "verifier_calls": ar.verifier_calls, "seconds": ar.seconds})
+                        "verifier_calls": ar.verifier_calls, "seconds": ar.seconds, "confidence": ar.confidence})
             done.add(ar_id)
             ar_tokens[ar_id] = ar.tokens
         reference = ar_tokens[ar_id]
@@ -100,16 +101,33 @@ def phase_infer(run, ctx) -> None:
             time_row["latency_ms_per_block"] = time_row["draft_ms_per_block"] + time_row["score_ms_per_block"]
         rows.append(row)
         timing.append(time_row)
+    greedy = [r for r in records if r["drafter"] == "ar" and "confidence" in r]
+    if greedy:  # the bound: every draft the verifier's own greedy token
+        kept = [k for r in greedy for k in oracle_rounds(r["confidence"], cfg.threshold, cfg.block_len)]
+        tokens = sum(len(r["tokens"]) for r in greedy)
+        rows.append({"decoder": "bound: drafts = the verifier's own greedy tokens", "prompts": len(greedy),
+                     "tokens": tokens, "verifier_calls": len(greedy) + len(kept),
+                     "verifier_calls_per_token": (len(greedy) + len(kept)) / tokens, "blocks": len(kept),
+                     "accepted_per_block": sum(kept) / len(kept), "tokens_per_block": tokens / len(kept),
+                     "blocks_with_any_accepted": sum(k > 0 for k in kept) / len(kept), "max_accepted": max(kept),
+                     "outputs_equal_to_ar": 1.0})
     run.add_table("infer", rows)
     run.add_table("infer_timing", timing)
     run.add_table("first_rejection", first_rejection_rows(accepted, cfg.block_len))
     for name, values in accepted.items():
-        at_zero = values.count(0) / len(values)
-        run.note(f"infer: DiT after {name}: the first drafted token is rejected in {at_zero:.0%} of "
-                 f"{len(values)} blocks (table first_rejection: where each block's draft was cut)")
+        at_first = values.count(0) / len(values)
+        run.note(f"infer: DiT after {name}: the first drafted token (block position 1; position 0 is the "
+                 f"verifier's token) is rejected in {at_first:.0%} of {len(values)} blocks (table first_rejection: "
+                 "where each block's draft was cut)")
     for row in rows[1:]:
+        if row["decoder"].startswith("bound"):
+            run.note(f"infer: with drafts equal to the verifier's own greedy tokens, {row['accepted_per_block']:.2f} "
+                     f"drafted tokens per block would pass the guillotine (threshold {cfg.threshold}) and "
+                     f"{row['verifier_calls_per_token']:.3f} verifier calls per token: what the verifier's confidence "
+                     "allows, whatever the drafter")
+            continue
         run.note(f"infer: {row['decoder']}: {row['accepted_per_block']:.2f} drafted tokens accepted per "
-                 f"{cfg.block_len}-token block ({cfg.candidates} candidates, K={cfg.euler_steps}, threshold "
+                 f"{cfg.block_len}-token block (positions 1..{cfg.block_len - 1}) ({cfg.candidates} candidates, K={cfg.euler_steps}, threshold "
                  f"{cfg.threshold}); {row['verifier_calls_per_token']:.3f} verifier calls per token against "
                  f"{rows[0]['verifier_calls_per_token']:.3f} for greedy AR; outputs equal to greedy AR in "
                  f"{row['outputs_equal_to_ar']:.0%} of prompts")
@@ -118,10 +136,10 @@ def phase_infer(run, ctx) -> None:
     plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    bins = range(0, cfg.block_len + 2)
+    bins = range(0, cfg.block_len + 1)
     for name, values in accepted.items():
         ax.hist(values, bins=bins, alpha=0.6, label=f"DiT after {name}", align="left")
-    ax.set_xlabel(f"drafted tokens accepted per block (of {cfg.block_len})")
+    ax.set_xlabel(f"drafted tokens accepted per block (of {cfg.block_len - 1} after the verifier's token)")
     ax.set_ylabel("blocks")
     ax.set_title(f"CLSD inference ({ctx.preset}): {cfg.candidates} candidates, K={cfg.euler_steps}, "
                  f"threshold {cfg.threshold}", fontsize=9)
