@@ -62,7 +62,12 @@ def test_all_phases_write_their_tables_and_resume_skips_finished_work(models, sm
     for row in table:
         assert row["mdlm_nll"] is not None and row["spec_nll"] > 0 and 0 <= row["spec_acceptance"] <= 1
         assert row["spec_causal_passes"] == row["spec_nfe"]
+        gain, se = row["verification_gain_nll"], row["verification_gain_se"]
+        assert gain == pytest.approx(row["draft_only_nll"] - row["spec_nll"])
+        assert se == pytest.approx((row["spec_nll_se"] ** 2 + row["draft_only_nll_se"] ** 2) ** 0.5)
+        assert row["verification_gain_over_2se"] == (gain > 2 * se)
     assert sum("NFE ratio" in n for n in summary["notes"]) == 2  # against MDLM and against the draft alone
+    assert sum("verification's gain" in n for n in summary["notes"]) == 1
     assert (out / "self_spec_nll_vs_nfe.png").stat().st_size > 1000
     assert (out / "baseline_nll_vs_steps.png").exists()  # the baseline's files are kept
 

@@ -58,7 +58,8 @@ def phase_eval(run, ctx) -> None:
             "spec_acceptance": s.get("acceptance"), "spec_tokens_per_nfe": s.get("tokens_per_nfe"),
             "spec_nll": s.get("judge_nll"), "spec_nll_se": s.get("nll_se"), "spec_entropy": s.get("entropy"),
             "draft_only_nfe": d.get("nfe"), "draft_only_nll": d.get("judge_nll"),
-            "draft_only_entropy": d.get("entropy"),
+            "draft_only_nll_se": d.get("nll_se"), "draft_only_entropy": d.get("entropy"),
+            **verification_gain(s, d),
             "mdlm_nfe_for_spec_nll": worth, "nfe_ratio": worth / s["nfe"] if worth and s.get("nfe") else None,
             "draft_only_nfe_for_spec_nll": worth_control,
             "nfe_ratio_vs_draft_only": worth_control / s["nfe"] if worth_control and s.get("nfe") else None,
@@ -70,6 +71,17 @@ def phase_eval(run, ctx) -> None:
     for note in eval_notes(table):
         run.note(note)
         echo(note)
+
+
+def verification_gain(spec: dict, draft: dict) -> dict:
+    """What verification buys at one budget: the draft alone's judge NLL minus self-spec's, its
+    standard error (the two sample sets' errors combined: sqrt(se_spec^2 + se_draft^2)), and
+    whether the gain exceeds two of them."""
+    if not spec or not draft:
+        return {"verification_gain_nll": None, "verification_gain_se": None, "verification_gain_over_2se": None}
+    gain = draft["judge_nll"] - spec["judge_nll"]
+    se = (spec["nll_se"] ** 2 + draft["nll_se"] ** 2) ** 0.5
+    return {"verification_gain_nll": gain, "verification_gain_se": se, "verification_gain_over_2se": gain > 2 * se}
 
 
 def eval_notes(table: list[dict]) -> list[str]:
@@ -102,6 +114,12 @@ def eval_notes(table: list[dict]) -> list[str]:
                      f"this {claim} the paper's ~2x")
     paired = [r for r in table if r["spec_nll"] is not None and r["draft_only_nll"] is not None]
     if paired:
+        better = [r["nfe_budget"] for r in paired if r["verification_gain_over_2se"]]
+        gains = ", ".join(f"{r['nfe_budget']}: {r['verification_gain_nll']:+.3f} (s.e. {r['verification_gain_se']:.3f})"
+                          for r in paired)
+        notes.append(f"{SPEC_NOTE}eval: verification's gain (judge NLL of the draft alone with the same windows "
+                     f"minus self-spec's) by budget: {gains}; more than 2 s.e. at {len(better)} of {len(paired)} "
+                     f"budgets {better}")
         worse = [r["nfe_budget"] for r in paired if r["spec_nll"] > r["draft_only_nll"] + 2 * r["spec_nll_se"]]
         same = [r["nfe_budget"] for r in paired if abs(r["spec_nll"] - r["draft_only_nll"]) <= 2 * r["spec_nll_se"]]
         entropy = sum(r["spec_entropy"] - r["draft_only_entropy"] for r in paired) / len(paired)
