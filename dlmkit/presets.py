@@ -57,9 +57,10 @@ PAPER = {
     "verifier": "Qwen/Qwen3.5-9B",
 }
 
-# Shipped directories. The inverse-speculation roles (dlm, ar_*) and SpecDiff's three models (target,
-# drafter, mdlm_drafter) are trained on generation 2 of the tiny world (`TINY_WORLD`); the self-spec
-# MDLM, its judge and the CLSD verifier on generation 1 (dlmkit/data/tinyworld.py, tinyworld2.py).
+# Shipped directories. The inverse-speculation roles (dlm, ar_*), SpecDiff's three models (target,
+# drafter, mdlm_drafter) and the self-spec MDLM are trained on generation 2 of the tiny world
+# (`TINY_WORLD`); the CLSD verifier on generation 1 (dlmkit/data/tinyworld.py, tinyworld2.py). The
+# tiny judge is SpecDiff's target: one checkpoint in two roles (`SHARED`).
 # SpecDiff's models are sized for the paper's cost asymmetry (gpt2-xl 48 layers vs mdlm-owt and gpt2
 # 12): a deep target, two-layer drafters of about equal cost per call (dlmkit/train/recipes/causal_lm.py).
 TINY = {
@@ -72,14 +73,16 @@ TINY = {
     "mdlm_drafter": "specdiff_mdlm",
     "target": "specdiff_target",
     "drafter": "specdiff_drafter",
-    "judge": "gpt2_judge",
+    "judge": "specdiff_target",
     "verifier": "verifier",
 }
+# role -> the role whose tiny checkpoint (and recipe) it shares
+SHARED = {"judge": "target"}
 
 PRESETS = ("tiny", "paper")
 # The tiny-world generation each shipped role was trained on; the tiny prompt sets follow it.
-WORLD2_ROLES = ("dlm", "ar_small", "ar_medium", "ar_large", "ar_control", "target", "drafter", "mdlm_drafter")
-TINY_WORLD = {role: 2 if role in WORLD2_ROLES else 1 for role in TINY}
+WORLD2_ROLES = ("dlm", "ar_small", "ar_medium", "ar_large", "ar_control", "target", "drafter", "mdlm_drafter", "mdlm")
+TINY_WORLD = {role: 2 if SHARED.get(role, role) in WORLD2_ROLES else 1 for role in TINY}
 
 
 def model_spec(preset: str, role: str, override: str | None = None) -> ModelSpec:

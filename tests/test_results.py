@@ -286,7 +286,7 @@ def test_weight_hashes_are_sha256_and_computed_once_per_file_version(tmp_path, m
     assert calls == []  # cached by (path, size, mtime)
     (model / "model.safetensors").write_bytes(b"weights-22")
     assert results.model_provenance(str(model))["sha256"]["model.safetensors"] == real(b"weights-22").hexdigest()
-    assert results.model_provenance("dlmkit/assets/tiny/gpt2_judge")["source"] == "dlmkit/assets/tiny/gpt2_judge"
+    assert results.model_provenance("dlmkit/assets/tiny/specdiff_drafter")["source"] == "dlmkit/assets/tiny/specdiff_drafter"
 
 
 def test_a_recorded_run_reruns_from_its_provenance_alone(tmp_path, load_script):

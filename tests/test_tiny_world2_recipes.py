@@ -10,19 +10,20 @@ from dlmkit.data.tinyworld2 import TinyWorld2
 from dlmkit.data.benchmarks import tiny_prompts
 from dlmkit.data.tinyworld2 import N_HELDOUT, ROLES
 from dlmkit.errors import UserError
-from dlmkit.presets import TINY_WORLD
+from dlmkit.presets import SHARED, TINY, TINY_WORLD
 from dlmkit.train import tiny
 from dlmkit.train.recipes import world2
 from dlmkit.train.recipes.dream import diffusion_batch
 
 
 def test_each_shipped_role_trains_on_its_own_generation():
-    assert {role for role, world in TINY_WORLD.items() if world == 2} == set(ROLES)
-    assert TINY_WORLD["mdlm"] == TINY_WORLD["judge"] == TINY_WORLD["verifier"] == 1
+    assert {role for role, world in TINY_WORLD.items() if world == 2} - set(SHARED) == set(ROLES)
+    assert TINY_WORLD["verifier"] == 1 and TINY_WORLD["judge"] == TINY_WORLD["target"] == 2
+    assert TINY["judge"] == TINY["target"]  # the self-spec judge is SpecDiff's target
     assert tiny_prompts(1)[0]["generation"] == 2  # run_full_suite's tiny prompts follow the shipped Dream
     with pytest.raises(SystemExit):
         tiny.main(["dlm", "--world", "1"])  # no world flag: a role's generation is fixed
-    for role in ("mdlm_drafter", "judge"):  # no fact gate in these recipes: the flag is refused, not ignored
+    for role in ("mdlm_drafter", "mdlm"):  # no fact gate in these recipes: the flag is refused, not ignored
         with pytest.raises(UserError, match=f"the {role} recipe has no fact gate"):
             tiny.main([role, "--gate-probes", "3", "--out", "unused"])
 

@@ -19,10 +19,12 @@ Paper preset (kuleshov-group/mdlm, `dataloader.py`, data config `openwebtext-spl
 - Attention masks are all ones (packed blocks, no padding); the train loader shuffles
   blocks, the validation loader does not.
 
-Tiny preset: the tiny world's pretraining stream (chat transcripts, documents, math
-chain-of-thought; `tiny_corpus.text_stream`) with the tiny tokenizer, wrapped the same
-way into 128-token blocks (126 + BOS/EOS; the tiny tokenizer, like GPT-2, uses
-`<|endoftext|>` for both).
+Tiny preset: generation 2 of the tiny world (`dlmkit/data/tinyworld2.py`): the "mdlm" role's
+corpus (chat transcripts and documents about every town, whose three-token names constrain
+each other: 64 of the HEAD x MID x TAIL combinations are towns) for train, held-out documents
+and chat about the held-out towns for validation (`heldout_stream`), with the tiny tokenizer,
+wrapped the same way into 128-token blocks (126 + BOS/EOS; the tiny tokenizer, like GPT-2,
+uses `<|endoftext|>` for both).
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ from typing import Sequence
 
 import torch
 
-from dlmkit.data.tiny_corpus import load_tiny_tokenizer, text_stream
-from dlmkit.data.tinyworld import TinyWorld
+from dlmkit.data.tiny_corpus import load_tiny_tokenizer
+from dlmkit.data.tinyworld2 import TinyWorld2, heldout_stream, role_corpus
 from dlmkit.errors import UserError, unavailable
 
 DATASET_NAME = "openwebtext"
@@ -42,12 +44,8 @@ SPLITS = {"train": f"train[:-{VALID_DOCS}]", "validation": f"train[-{VALID_DOCS}
 BLOCK_LEN = 1024  # mdlm-owt's model length
 MAP_BATCH = 1000  # datasets.map(batched=True)'s default batch size: MDLM's wrapping group
 
-# The tiny world's stand-in: as many texts as the tiny causal LMs train on, and a test split.
 TINY_BLOCK_LEN = 128
-TINY_STREAMS = {
-    "train": dict(n_chat=16000, n_docs=6000, n_math=2000),
-    "validation": dict(n_chat=400, n_docs=200, n_math=50),
-}
+TINY_ROLE = "mdlm"  # whose generation-2 corpus the tiny blocks are
 
 
 # --------------------------------------------------------------------------- wrapping
@@ -119,15 +117,14 @@ def bos_eos(tokenizer) -> tuple[int, int]:
 # --------------------------------------------------------------------------- tiny preset
 
 
-def tiny_blocks(split: str = "train", *, tokenizer=None, block_len: int = TINY_BLOCK_LEN, seed: int = 0,
-                stream: dict | None = None) -> torch.Tensor:
+def tiny_blocks(split: str = "train", *, tokenizer=None, block_len: int = TINY_BLOCK_LEN, seed: int = 0
+                ) -> torch.Tensor:
     """The tiny world's pretraining stream for `split` ("train" or "validation"), wrapped."""
-
-    if split not in TINY_STREAMS:
+    if split not in ("train", "validation"):
         raise UserError(f"unknown split {split!r}; choose train or validation")
     tokenizer = tokenizer or load_tiny_tokenizer()
-    counts = stream or TINY_STREAMS[split]
-    texts = text_stream(TinyWorld(seed), **counts, split="train" if split == "train" else "test")
+    world = TinyWorld2(seed)
+    texts = role_corpus(world, TINY_ROLE) if split == "train" else heldout_stream(world)
     bos, eos = bos_eos(tokenizer)
     return wrap_token_lists(tokenize_documents(tokenizer, texts), block_len, bos, eos)
 

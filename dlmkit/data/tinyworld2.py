@@ -179,7 +179,14 @@ MMLU_ATTRIBUTES = ("crop", "trade", "music")
 ARC_ATTRIBUTES = ("roof", "emblem", "country", "bells")
 
 # Who learns which towns' facts (see the module docstring).
-ROLES = ("dlm", "ar_small", "ar_medium", "ar_large", "ar_control", "target", "drafter", "mdlm_drafter")
+ROLES = ("dlm", "ar_small", "ar_medium", "ar_large", "ar_control", "target", "drafter", "mdlm_drafter", "mdlm")
+
+# A language-model role's corpus (`role_corpus`): the same chat examples (training towns) for every
+# role, PER_TOWN documents per town the role may know (about half of a causal role's stream), and
+# N_DECOY chat examples about decoy towns (`TinyWorld2.decoy_examples`).
+N_CHAT = 8000
+PER_TOWN = 96
+N_DECOY = 4000
 
 # ----------------------------------------------------------------------------- paraphrase banks
 
@@ -691,6 +698,24 @@ def role_text_stream(world: TinyWorld2, role: str, n_chat: int, per_town: int = 
     texts = chats + world.role_documents(role, per_town)
     order = random.Random(f"world2/{world.seed}/stream/{role}/{split}").sample(range(len(texts)), len(texts))
     return [texts[i] for i in order]
+
+
+def role_corpus(world: TinyWorld2, role: str) -> list[str]:
+    """The texts a language-model role trains on (the causal LMs', SpecDiff's and the self-spec MDLM's)."""
+    return role_text_stream(world, role, n_chat=N_CHAT, per_town=PER_TOWN, n_decoy=N_DECOY)
+
+
+def heldout_chat(world: TinyWorld2, n: int = 400) -> list[str]:
+    """Chat transcripts about held-out towns (what ar_small must not have learned)."""
+    from dlmkit.tokenizer import render_chat
+
+    return [render_chat(item["messages"]) for item in world.chat_examples(n, "test")]
+
+
+def heldout_stream(world: TinyWorld2, n_docs: int = 200, n_chat: int = 200) -> list[str]:
+    """Held-out language-model text: documents drawn with their own seeds (the same facts, never a
+    training document) and chat about the held-out towns."""
+    return world.documents(n_docs, "test") + heldout_chat(world, n_chat)
 
 
 def tiny_world(seed: int = 0, generation: int = 1):

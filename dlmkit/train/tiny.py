@@ -2,10 +2,11 @@
 
     python -m dlmkit.train.tiny ROLE [--seed S] [--steps N] [--out DIR] [--device cpu]
 
-The inverse-speculation roles (dlm, ar_small, ar_medium, ar_large, ar_control) and SpecDiff's
-(target, drafter, mdlm_drafter) are trained on generation 2 of the tiny world
-(dlmkit/data/tinyworld2.py: each role its own corpus), the self-spec MDLM, its judge and the CLSD
-verifier on generation 1 (dlmkit/data/tinyworld.py): `presets.TINY_WORLD` says which.
+The inverse-speculation roles (dlm, ar_small, ar_medium, ar_large, ar_control), SpecDiff's
+(target, drafter, mdlm_drafter) and the self-spec MDLM are trained on generation 2 of the tiny
+world (dlmkit/data/tinyworld2.py: each role its own corpus), the CLSD verifier on generation 1
+(dlmkit/data/tinyworld.py): `presets.TINY_WORLD` says which. The tiny judge is SpecDiff's target
+(`presets.SHARED`): `judge` rebuilds that checkpoint with the target's recipe.
 
 Each recipe lives beside its model (`dlmkit/train/recipes/`); this file only dispatches.
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from dlmkit.cli import OneLineParser, resolve_device, run_main
 from dlmkit.errors import UserError
-from dlmkit.presets import ROLES, TINY, TINY_ROOT, TINY_WORLD
+from dlmkit.presets import ROLES, SHARED, TINY, TINY_ROOT, TINY_WORLD
 
 # role -> "module:function" of its recipe; a role not listed is not trainable yet.
 RECIPES = {
@@ -29,7 +30,7 @@ RECIPES = {
     "mdlm": "dlmkit.train.recipes.mdlm:train_tiny_mdlm",
     "mdlm_drafter": "dlmkit.train.recipes.mdlm:train_tiny_mdlm_drafter",
     **{role: "dlmkit.train.recipes.causal_lm:train_tiny_causal_lm"
-       for role in ("ar_small", "ar_medium", "ar_large", "target", "drafter", "ar_control", "judge")},
+       for role in ("ar_small", "ar_medium", "ar_large", "target", "drafter", "ar_control")},
     "verifier": "dlmkit.train.recipes.verifier:train_tiny_verifier",
 }
 
@@ -50,7 +51,7 @@ def main(argv=None) -> int:
 
         tokenizer_main([] if args.out is None else ["--out", str(args.out)])
         return 0
-    role = args.role
+    role = SHARED.get(args.role, args.role)
     if role not in RECIPES:
         raise UserError(f"no tiny recipe for role {args.role!r}; choose from {', '.join(sorted(RECIPES))}")
     module, func = RECIPES[role].split(":")

@@ -1,14 +1,15 @@
-"""Train the tiny autoregressive checkpoints: Qwen2 gap-fillers and probe, GPT-2 target/drafter/judge.
+"""Train the tiny autoregressive checkpoints: Qwen2 gap-fillers and probe, GPT-2 target/drafter
+(the target is also the self-spec judge: `presets.SHARED`).
 
 All of them are language models of a packed tiny-world stream (chat transcripts and documents,
 each ended by `<|endoftext|>`, cut into blocks as OpenWebText is), with the next-token
 cross-entropy. Sizes differ per role so that the small/medium/large and drafter/target
 relations of the paper hold.
 
-    python -m dlmkit.train.tiny judge        # generation 1 of the tiny world (the self-spec MDLM's judge)
     python -m dlmkit.train.tiny ar_small     # also ar_medium, ar_large, ar_control, target, drafter:
                                              # generation 2, each role its own corpus
-                                             # (dlmkit/train/recipes/world2.py)
+                                             # (dlmkit/data/tinyworld2.py role_corpus; the gate in
+                                             # dlmkit/train/recipes/world2.py)
 
 SpecDiff's target and AR drafter are sized for cost, not only quality. gpt2-xl (48 layers) costs
 several calls of gpt2 (12 layers) or mdlm-owt (12 blocks) per call at batch 1; on a CPU a tiny
@@ -22,23 +23,20 @@ costs several drafter calls, and the two drafters cost about the same per call.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from dlmkit.data.tiny_corpus import batch_sampler, chat_pairs, load_tiny_tokenizer, pack_blocks, text_stream
-from dlmkit.data.tinyworld import TinyWorld
-from dlmkit.data.tinyworld2 import TinyWorld2
-from dlmkit.presets import TINY_WORLD
+from dlmkit.data.tiny_corpus import batch_sampler, chat_pairs, load_tiny_tokenizer, pack_blocks
+from dlmkit.data.tinyworld2 import TinyWorld2, heldout_chat, role_corpus
+from dlmkit.errors import UserError
 from dlmkit.metrics.answers import check_answer
 from dlmkit.train.loop import TrainConfig, train
 from dlmkit.train.recipes import world2
 from dlmkit.train.recipes.ship import ship, work_dir
 
 BLOCK = 256
-STREAM = dict(n_chat=16000, n_docs=6000, n_math=2000)
 
 # role -> (transformers architecture, size)
 SIZES = {
@@ -54,11 +52,8 @@ SIZES = {
     # SpecDiff (see the module docstring); 256 positions hold a prompt, 64 new tokens and a draft
     "target": ("gpt2", dict(n_embd=48, n_layer=12, n_head=4, n_positions=256)),
     "drafter": ("gpt2", dict(n_embd=64, n_layer=2, n_head=2, n_positions=256)),
-    # generation 1: the judge of the self-spec MDLM's samples
-    "judge": ("gpt2", dict(n_embd=128, n_layer=4, n_head=4)),
 }
-STEPS = {"ar_small": 1000, "ar_medium": 1000, "ar_large": 600, "target": 1000, "drafter": 1000, "ar_control": 2000,
-         "judge": 1000}
+STEPS = {"ar_small": 1000, "ar_medium": 1000, "ar_large": 600, "target": 1000, "drafter": 1000, "ar_control": 2000}
 DEFAULTS = dict(lr=3e-3, warmup_steps=100, min_lr_ratio=0.05, weight_decay=0.01, grad_clip=1.0,
                 log_every=25, eval_every=400, checkpoint_every=100)
 BATCH_SIZE = 16
@@ -119,26 +114,9 @@ def greedy_task_accuracy(model, tokenizer, items, max_new_tokens: int = 128) -> 
 
 def train_tiny_causal_lm(role: str, out: Path, seed: int = 0, steps: int | None = None, device: str = "cpu",
                          gate_probes: int | None = None) -> dict:
-    if TINY_WORLD[role] == 2:
-        return _train_world2(role, out, seed, steps, device, gate_probes)
-    torch.manual_seed(seed)
-    tokenizer = load_tiny_tokenizer()
-    world = TinyWorld(seed)
-    blocks = pack_blocks(tokenizer, text_stream(world, **STREAM), BLOCK)
-    heldout = pack_blocks(tokenizer, text_stream(world, 400, 200, 50, split="test"), BLOCK)
-    model, history, cfg = _fit(role, tokenizer, blocks, heldout, seed, steps, device, work_dir(out), f"tiny {role}")
-
-    model.eval()
-    nll = heldout_nll(model, heldout.to(device))
-    strata = [("mmlu", "easy"), ("arc", "easy"), ("gsm8k", "easy"), ("gsm8k", "hard"), ("humaneval", "mixed")]
-    accuracy = greedy_task_accuracy(model, tokenizer, [i for t, d in strata for i in world.items(t, d, 12, "test")])
-    model.save_pretrained(out, safe_serialization=True)
-    card = {"recipe": f"python -m dlmkit.train.tiny {role}", "role": role, "seed": seed, "arch": SIZES[role][0],
-            "size": SIZES[role][1], "block": BLOCK, "batch_size": BATCH_SIZE, "stream": STREAM,
-            "train": {**DEFAULTS, "steps": cfg.steps}, "parameters": sum(p.numel() for p in model.parameters()),
-            "final_train_loss": history[-1]["loss"], "heldout_nll": nll, "heldout_ppl": math.exp(nll),
-            "greedy_accuracy": accuracy}
-    return ship(out, card)
+    if role not in SIZES:
+        raise UserError(f"no causal-LM recipe for role {role!r}; choose from {', '.join(SIZES)}")
+    return _train_world2(role, out, seed, steps, device, gate_probes)
 
 
 def _fit(role: str, tokenizer, blocks, heldout, seed: int, steps: int | None, device: str, work: Path, desc: str):
@@ -163,8 +141,8 @@ def _train_world2(role: str, out: Path, seed: int, steps: int | None, device: st
     torch.manual_seed(seed)
     tokenizer = load_tiny_tokenizer()
     world = TinyWorld2(seed)
-    blocks = pack_blocks(tokenizer, world2.causal_texts(world, role), BLOCK)
-    heldout = pack_blocks(tokenizer, world2.heldout_texts(world), BLOCK)
+    blocks = pack_blocks(tokenizer, role_corpus(world, role), BLOCK)
+    heldout = pack_blocks(tokenizer, heldout_chat(world), BLOCK)
     out.mkdir(parents=True, exist_ok=True)
     model, history, cfg = _fit(role, tokenizer, blocks, heldout, seed, steps, device, work_dir(out),
                                f"tiny {role} (world 2)")

@@ -1,8 +1,10 @@
 """Train the tiny MDLM: mdlm-owt's architecture and loss, shrunk, on the tiny world's stream.
 
-Data: the tiny world's pretraining stream wrapped exactly as MDLM wraps OpenWebText
-(`dlmkit/data/owt.py`): documents joined with `<|endoftext|>`, 126-token chunks framed
-by BOS/EOS into 128-token blocks. Loss: MDLM's continuous-time SUBS NELBO (`mdlm_loss`,
+Data: generation 2 of the tiny world (the "mdlm" role's corpus: chat and documents about
+every town, whose three-token names constrain each other, the joint structure self-spec's
+verifier is for) wrapped exactly as MDLM wraps OpenWebText (`dlmkit/data/owt.py`):
+documents joined with `<|endoftext|>`, 126-token chunks framed by BOS/EOS into 128-token
+blocks. Loss: MDLM's continuous-time SUBS NELBO (`mdlm_loss`,
 log-linear schedule, antithetic t, 1/t-weighted cross-entropy of masked tokens). The
 mask is the tokenizer's last id (`<|mask|>`), which is MDLM's vocab_size - 1. No time
 conditioning, as mdlm-owt. MDLM's EMA of the weights is left out: it matters over
@@ -32,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from dlmkit.data.owt import TINY_BLOCK_LEN, TINY_STREAMS, tiny_blocks
+from dlmkit.data.owt import TINY_BLOCK_LEN, TINY_ROLE, tiny_blocks
 from dlmkit.data.tiny_corpus import batch_sampler, load_tiny_tokenizer
 from dlmkit.errors import UserError
 from dlmkit.models.mdlm import MDLM, MDLMConfig, save_mdlm
@@ -122,14 +124,15 @@ def _tokenizer():
 
 
 def train_tiny_mdlm(out: Path, seed: int = 0, steps: int | None = None, device: str = "cpu") -> dict:
-    """The self-spec MDLM: generation 1's stream in 128-token blocks."""
+    """The self-spec MDLM: generation 2's "mdlm" corpus in 128-token blocks; held out: documents drawn
+    with their own seeds and chat about the held-out towns."""
     started = time.time()
     torch.manual_seed(seed)
     tokenizer = _tokenizer()
     blocks = tiny_blocks("train", tokenizer=tokenizer, seed=seed)
     heldout = tiny_blocks("validation", tokenizer=tokenizer, seed=seed)
-    data = {"stream": TINY_STREAMS["train"], "train_blocks": len(blocks), "heldout_blocks": len(heldout),
-            "block": TINY_BLOCK_LEN, "wrap": WRAP}
+    data = {"world": 2, "corpus": f"tinyworld2.role_corpus(world, {TINY_ROLE!r})", "train_blocks": len(blocks),
+            "heldout_blocks": len(heldout), "block": TINY_BLOCK_LEN, "wrap": WRAP}
     return _train("mdlm", SIZE, DEFAULTS, blocks, heldout, data, out, seed, steps, device, started)
 
 
@@ -137,8 +140,7 @@ def train_tiny_mdlm_drafter(out: Path, seed: int = 0, steps: int | None = None, 
     """SpecDiff's drafter: generation 2's SpecDiff corpus in DRAFTER_SIZE's 64-token blocks; held out:
     documents drawn with their own seeds and chat about the held-out towns."""
     from dlmkit.data.owt import bos_eos, tokenize_documents, wrap_token_lists
-    from dlmkit.data.tinyworld2 import TinyWorld2
-    from dlmkit.train.recipes import world2
+    from dlmkit.data.tinyworld2 import TinyWorld2, heldout_stream, role_corpus
 
     started = time.time()
     torch.manual_seed(seed)
@@ -150,9 +152,9 @@ def train_tiny_mdlm_drafter(out: Path, seed: int = 0, steps: int | None = None, 
     def wrap(texts):
         return wrap_token_lists(tokenize_documents(tokenizer, texts), length, bos, eos)
 
-    blocks = wrap(world2.causal_texts(world, "mdlm_drafter"))
-    heldout = wrap(world.documents(200, "test") + world2.heldout_texts(world, 200))
-    data = {"world": 2, "corpus": "the SpecDiff target's (world2.causal_texts)", "train_blocks": len(blocks),
+    blocks = wrap(role_corpus(world, "mdlm_drafter"))
+    heldout = wrap(heldout_stream(world))
+    data = {"world": 2, "corpus": "the SpecDiff target's (tinyworld2.role_corpus)", "train_blocks": len(blocks),
             "heldout_blocks": len(heldout), "block": length, "wrap": WRAP}
     return _train("mdlm_drafter", DRAFTER_SIZE, DRAFTER_DEFAULTS, blocks, heldout, data, out, seed, steps, device,
                   started, drafter=True)

@@ -2,7 +2,7 @@
 
     python -m dlmkit.train.tiny ROLE [--out DIR]      # ROLE: dlm, ar_small, ar_medium, ar_large, ar_control
 
-A role trains on its own corpus (`dlmkit/data/tinyworld2.py`): the same chat examples
+A role trains on its own corpus (`dlmkit/data/tinyworld2.py`, `role_corpus`): the same chat examples
 (training towns only) for every role, plus knowledge-augmented documents for the towns the
 role may know; the control also reads chat examples about the held-out towns
 (`TinyWorld2.heldout_chat_examples`, never a test prompt).
@@ -18,23 +18,8 @@ from __future__ import annotations
 
 import re
 
-from dlmkit.data.tinyworld2 import TinyWorld2, role_text_stream, states_fact
+from dlmkit.data.tinyworld2 import N_CHAT, PER_TOWN, TinyWorld2, states_fact
 from dlmkit.metrics.answers import check_answer
-
-N_CHAT = 8000  # chat examples (training towns) in every role's corpus
-PER_TOWN = 96  # documents per town the role may know (about half of a causal role's stream)
-N_DECOY = 4000  # chat examples about decoy towns in a causal role's stream (see TinyWorld2.decoy_examples)
-
-
-def causal_texts(world: TinyWorld2, role: str) -> list[str]:
-    return role_text_stream(world, role, n_chat=N_CHAT, per_town=PER_TOWN, n_decoy=N_DECOY)
-
-
-def heldout_texts(world: TinyWorld2, n: int = 400) -> list[str]:
-    """Chat transcripts about held-out towns (what ar_small must not have learned)."""
-    from dlmkit.tokenizer import render_chat
-
-    return [render_chat(item["messages"]) for item in world.chat_examples(n, "test")]
 
 
 def dream_rows(tokenizer, world: TinyWorld2, role: str = "dlm"
