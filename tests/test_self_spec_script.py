@@ -98,3 +98,11 @@ def test_same_seed_same_samples_and_errors(models, small_data, tmp_path, load_sc
         script.main(argv(models, outs[0], "--resume", "--phase", "sample", "--subset", "2", "--nfe", "3", "--lr", "0.5"))
     with pytest.raises(UserError, match="--phase train first"):
         script.main(argv(models, tmp_path / "c", "--phase", "sample", "--self-spec", str(tmp_path / "none")))
+
+
+def test_a_smoke_run_calibrates_on_as_few_rows_as_it_samples():
+    from dlmkit.experiments.self_spec.settings import SAMPLE_DEFAULTS, calibration_rows
+
+    tiny = SAMPLE_DEFAULTS["tiny"]
+    assert tiny["calibration_samples"] == 8
+    assert [calibration_rows(tiny, n) for n in (None, 1, 5, 20)] == [8, 2, 5, 8]

@@ -54,7 +54,7 @@ def add_flags(parser) -> None:
                            "depend on it: every row has its own generator)")
     spec.add_argument("--calibration-samples", type=positive_int, default=None, metavar="N",
                       help="rows (never evaluated) on which dtau is calibrated to each budget "
-                           "(default: tiny 8, paper 16)")
+                           "(default: tiny 8, paper 16; under --subset N at most max(2, N))")
 
 
 __getattr__ = lazy_context(__name__)

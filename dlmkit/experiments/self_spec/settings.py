@@ -52,6 +52,13 @@ TRAIN_DEFAULTS = {
 }
 
 
+def calibration_rows(sample_defaults: dict, subset: int | None) -> int:
+    """The preset's calibration rows, or under --subset N at most max(2, N): a smoke run spent most of
+    its time calibrating dtau on 8 rows for samples of one."""
+    rows = sample_defaults["calibration_samples"]
+    return min(rows, max(2, subset)) if subset else rows
+
+
 @dataclass(frozen=True)
 class Settings:
     preset: str
@@ -78,7 +85,8 @@ class Settings:
                        length=args.length or base["length"], steps=tuple(args.steps or base["steps"]),
                        batch_size=args.batch_size or base["batch_size"], nfe=tuple(args.nfe or sample["nfe"]),
                        spec_batch_size=args.spec_batch_size or sample["spec_batch_size"],
-                       calibration_samples=args.calibration_samples or sample["calibration_samples"], train=train,
+                       calibration_samples=args.calibration_samples or calibration_rows(sample, args.subset),
+                       train=train,
                        ckpt_dir=args.ckpt_dir or Path(job.out) / "checkpoints", self_spec=args.self_spec)
         if settings.length < 2 or settings.batch_size < 1:
             raise UserError("--length must be >= 2 and --batch-size >= 1")
