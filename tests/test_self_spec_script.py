@@ -106,3 +106,19 @@ def test_a_smoke_run_calibrates_on_as_few_rows_as_it_samples():
     tiny = SAMPLE_DEFAULTS["tiny"]
     assert tiny["calibration_samples"] == 8
     assert [calibration_rows(tiny, n) for n in (None, 1, 5, 20)] == [8, 2, 5, 8]
+
+
+def test_the_town_name_count_tells_towns_from_mixed_parts(load_script, tmp_path):
+    names = load_script("benchmarks/self_spec_names.py")
+    from dlmkit.data.tinyworld2 import TinyWorld2
+
+    towns = TinyWorld2(0).gazetteer.towns
+    mixed = next(h + m + t for h in "FGHLMPST" for m in ("ar", "an", "en") for t in ("ber", "ly", "de", "ist", "ing")
+                 if h + m + t not in towns)
+    out = names.town_share([f"In {towns[0]} and {mixed}.", f"The {towns[1]}s and {towns[0]}"], set(towns))
+    assert out["names"] == 3 and out["town_share"] == 2 / 3  # "{towns[1]}s" is not a name: a word boundary
+    assert mixed in out["example"]
+    from dlmkit.errors import UserError
+
+    with pytest.raises(UserError, match="--phase baseline"):
+        names.main(["--run", str(tmp_path)])
