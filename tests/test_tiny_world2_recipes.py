@@ -68,3 +68,14 @@ def test_gate_scores_the_stated_value_and_the_letter_by_group():
     half = [i["target"] if i["facts"][0][0] in known else "" for i in items]
     scores = world2.gate(world, items, half)
     assert scores["fact_accuracy_medium_known"] == 1.0 and scores["fact_accuracy_medium_unknown"] == 0.0
+
+
+def test_the_judge_recipe_rebuilds_the_shared_target_checkpoint(monkeypatch):
+    from dlmkit.presets import TINY_ROOT
+    from dlmkit.train.recipes import causal_lm
+
+    calls = []
+    monkeypatch.setattr(causal_lm, "train_tiny_causal_lm", lambda role, **kwargs: calls.append((role, kwargs)))
+    tiny.main(["judge", "--steps", "1"])
+    assert [(role, kwargs["out"], kwargs["steps"]) for role, kwargs in calls] == [
+        ("target", TINY_ROOT / TINY["target"], 1)]
