@@ -117,14 +117,15 @@ def bos_eos(tokenizer) -> tuple[int, int]:
 # --------------------------------------------------------------------------- tiny preset
 
 
-def tiny_blocks(split: str = "train", *, tokenizer=None, block_len: int = TINY_BLOCK_LEN, seed: int = 0
-                ) -> torch.Tensor:
-    """The tiny world's pretraining stream for `split` ("train" or "validation"), wrapped."""
+def tiny_blocks(split: str = "train", *, tokenizer=None, block_len: int = TINY_BLOCK_LEN, seed: int = 0,
+                role: str = TINY_ROLE) -> torch.Tensor:
+    """The tiny world's pretraining stream for `split` ("train": `role`'s corpus; "validation": the
+    held-out stream), wrapped."""
     if split not in ("train", "validation"):
         raise UserError(f"unknown split {split!r}; choose train or validation")
     tokenizer = tokenizer or load_tiny_tokenizer()
     world = TinyWorld2(seed)
-    texts = role_corpus(world, TINY_ROLE) if split == "train" else heldout_stream(world)
+    texts = role_corpus(world, role) if split == "train" else heldout_stream(world)
     bos, eos = bos_eos(tokenizer)
     return wrap_token_lists(tokenize_documents(tokenizer, texts), block_len, bos, eos)
 

@@ -127,51 +127,41 @@ def load_verifier(source, device: str = "cpu", dtype=None):
     return model
 
 
+def _map_batch_tensors(cache, batch: int, fn):
+    """`cache` (modified in place and returned) with fn(t) in place of every tensor t of its
+    layers' states whose leading (batch) dimension is `batch`, however nested in lists, tuples
+    and dicts: attention KV and DeltaNet conv / recurrent states alike (transformers' own
+    batch_repeat_interleave leaves the DeltaNet states alone)."""
+
+    def walk(value):
+        if torch.is_tensor(value) and value.ndim > 0 and value.shape[0] == batch:
+            return fn(value)
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        if isinstance(value, tuple):
+            return tuple(walk(v) for v in value)
+        if isinstance(value, dict):
+            return {k: walk(v) for k, v in value.items()}
+        return value
+
+    for layer in cache.layers:
+        for name, value in vars(layer).items():
+            setattr(layer, name, walk(value))
+    return cache
+
+
 def select_cache_row(cache, row: int, batch: int):
-    """A batch-1 copy of row `row` of a batch-`batch` Qwen3.5 cache (attention KV and DeltaNet conv
-    / recurrent states): the inverse of `expand_cache` for the row kept."""
+    """A batch-1 copy of row `row` of a batch-`batch` Qwen3.5 cache: the inverse of `expand_cache`
+    for the row kept. The cache and its layers are copied shallowly; their states are sliced anew."""
     import copy
 
     out = copy.copy(cache)
     out.layers = [copy.copy(layer) for layer in cache.layers]
-
-    def pick(value):
-        if torch.is_tensor(value) and value.ndim > 0 and value.shape[0] == batch:
-            return value[row:row + 1].clone()
-        if isinstance(value, list):
-            return [pick(v) for v in value]
-        if isinstance(value, tuple):
-            return tuple(pick(v) for v in value)
-        if isinstance(value, dict):
-            return {k: pick(v) for k, v in value.items()}
-        return value
-
-    for layer in out.layers:
-        for name, value in vars(layer).items():
-            setattr(layer, name, pick(value))
-    return out
+    return _map_batch_tensors(out, batch, lambda t: t[row:row + 1].clone())
 
 
 def expand_cache(cache, repeats: int):
-    """A copy of a batch-1 Qwen3.5 cache repeated `repeats` times along the batch: KV of the
-    attention layers and the conv / recurrent states of the DeltaNet layers (transformers'
-    own batch_repeat_interleave leaves the DeltaNet states alone)."""
+    """A copy of a batch-1 Qwen3.5 cache repeated `repeats` times along the batch."""
     import copy
 
-    out = copy.deepcopy(cache)
-
-    def repeat(value):
-        if torch.is_tensor(value) and value.ndim > 0 and value.shape[0] == 1:
-            return value.repeat_interleave(repeats, dim=0)
-        if isinstance(value, list):
-            return [repeat(v) for v in value]
-        if isinstance(value, tuple):
-            return tuple(repeat(v) for v in value)
-        if isinstance(value, dict):
-            return {k: repeat(v) for k, v in value.items()}
-        return value
-
-    for layer in out.layers:
-        for name, value in vars(layer).items():
-            setattr(layer, name, repeat(value))
-    return out
+    return _map_batch_tensors(copy.deepcopy(cache), 1, lambda t: t.repeat_interleave(repeats, dim=0))

@@ -15,7 +15,7 @@ hundreds of thousands of steps, not two thousand.
 
 SpecDiff's drafter is the same architecture and loss, two blocks of width 64 over a 64-token
 canvas (the AR drafter's depth and width: causal_lm.py's docstring), trained on generation 2 of
-the tiny world (the SpecDiff target's corpus, `world2.py`) wrapped into 64-token blocks: it
+the tiny world (the SpecDiff target's texts, `tinyworld2.role_corpus`) wrapped into 64-token blocks: it
 drafts over a short window, the last 64 - gamma tokens and gamma masks. Its card adds one
 number beside MDLM's NELBO: the cross-entropy of the states a left-to-right drafter is in (a
 clean prefix and 1..MAX_TAIL masked tail positions, `tail_masked`), the only states SpecDiff
@@ -139,21 +139,12 @@ def train_tiny_mdlm(out: Path, seed: int = 0, steps: int | None = None, device: 
 def train_tiny_mdlm_drafter(out: Path, seed: int = 0, steps: int | None = None, device: str = "cpu") -> dict:
     """SpecDiff's drafter: generation 2's SpecDiff corpus in DRAFTER_SIZE's 64-token blocks; held out:
     documents drawn with their own seeds and chat about the held-out towns."""
-    from dlmkit.data.owt import bos_eos, tokenize_documents, wrap_token_lists
-    from dlmkit.data.tinyworld2 import TinyWorld2, heldout_stream, role_corpus
-
     started = time.time()
     torch.manual_seed(seed)
     tokenizer = _tokenizer()
-    world = TinyWorld2(seed)
-    bos, eos = bos_eos(tokenizer)
     length = DRAFTER_SIZE["model_length"]
-
-    def wrap(texts):
-        return wrap_token_lists(tokenize_documents(tokenizer, texts), length, bos, eos)
-
-    blocks = wrap(role_corpus(world, "mdlm_drafter"))
-    heldout = wrap(heldout_stream(world))
+    blocks = tiny_blocks("train", tokenizer=tokenizer, block_len=length, seed=seed, role="mdlm_drafter")
+    heldout = tiny_blocks("validation", tokenizer=tokenizer, block_len=length, seed=seed)
     data = {"world": 2, "corpus": "the SpecDiff target's (tinyworld2.role_corpus)", "train_blocks": len(blocks),
             "heldout_blocks": len(heldout), "block": length, "wrap": WRAP}
     return _train("mdlm_drafter", DRAFTER_SIZE, DRAFTER_DEFAULTS, blocks, heldout, data, out, seed, steps, device,
