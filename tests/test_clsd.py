@@ -357,6 +357,35 @@ def test_windows_cut_the_stream_in_blocks():
         windows(list(range(5)), prefix_len=3, block_len=4)
 
 
+def test_verifier_chunks_are_each_prefix_greedy_continuation(verifier8):
+    from dlmkit.experiments.clsd.data import verifier_chunks
+
+    prefixes = torch.randint(1, VOCAB, (5, 6), generator=torch.Generator().manual_seed(3))
+    chunks = verifier_chunks(verifier8, prefixes, block_len=7, batch_size=2)  # batches of 2, 2 and 1
+    assert chunks.shape == (5, 7)
+    for prefix, chunk in zip(prefixes.tolist(), chunks.tolist()):
+        assert chunk == greedy_generate(verifier8, prefix, 7, stop_ids=set()).tokens
+
+
+def test_embed_with_verifier_targets_stores_the_verifier_greedy_chunks(tmp_path):
+    import train_clsd
+    from safetensors.torch import load_file
+
+    from dlmkit.presets import TINY, TINY_ROOT
+
+    out = tmp_path / "v"
+    assert train_clsd.main([*SMALL, "--out", str(out), "--targets", "verifier"]) == 0
+    rows = {r["split"]: r for r in json.loads((out / "summary.json").read_text())["tables"]["embed"]}
+    assert rows["train"]["targets"] == "verifier" and 0 <= rows["train"]["targets_equal_data"] < 1
+    shard = load_file(str(out / "checkpoints" / "embed" / "train-00000.safetensors"))
+    verifier = load_verifier(TINY_ROOT / TINY["verifier"])
+    for prefix, chunk in zip(shard["prefix_ids"][:2].tolist(), shard["chunk_ids"][:2].tolist()):
+        assert chunk == greedy_generate(verifier, prefix, len(chunk), stop_ids=set()).tokens
+    # the shards are keyed by their targets: a data-target run does not reuse them
+    with pytest.raises(UserError, match="holds caches of another run"):
+        train_clsd.main([*SMALL, "--out", str(tmp_path / "d"), "--ckpt-dir", str(out / "checkpoints")])
+
+
 def test_script_refuses_checkpoints_under_results(tmp_path):
     import train_clsd
 

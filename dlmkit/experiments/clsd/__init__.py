@@ -14,7 +14,7 @@ from pathlib import Path
 
 from dlmkit.cli import nonnegative_float, positive_int, probability
 from dlmkit.experiments import lazy_context, lazy_phase
-from dlmkit.experiments.clsd.settings import Settings
+from dlmkit.experiments.clsd.settings import TARGETS, Settings
 
 _HERE = __name__
 # phases and Context import torch when first used: --help stays light
@@ -56,6 +56,9 @@ def add_flags(parser) -> None:
                      help="stage C optimizer steps (tiny 200, paper 5000)")
     own.add_argument("--batch-size", type=positive_int, default=None, metavar="B",
                      help="chunks per step (tiny 16, paper 32)")
+    own.add_argument("--targets", choices=TARGETS, default=None,
+                     help="what the DiT learns to draft: data (the card: the transcripts' chunks) or verifier (each "
+                          "chunk replaced by the verifier's greedy continuation of its prefix: self-distillation)")
     own.add_argument("--euler-steps", type=positive_int, default=2, metavar="K",
                      help="Euler steps of a draft (stage C and inference)")
     own.add_argument("--beta0", type=nonnegative_float, default=0.1, metavar="WEIGHT", help="stage C MSE weight at the first step (annealed to 0)")

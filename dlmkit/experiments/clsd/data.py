@@ -3,10 +3,13 @@
 Transcripts (NuminaMath-CoT `messages`, or the tiny world's `math_cot`) are rendered with
 the verifier's chat template, tokenized with its tokenizer, joined into one stream (each
 ended by EOS) and cut into windows of `prefix_len + block_len` tokens, one every
-`block_len`. Per window the shards hold:
+`block_len`. With targets "verifier" (self-distillation, as speculative drafters are usually
+trained) each chunk is replaced by the verifier's greedy continuation of its prefix
+(`verifier_chunks`): the tokens the guillotine accepts, a function of the prefix where the
+transcripts' own chunks are a distribution over them. Per window the shards hold:
 
     prefix_ids   (N, P)      the context before the chunk (the verifier reads it in stage C)
-    chunk_ids    (N, L)      the chunk's tokens
+    chunk_ids    (N, L)      the chunk's tokens (the transcript's or the verifier's)
     chunk_embeds (N, L, H)   their rows of the frozen embedding matrix (the flow's data)
     cond         (N, H)      C: the verifier's final hidden state at the last prefix position
 
@@ -62,6 +65,26 @@ def windows(stream: list[int], prefix_len: int, block_len: int, max_windows: int
     prefix = torch.stack([data[s - prefix_len:s] for s in starts])
     chunk = torch.stack([data[s:s + block_len] for s in starts])
     return prefix, chunk
+
+
+@torch.no_grad()
+def verifier_chunks(verifier, prefix_ids: torch.Tensor, block_len: int, batch_size: int = 64,
+                    desc: str = "greedy") -> torch.Tensor:
+    """(N, block_len): the verifier's greedy continuation of each prefix, with its cache (one call
+    per token for a batch of prefixes; end tokens are continued like any other)."""
+    from dlmkit.decoding.clsd import verifier_step
+
+    device = verifier.get_input_embeddings().weight.device
+    out = []
+    for start in tqdm(range(0, len(prefix_ids), batch_size), desc=desc, unit="batch"):
+        cache, _, logits = verifier_step(verifier, prefix_ids[start:start + batch_size].to(device))
+        tokens = []
+        for j in range(block_len):
+            tokens.append(logits[:, -1].float().argmax(-1))
+            if j < block_len - 1:
+                cache, _, logits = verifier_step(verifier, tokens[-1][:, None], cache)
+        out.append(torch.stack(tokens, dim=1).cpu())
+    return torch.cat(out)
 
 
 @torch.no_grad()

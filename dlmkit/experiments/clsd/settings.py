@@ -13,14 +13,19 @@ from dlmkit.errors import UserError
 PRESET_DEFAULTS = {
     "tiny": dict(block_len=32, prefix_len=32, train_records=3000, val_records=200, stage_a_steps=600,
                  stage_c_steps=200, batch_size=16, stage_a_lr=1e-3, stage_c_lr=3e-4, candidates=8, prompts=12,
-                 gen_length=40, val_batch=64),
+                 gen_length=40, val_batch=64, targets="data"),
     "paper": dict(block_len=128, prefix_len=128, train_records=400_000, val_records=100, stage_a_steps=50_000,
                   stage_c_steps=5_000, batch_size=32, stage_a_lr=1e-4, stage_c_lr=1e-5, candidates=32, prompts=64,
-                  gen_length=512, val_batch=32),
+                  gen_length=512, val_batch=32, targets="data"),
 }
 IDENTITY = ("block_len", "prefix_len", "train_records", "val_records", "stage_a_steps", "stage_c_steps", "batch_size",
-            "stage_a_lr", "stage_c_lr", "candidates", "gen_length", "val_batch", "euler_steps", "beta0", "threshold")
-FLAGGED = ("block_len", "prefix_len", "stage_a_steps", "stage_c_steps", "batch_size", "candidates", "gen_length")
+            "stage_a_lr", "stage_c_lr", "candidates", "gen_length", "val_batch", "euler_steps", "beta0", "threshold",
+            "targets")
+FLAGGED = ("block_len", "prefix_len", "stage_a_steps", "stage_c_steps", "batch_size", "candidates", "gen_length",
+           "targets")
+# What the DiT learns to draft: "data" (the card: the transcripts' own chunks) or "verifier" (each
+# chunk replaced by the verifier's greedy continuation of its prefix, what the guillotine accepts).
+TARGETS = ("data", "verifier")
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,7 @@ class Settings:
     prompts: int
     gen_length: int
     val_batch: int
+    targets: str
     euler_steps: int
     beta0: float
     threshold: float

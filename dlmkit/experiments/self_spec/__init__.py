@@ -33,7 +33,7 @@ def add_flags(parser) -> None:
                           "when no sample of the batch changed, so NFE depends on it")
     train_flags = parser.add_argument_group("train phase")
     train_flags.add_argument("--train-steps", type=positive_int, default=None, metavar="N",
-                             help="optimizer steps (default: tiny 1500, paper 50000)")
+                             help="optimizer steps (default: tiny 6000, paper 50000)")
     train_flags.add_argument("--train-batch-size", type=positive_int, default=None, metavar="B",
                              help="blocks per step (default: tiny 16, paper 256)")
     train_flags.add_argument("--lr", type=positive_float, default=None,
