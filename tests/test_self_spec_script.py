@@ -122,3 +122,22 @@ def test_the_town_name_count_tells_towns_from_mixed_parts(load_script, tmp_path)
 
     with pytest.raises(UserError, match="--phase baseline"):
         names.main(["--run", str(tmp_path)])
+
+
+def test_the_does_not_pay_note_uses_the_standard_error_of_the_difference():
+    from dlmkit.experiments.self_spec.evaluate import eval_notes, verification_gain
+
+    def row(budget, spec, draft, se):
+        s, d = {"judge_nll": spec, "nll_se": se}, {"judge_nll": draft, "nll_se": se}
+        return {"nfe_budget": budget, "spec_nll": spec, "spec_nll_se": se, "draft_only_nll": draft,
+                "draft_only_nll_se": se, "spec_entropy": 5.0, "draft_only_entropy": 5.0, "spec_nfe": budget,
+                "spec_causal_passes": budget, "spec_acceptance": 0.5, "draft_only_nfe": budget, "mdlm_nll": None,
+                "mdlm_nfe": None, "nfe_ratio": None, "nfe_ratio_vs_draft_only": None, **verification_gain(s, d)}
+
+    # a gain of 0.25 with each cell's s.e. 0.1: beyond 2 s.e. of one cell (0.2), within 2 s.e. of the
+    # difference (0.283): not a gain, so verification "does not pay" at either budget
+    notes = eval_notes([row(8, 4.0, 4.25, 0.1), row(16, 3.6, 3.6, 0.1)])
+    assert any("more than 2 s.e. at 0 of 2 budgets" in n for n in notes)
+    assert any("does not pay" in n and "budgets [8, 16]" in n for n in notes)
+    # a gain of 0.3 is beyond both: the note is not written
+    assert not any("does not pay" in n for n in eval_notes([row(8, 4.0, 4.3, 0.1), row(16, 3.6, 3.6, 0.1)]))

@@ -120,8 +120,9 @@ def eval_notes(table: list[dict]) -> list[str]:
         notes.append(f"{SPEC_NOTE}eval: verification's gain (judge NLL of the draft alone with the same windows "
                      f"minus self-spec's) by budget: {gains}; more than 2 s.e. at {len(better)} of {len(paired)} "
                      f"budgets {better}")
-        worse = [r["nfe_budget"] for r in paired if r["spec_nll"] > r["draft_only_nll"] + 2 * r["spec_nll_se"]]
-        same = [r["nfe_budget"] for r in paired if abs(r["spec_nll"] - r["draft_only_nll"]) <= 2 * r["spec_nll_se"]]
+        # the same rule as verification_gain_over_2se: two standard errors of the difference
+        worse = [r["nfe_budget"] for r in paired if -r["verification_gain_nll"] > 2 * r["verification_gain_se"]]
+        same = [r["nfe_budget"] for r in paired if abs(r["verification_gain_nll"]) <= 2 * r["verification_gain_se"]]
         entropy = sum(r["spec_entropy"] - r["draft_only_entropy"] for r in paired) / len(paired)
         if len(worse) + len(same) == len(paired):
             notes.append(f"{SPEC_NOTE}eval: verification does not pay here: the draft alone with the same cosine "
