@@ -1,5 +1,6 @@
 """Unit tests of the inverse-speculation phases (dlmkit/experiments/inverse): no models, hand-built records."""
 
+import json
 import math
 
 import pytest
@@ -464,3 +465,17 @@ def test_repeated_timing_table_gives_the_median_of_per_repeat_ratios_and_their_r
     (single,) = [r for r in repeated_timing_table(repeats[:1], (0.1,), 128, None) if r["method"] == forced["method"]]
     plain = next(r for r in timing_table(repeats[0], (0.1,), 128, None) if r["method"] == forced["method"])
     assert single["speedup_vs_full_dlm"] == plain["speedup_vs_full_dlm"] == single["speedup_min"] == single["speedup_max"]
+
+
+def test_sure_drafts_replays_phase_b_and_forces_the_sure_drafts(load_script, tmp_path):
+    """benchmarks/sure_drafts.py on the committed tiny run: its anchors-only fill is phase B's,
+    token for token, and forcing drafts adds only positions Dream had not committed."""
+    bench = load_script("benchmarks/sure_drafts.py")
+    out = tmp_path / "rows.json"
+    assert bench.main(["--limit", "3", "--models", "ar_small", "--stops", "0.1", "--min-conf", "0.9", "0",
+                       "--json", str(out)]) == 0
+    rows = {r["forced"]: r for r in json.loads(out.read_text())}
+    assert rows["anchors"]["equal_phase_b"] == 3 and rows["anchors"]["extra_anchors"] == 0
+    sure, every = rows["anchors + sure p >= 0.9"], rows["anchors + sure p >= 0"]
+    assert 0 < sure["extra_anchors"] <= every["extra_anchors"]  # a lower threshold forces a superset
+    assert 0 <= every["extra_right"] <= 1 and 0 <= sure["extra_right"] <= 1
