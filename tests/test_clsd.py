@@ -383,7 +383,8 @@ def test_embed_with_verifier_targets_stores_the_verifier_greedy_chunks(tmp_path)
         assert chunk == greedy_generate(verifier, prefix, len(chunk), stop_ids=set()).tokens
     # the shards are keyed by their targets: a data-target run does not reuse them
     with pytest.raises(UserError, match="holds caches of another run"):
-        train_clsd.main([*SMALL, "--out", str(tmp_path / "d"), "--ckpt-dir", str(out / "checkpoints")])
+        train_clsd.main([*SMALL, "--out", str(tmp_path / "d"), "--ckpt-dir", str(out / "checkpoints"),
+                         "--targets", "data"])
 
 
 def test_script_refuses_checkpoints_under_results(tmp_path):

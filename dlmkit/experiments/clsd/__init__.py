@@ -51,14 +51,15 @@ def add_flags(parser) -> None:
     own.add_argument("--embed-records", type=positive_int, default=None, metavar="N",
                      help="training transcripts to embed (tiny 3000, paper 400000)")
     own.add_argument("--stage-a-steps", type=positive_int, default=None, metavar="S",
-                     help="stage A optimizer steps (tiny 600, paper 50000)")
+                     help="stage A optimizer steps (tiny 3000, paper 50000)")
     own.add_argument("--stage-c-steps", type=positive_int, default=None, metavar="S",
                      help="stage C optimizer steps (tiny 200, paper 5000)")
     own.add_argument("--batch-size", type=positive_int, default=None, metavar="B",
                      help="chunks per step (tiny 16, paper 32)")
     own.add_argument("--targets", choices=TARGETS, default=None,
-                     help="what the DiT learns to draft: data (the card: the transcripts' chunks) or verifier (each "
-                          "chunk replaced by the verifier's greedy continuation of its prefix: self-distillation)")
+                     help="what the DiT learns to draft: data (the card: the transcripts' chunks; paper default) or "
+                          "verifier (each chunk replaced by the verifier's greedy continuation of its prefix: "
+                          "self-distillation; tiny default)")
     own.add_argument("--euler-steps", type=positive_int, default=2, metavar="K",
                      help="Euler steps of a draft (stage C and inference)")
     own.add_argument("--beta0", type=nonnegative_float, default=0.1, metavar="WEIGHT", help="stage C MSE weight at the first step (annealed to 0)")
