@@ -124,6 +124,14 @@ class JsonlLog:
         if self.path.exists():
             atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.records()))
 
+    def drop(self, stale) -> int:
+        """Rewrite the file without the records for which `stale(record)` is true; how many went."""
+        records = self.records()
+        kept = [r for r in records if not stale(r)]
+        if len(kept) < len(records):
+            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+        return len(records) - len(kept)
+
     def append(self, record: dict) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         line = json.dumps(_jsonable(record), allow_nan=False) + "\n"

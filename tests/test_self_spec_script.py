@@ -141,3 +141,22 @@ def test_the_does_not_pay_note_uses_the_standard_error_of_the_difference():
     assert any("does not pay" in n and "budgets [8, 16]" in n for n in notes)
     # a gain of 0.3 is beyond both: the note is not written
     assert not any("does not pay" in n for n in eval_notes([row(8, 4.0, 4.3, 0.1), row(16, 3.6, 3.6, 0.1)]))
+
+
+def test_the_control_matches_what_self_spec_spends_where_the_budget_is_out_of_reach():
+    from dlmkit.experiments.self_spec.sample import control_steps
+
+    assert control_steps(16, {"reachable": True, "calibration_nfe": 15.75}) == 16
+    assert control_steps(8, {"reachable": False, "calibration_nfe": 13.5}) == 14  # never fewer calls than self-spec
+    assert control_steps(8, {"reachable": False, "calibration_nfe": 7.0}) == 8
+
+
+def test_a_jsonl_log_drops_stale_records_atomically(tmp_path):
+    from dlmkit.results import JsonlLog
+
+    log = JsonlLog(tmp_path / "x.jsonl")
+    for i, dtau in enumerate([0.1, 0.2, 0.1]):
+        log.append({"id": f"draft_only/8/{i}", "dtau": dtau})
+    assert log.drop(lambda r: r["dtau"] != 0.1) == 1
+    assert log.done_ids() == {"draft_only/8/0", "draft_only/8/2"}
+    assert log.drop(lambda r: False) == 0

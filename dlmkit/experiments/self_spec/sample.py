@@ -1,6 +1,7 @@
 """Phase sample of train_self_spec.py: for each NFE budget, the dtau whose mean NFE meets it
 (calibrated on rows that are not evaluated), then self-speculative samples, and the
-cosine-window draft alone (every draft accepted) at its own exact budget as a control;
+cosine-window draft alone (every draft accepted) at its own exact budget as a control (at a
+budget self-spec cannot get down to, at the calls self-spec spends there: `control_steps`);
 every sample scored by the judge as it is drawn."""
 
 from __future__ import annotations
@@ -37,6 +38,13 @@ def control_dtau(total: int, budget: int) -> float:
     return lo
 
 
+def control_steps(budget: int, calibration: dict) -> int:
+    """The draft-alone control's step count: the budget, or where self-spec cannot get down to it
+    (widest windows still take more calls: verification rejects), the calls self-spec spends on
+    the calibration rows, rounded up: the control then never has fewer calls than self-spec."""
+    return budget if calibration["reachable"] else max(budget, math.ceil(calibration["calibration_nfe"]))
+
+
 def row_generators(seed: int, budget: int, indices: list[int]) -> list[torch.Generator]:
     """One generator per sample, shared by both methods at one budget (paired comparison)."""
     return [torch.Generator().manual_seed(budget_row_seed(seed, budget, i)) for i in indices]
@@ -57,12 +65,19 @@ def sample_budgets(run, *, model, cfg, score, device: str) -> None:
         floor = control_dtau(length, budget)  # all accepted: exactly the budget; rejections only add steps
         found = calibrate_dtau(model, canvas, budget, seed=calibration_seed(cfg.seed), low=floor)  # rows never evaluated
         calibration[budget] = {"target_nfe": budget, "dtau": found["dtau"], "calibration_nfe": found["nfe"],
-                               "reachable": found["reachable"], "calibration_samples": cfg.calibration_samples,
-                               "draft_only_dtau": floor}
+                               "reachable": found["reachable"], "calibration_samples": cfg.calibration_samples}
         run.add_table("self_spec_dtau", [calibration[b] for b in sorted(calibration)], echo=False)
+    for budget in cfg.nfe:  # the control matches what self-spec spends (control_steps)
+        steps = control_steps(budget, calibration[budget])
+        calibration[budget].update(draft_only_steps=steps, draft_only_dtau=control_dtau(length, steps))
     run.add_table("self_spec_dtau", [calibration[b] for b in cfg.nfe])
 
     log = run.log("self_spec_samples")
+    # A resumed run whose schedule changed (another control rule) redraws the samples of that cell only.
+    wanted = {(m, b): calibration[b]["dtau" if m == "self_spec" else "draft_only_dtau"] for b in cfg.nfe for m in METHODS}
+    stale = log.drop(lambda r: (r["method"], r["target_nfe"]) in wanted and r["dtau"] != wanted[(r["method"], r["target_nfe"])])
+    if stale:
+        echo(f"self-spec: {stale} samples were drawn with another window schedule; drawing them again")
     done = log.done_ids()
     work = [(budget, method, start) for budget in cfg.nfe for method in METHODS for start in range(0, n, batch_size)]
     bar = tqdm(work, desc="self-spec samples", unit="batch")
@@ -71,7 +86,7 @@ def sample_budgets(run, *, model, cfg, score, device: str) -> None:
         if not indices:
             continue
         bar.set_postfix(method=method, nfe=budget)
-        dtau = calibration[budget]["dtau" if method == "self_spec" else "draft_only_dtau"]
+        dtau = wanted[(method, budget)]
         canvas = torch.full((len(indices), length), mask, dtype=torch.long, device=device)
         out = self_spec_sample(model, canvas, dtau, generator=row_generators(cfg.seed, budget, indices),
                                verify=method == "self_spec")
