@@ -436,3 +436,12 @@ def test_first_rejection_rows_count_where_each_block_was_cut():
         ("DiT after stage_a", 1, 3), ("DiT after stage_a", 3, 1), ("DiT after stage_a", "none (block kept whole)", 1),
         ("DiT after stage_c", 2, 1), ("DiT after stage_c", "none (block kept whole)", 1)]
     assert rows[0]["share"] == 0.6 and sum(r["share"] for r in rows[:3]) == 1.0
+
+
+def test_subset_trains_smoke_sized_unless_a_flag_says_otherwise(tmp_path):
+    import train_clsd
+
+    assert train_clsd.main(["--subset", "1", "--stage-a-steps", "7", "--phase", "embed", "--out", str(tmp_path / "s")]) == 0
+    config = json.loads((tmp_path / "s" / "summary.json").read_text())["config"]
+    assert (config["train_records"], config["stage_a_steps"], config["stage_c_steps"]) == (40, 7, 5)
+    assert (config["gen_length"], config["candidates"], config["prompts"]) == (8, 2, 1)

@@ -160,3 +160,20 @@ def test_a_jsonl_log_drops_stale_records_atomically(tmp_path):
     assert log.drop(lambda r: r["dtau"] != 0.1) == 1
     assert log.done_ids() == {"draft_only/8/0", "draft_only/8/2"}
     assert log.drop(lambda r: False) == 0
+
+
+def test_subset_trains_a_smoke_sized_causal_layer_unless_train_steps_is_given():
+    import argparse
+
+    from dlmkit.experiments.self_spec.settings import SMOKE_TRAIN_STEPS, TRAIN_DEFAULTS, Settings
+
+    def settings(subset, train_steps):
+        args = argparse.Namespace(subset=subset, train_steps=train_steps, train_batch_size=None, lr=None, length=None,
+                                  steps=None, batch_size=None, nfe=None, spec_batch_size=None,
+                                  calibration_samples=None, ckpt_dir=None, self_spec=None)
+        job = argparse.Namespace(preset="tiny", phases=("train",), seed=0, out="runs/x")
+        return Settings.from_flags(args, job)
+
+    assert settings(None, None).train.steps == TRAIN_DEFAULTS["tiny"].steps
+    assert settings(1, None).train.steps == SMOKE_TRAIN_STEPS
+    assert settings(1, 300).train.steps == 300

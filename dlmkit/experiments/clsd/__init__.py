@@ -20,7 +20,8 @@ _HERE = __name__
 # phases and Context import torch when first used: --help stays light
 PHASES = {name: lazy_phase(f"{_HERE}.{name}", f"phase_{name}") for name in ("embed", "stage_a", "stage_c", "infer")}
 ROLES = ["verifier"]
-SUBSET = "N prompts at inference (phase infer; training is set by --embed-records and the step flags)"
+SUBSET = ("N prompts at inference, and smoke-sized training (40 records, 5 + 5 steps, 8 new tokens, 2 candidates; "
+          "each flag given wins)")
 PHASE_ROLES = {phase: ROLES for phase in PHASES}
 
 

@@ -25,6 +25,9 @@ IDENTITY = ("block_len", "prefix_len", "train_records", "val_records", "stage_a_
             "targets")
 FLAGGED = ("block_len", "prefix_len", "stage_a_steps", "stage_c_steps", "batch_size", "candidates", "gen_length",
            "targets")
+# --subset N: the training budgets of a smoke test (each kept where its flag is given).
+SMOKE = dict(train_records=40, stage_a_steps=5, stage_c_steps=5, gen_length=8, candidates=2)
+FLAG_OF = {"train_records": "embed_records"}
 # What the DiT learns to draft: "data" (the card: the transcripts' own chunks) or "verifier" (each
 # chunk replaced by the verifier's greedy continuation of its prefix, what the guillotine accepts).
 TARGETS = ("data", "verifier")
@@ -62,8 +65,9 @@ class Settings:
         values.update({key: getattr(args, key) for key in FLAGGED if getattr(args, key) is not None})
         if args.embed_records is not None:
             values["train_records"] = args.embed_records
-        if job.subset:
+        if job.subset:  # a smoke test: smoke-sized training unless a flag sets it
             values["prompts"] = job.subset
+            values.update({k: v for k, v in SMOKE.items() if getattr(args, FLAG_OF.get(k, k)) is None})
         # The caches belong to the run: under OUT (git ignores results/**/checkpoints/), removed by --overwrite.
         ckpt = args.ckpt_dir or Path(job.out) / "checkpoints"
         if args.ckpt_dir and "results" in Path(ckpt).resolve().parts and \

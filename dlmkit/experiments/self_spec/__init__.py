@@ -18,7 +18,7 @@ _HERE = __name__
 PHASES = {name: lazy_phase(f"{_HERE}.{module}", f"phase_{name}") for name, module in (
     ("baseline", "baseline"), ("train", "train"), ("sample", "sample"), ("eval", "evaluate"))}
 ROLES = ["mdlm", "judge"]
-SUBSET = "N samples per sampler and step count (baseline, sample, eval)"
+SUBSET = "N samples per sampler and step count (baseline, sample, eval), and 20 training steps unless --train-steps"
 PHASE_ROLES = {phase: ROLES for phase in PHASES}  # recorded for every phase: the resume identity names both
 
 

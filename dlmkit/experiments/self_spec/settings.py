@@ -54,6 +54,10 @@ TRAIN_DEFAULTS = {
 }
 
 
+# --subset N is a smoke test: unless --train-steps says otherwise, the causal layer trains this many steps.
+SMOKE_TRAIN_STEPS = 20
+
+
 def calibration_rows(sample_defaults: dict, subset: int | None) -> int:
     """The preset's calibration rows, or under --subset N at most max(2, N): a smoke run spent most of
     its time calibrating dtau on 8 rows for samples of one."""
@@ -81,8 +85,9 @@ class Settings:
     @classmethod
     def from_flags(cls, args, job) -> "Settings":
         base, sample = PRESET_DEFAULTS[job.preset], SAMPLE_DEFAULTS[job.preset]
+        steps = args.train_steps or (SMOKE_TRAIN_STEPS if args.subset else None)
         train = replace(TRAIN_DEFAULTS[job.preset], **{k: v for k, v in (
-            ("steps", args.train_steps), ("batch_size", args.train_batch_size), ("lr", args.lr)) if v is not None})
+            ("steps", steps), ("batch_size", args.train_batch_size), ("lr", args.lr)) if v is not None})
         settings = cls(preset=job.preset, phases=job.phases, seed=job.seed, samples=args.subset or base["samples"],
                        length=args.length or base["length"], steps=tuple(args.steps or base["steps"]),
                        batch_size=args.batch_size or base["batch_size"], nfe=tuple(args.nfe or sample["nfe"]),
@@ -114,4 +119,4 @@ class Settings:
         return {"length": self.length, "batch_size": self.batch_size, "train": asdict(self.train)}
 
 
-__all__ = ["PRESET_DEFAULTS", "SAMPLE_DEFAULTS", "Settings", "TRAIN_DEFAULTS", "TrainSettings"]
+__all__ = ["PRESET_DEFAULTS", "SAMPLE_DEFAULTS", "SMOKE_TRAIN_STEPS", "Settings", "TRAIN_DEFAULTS", "TrainSettings"]
