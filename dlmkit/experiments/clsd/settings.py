@@ -23,11 +23,12 @@ PRESET_DEFAULTS = {
 IDENTITY = ("block_len", "prefix_len", "train_records", "val_records", "stage_a_steps", "stage_c_steps", "batch_size",
             "stage_a_lr", "stage_c_lr", "candidates", "gen_length", "val_batch", "euler_steps", "beta0", "threshold",
             "targets")
-FLAGGED = ("block_len", "prefix_len", "stage_a_steps", "stage_c_steps", "batch_size", "candidates", "gen_length",
-           "targets")
-# --subset N: the training budgets of a smoke test (each kept where its flag is given).
-SMOKE = dict(train_records=40, stage_a_steps=5, stage_c_steps=5, gen_length=8, candidates=2)
+# Settings a flag can set; a flag is named as its setting unless FLAG_OF says otherwise.
+FLAGGED = ("block_len", "prefix_len", "train_records", "stage_a_steps", "stage_c_steps", "batch_size", "candidates",
+           "gen_length", "targets")
 FLAG_OF = {"train_records": "embed_records"}
+# --subset N: the training budgets of a smoke test (each flag given still wins).
+SMOKE = dict(train_records=40, stage_a_steps=5, stage_c_steps=5, gen_length=8, candidates=2)
 # What the DiT learns to draft: "data" (the card: the transcripts' own chunks) or "verifier" (each
 # chunk replaced by the verifier's greedy continuation of its prefix, what the guillotine accepts).
 TARGETS = ("data", "verifier")
@@ -62,12 +63,10 @@ class Settings:
     @classmethod
     def from_flags(cls, args, job) -> "Settings":
         values = dict(PRESET_DEFAULTS[job.preset])
-        values.update({key: getattr(args, key) for key in FLAGGED if getattr(args, key) is not None})
-        if args.embed_records is not None:
-            values["train_records"] = args.embed_records
-        if job.subset:  # a smoke test: smoke-sized training unless a flag sets it
-            values["prompts"] = job.subset
-            values.update({k: v for k, v in SMOKE.items() if getattr(args, FLAG_OF.get(k, k)) is None})
+        if job.subset:  # a smoke test: smoke-sized training, then the flags given
+            values.update(SMOKE, prompts=job.subset)
+        flagged = {key: getattr(args, FLAG_OF.get(key, key)) for key in FLAGGED}
+        values.update({key: value for key, value in flagged.items() if value is not None})
         # The caches belong to the run: under OUT (git ignores results/**/checkpoints/), removed by --overwrite.
         ckpt = args.ckpt_dir or Path(job.out) / "checkpoints"
         if args.ckpt_dir and "results" in Path(ckpt).resolve().parts and \
