@@ -119,17 +119,20 @@ class JsonlLog:
     def done_ids(self) -> set:
         return {r[self.key] for r in self.records() if self.key in r}
 
+    def _rewrite(self, records: list[dict]) -> None:
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in records))
+
     def repair(self) -> None:
         """Rewrite the file without torn lines, so appends start on a clean line."""
         if self.path.exists():
-            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.records()))
+            self._rewrite(self.records())
 
     def drop(self, stale) -> int:
         """Rewrite the file without the records for which `stale(record)` is true; how many went."""
         records = self.records()
         kept = [r for r in records if not stale(r)]
         if len(kept) < len(records):
-            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+            self._rewrite(kept)
         return len(records) - len(kept)
 
     def append(self, record: dict) -> None:
