@@ -51,10 +51,11 @@ def parse_args(argv=None):
 
 def _records(path: Path) -> dict[str, dict]:
     from dlmkit.errors import UserError
+    from dlmkit.results import JsonlLog
 
     if not path.is_file():
         raise UserError(f"no {path}; pass --run with a run_full_suite.py output folder (phases A and B done)")
-    return {r["id"]: r for r in map(json.loads, filter(str.strip, path.read_text().splitlines()))}
+    return {r["id"]: r for r in JsonlLog(path).records()}
 
 
 def main(argv=None) -> int:
@@ -67,6 +68,7 @@ def main(argv=None) -> int:
     from dlmkit.decoding.early_stop import drafts_before
     from dlmkit.decoding.forced import forced_decode
     from dlmkit.errors import UserError
+    from dlmkit.experiments.inverse.fill import ALONE, pick
     from dlmkit.metrics.scoring import score_answer
     from dlmkit.models.ar import load_ar
     from dlmkit.models.dream import load_dream_tokenizer
@@ -113,12 +115,12 @@ def main(argv=None) -> int:
                                    "extra_right": sum(p < n and forced[p] == a["tokens"][p] for p in extra),
                                    "extra_content": sum(p < n and flags[p] for p in extra)})
                     if c is None:
-                        phase_b = next((f for f in b_records[item["id"]]["fills"] if f["model"] == role
-                                        and f.get("fraction") is not None and str(f["fraction"]) == stop
-                                        and f["rule"] == "committed_end"), None)
+                        try:  # phase B's fill at this fraction (it has none at the adaptive stop)
+                            phase_b = pick(b_records[item["id"]], role, float(stop), "committed_end")
+                        except (KeyError, ValueError):
+                            phase_b = None
                         acc[c][-1]["equal_phase_b"] = None if phase_b is None else phase_b["tokens"] == out.tokens
-            alone = [next(f for f in b_records[i["id"]]["fills"] if f["model"] == role and f["fraction"] is None)["f1"]
-                     for i in items]
+            alone = [pick(b_records[i["id"]], role, None, ALONE)["f1"] for i in items]
             for c, fills in acc.items():
                 extra = sum(f["extra"] for f in fills)
                 rows.append({
