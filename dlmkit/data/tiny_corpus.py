@@ -46,10 +46,14 @@ def text_stream(world: TinyWorld, n_chat: int, n_docs: int, n_math: int, split: 
 
 def pack_blocks(tokenizer, texts: list[str], block_len: int) -> torch.Tensor:
     """Join texts with `<|endoftext|>` and cut the stream into [N, block_len] blocks."""
-    eos = tokenizer.eos_token_id
+    return pack_token_blocks(tokenizer(texts)["input_ids"], tokenizer.eos_token_id, block_len)
+
+
+def pack_token_blocks(docs: list[list[int]], eos: int, block_len: int) -> torch.Tensor:
+    """`pack_blocks` for documents already tokenized."""
     stream: list[int] = []
-    for ids in tokenizer(texts)["input_ids"]:
-        stream += ids + [eos]
+    for ids in docs:
+        stream += list(ids) + [eos]
     n = len(stream) // block_len
     return torch.tensor(stream[: n * block_len], dtype=torch.long).view(n, block_len)
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from dlmkit.cli import OneLineParser, resolve_device, run_main
 from dlmkit.errors import UserError
 from dlmkit.presets import ROLES, SHARED, TINY, TINY_ROOT, TINY_WORLD
+from dlmkit.train.recipes.distill import TARGETS
 
 # role -> "module:function" of its recipe; a role not listed is not trainable yet.
 RECIPES = {
@@ -45,6 +46,9 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--gate-probes", type=int, default=None,
                         help="generation-2 roles: held-out fact probes in the final gate (default all: 7 per held-out town)")
+    parser.add_argument("--targets", choices=TARGETS, default=None,
+                        help="SpecDiff's drafters (drafter, mdlm_drafter): learn the target's continuations "
+                             "(target, the default) or the world's text (data, the control)")
     args = parser.parse_args(argv)
     if args.role == "tokenizer":
         from dlmkit.tokenizer import main as tokenizer_main
@@ -64,6 +68,11 @@ def main(argv=None) -> int:
     if args.gate_probes is not None and not gated:
         raise UserError(f"--gate-probes: the {role} recipe has no fact gate; leave the flag out")
     extra = {"gate_probes": args.gate_probes} if gated else {}
+    if args.targets is not None:
+        if role not in ("drafter", "mdlm_drafter"):
+            raise UserError(f"--targets applies to SpecDiff's drafters (drafter, mdlm_drafter), not to {role}; "
+                            "leave it out")
+        extra["targets"] = args.targets
     recipe(out=out, seed=args.seed, steps=args.steps, device=resolve_device(args.device), **extra)
     return 0
 

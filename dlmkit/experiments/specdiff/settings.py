@@ -11,7 +11,7 @@ FAMILIES = ("ar", "sd", "specdiff", "hf")
 PROMPT_SETS = {"tiny": ("documents", "chat"), "paper": ("owt", "cnn_dm")}
 PRESET_DEFAULTS = {
     "tiny": dict(prompt_sets=PROMPT_SETS["tiny"], prompts=6, prompt_tokens=12, max_new_tokens=64,
-                 gammas=(4, 8, 16), steps=(1, 2, 4), sd_gammas=(2, 4, 8), temperatures=(0.0, 1.0)),
+                 gammas=(4, 8, 16), steps=(1, 2, 4), sd_gammas=(2, 4, 8, 16), temperatures=(0.0, 1.0)),
     "paper": dict(prompt_sets=PROMPT_SETS["paper"], prompts=50, prompt_tokens=128, max_new_tokens=256,
                   gammas=(5, 10, 15, 20), steps=(1, 2, 4, 8), sd_gammas=(3, 5, 8), temperatures=(0.0, 1.0)),
 }

@@ -18,7 +18,9 @@ layers of width 48, 0.4 M parameters) and both drafters are two layers of width 
 drafter here, the MDLM drafter in mdlm.py over a 64-token window): the target's cached step
 costs several drafter calls, and the two drafters cost about the same per call.
 `specdiff_bench.py` records each model's cost per call in its run (table per_call_ms) and
-`python benchmarks/bench_specdiff.py` times them alone.
+`python benchmarks/bench_specdiff.py` times them alone. The AR drafter learns the target's greedy
+continuations of training prompts (distill.py), the corpus the MDLM drafter learns too;
+`--targets data` trains it on the world's text like every other role (the control).
 """
 
 from __future__ import annotations
@@ -28,12 +30,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from dlmkit.data.tiny_corpus import batch_sampler, chat_pairs, load_tiny_tokenizer, pack_blocks
+from dlmkit.data.tiny_corpus import batch_sampler, chat_pairs, load_tiny_tokenizer, pack_blocks, pack_token_blocks
 from dlmkit.data.tinyworld2 import TinyWorld2, heldout_chat, role_corpus
 from dlmkit.errors import UserError
 from dlmkit.metrics.answers import check_answer
 from dlmkit.train.loop import TrainConfig, train
-from dlmkit.train.recipes import world2
+from dlmkit.train.recipes import distill, world2
 from dlmkit.train.recipes.ship import ship, work_dir
 
 BLOCK = 256
@@ -113,10 +115,15 @@ def greedy_task_accuracy(model, tokenizer, items, max_new_tokens: int = 128) -> 
 
 
 def train_tiny_causal_lm(role: str, out: Path, seed: int = 0, steps: int | None = None, device: str = "cpu",
-                         gate_probes: int | None = None) -> dict:
+                         gate_probes: int | None = None, targets: str | None = None) -> dict:
+    """`targets` (the SpecDiff drafter only): "target" (default) trains it on the target's continuations
+    (distill.py), "data" on the world's text as every other role."""
     if role not in SIZES:
         raise UserError(f"no causal-LM recipe for role {role!r}; choose from {', '.join(SIZES)}")
-    return _train_world2(role, out, seed, steps, device, gate_probes)
+    if targets is not None and role != "drafter":
+        raise UserError(f"--targets applies to the SpecDiff drafters only, not to {role}; leave it out")
+    return _train_world2(role, out, seed, steps, device, gate_probes,
+                         distill.check_targets(targets or "target") if role == "drafter" else "data")
 
 
 def _fit(role: str, tokenizer, blocks, heldout, seed: int, steps: int | None, device: str, work: Path, desc: str):
@@ -136,12 +143,18 @@ def _fit(role: str, tokenizer, blocks, heldout, seed: int, steps: int | None, de
     return model, history, cfg
 
 
-def _train_world2(role: str, out: Path, seed: int, steps: int | None, device: str, gate_probes: int | None) -> dict:
-    """The same model and loss on the role's generation-2 corpus; the card adds the fact gate."""
+def _train_world2(role: str, out: Path, seed: int, steps: int | None, device: str, gate_probes: int | None,
+                  targets: str = "data") -> dict:
+    """The same model and loss on the role's generation-2 corpus (or the target's continuations: the
+    drafter with targets "target"); the card adds the fact gate."""
     torch.manual_seed(seed)
     tokenizer = load_tiny_tokenizer()
     world = TinyWorld2(seed)
-    blocks = pack_blocks(tokenizer, role_corpus(world, role), BLOCK)
+    if targets == "target":
+        docs, distilled = distill.drafter_corpus(tokenizer, world, seed, device)
+        blocks = pack_token_blocks(docs, tokenizer.eos_token_id, BLOCK)
+    else:
+        blocks, distilled = pack_blocks(tokenizer, role_corpus(world, role), BLOCK), None
     heldout = pack_blocks(tokenizer, heldout_chat(world), BLOCK)
     out.mkdir(parents=True, exist_ok=True)
     model, history, cfg = _fit(role, tokenizer, blocks, heldout, seed, steps, device, work_dir(out),
@@ -154,8 +167,9 @@ def _train_world2(role: str, out: Path, seed: int, steps: int | None, device: st
     model.save_pretrained(out, safe_serialization=True)
     card = {"recipe": f"python -m dlmkit.train.tiny {role}", "world": 2, "role": role, "seed": seed,
             "arch": SIZES[role][0], "size": SIZES[role][1], "block": BLOCK, "batch_size": BATCH_SIZE,
-            "corpus": {"n_chat": world2.N_CHAT, "documents_per_town": world2.PER_TOWN,
-                       "towns": len(world.gazetteer.role_towns(role)), "blocks": len(blocks)},
+            "corpus": ({**distilled, "blocks": len(blocks)} if distilled else
+                       {"n_chat": world2.N_CHAT, "documents_per_town": world2.PER_TOWN,
+                        "towns": len(world.gazetteer.role_towns(role)), "blocks": len(blocks)}),
             "train": {**DEFAULTS, "steps": cfg.steps}, "parameters": sum(p.numel() for p in model.parameters()),
             "final_train_loss": history[-1]["loss"], "heldout_chat_nll": heldout_nll(model, heldout.to(device)),
             "fact_gate": world2.gate(world, probe_items, responses, tokenizer),

@@ -13,17 +13,24 @@ hundreds of thousands of steps, not two thousand.
     python -m dlmkit.train.tiny mdlm           # rebuilds dlmkit/assets/tiny/mdlm
     python -m dlmkit.train.tiny mdlm_drafter   # SpecDiff's drafter: dlmkit/assets/tiny/specdiff_mdlm
 
-SpecDiff's drafter is the same architecture and loss, two blocks of width 64 over a 64-token
-canvas (the AR drafter's depth and width: causal_lm.py's docstring), trained on generation 2 of
-the tiny world (the SpecDiff target's texts, `tinyworld2.role_corpus`) wrapped into 64-token blocks: it
-drafts over a short window, the last 64 - gamma tokens and gamma masks. Its card adds one
-number beside MDLM's NELBO: the cross-entropy of the states a left-to-right drafter is in (a
-clean prefix and 1..MAX_TAIL masked tail positions, `tail_masked`), the only states SpecDiff
-asks its drafter about; a cross-entropy punishes confident misses far into the tail, so it is
-high (4.2 nats) where greedy drafts are still often right. Training on those states as well
-(every other step) lowered that number (1.65) but not the drafts' acceptance: 3.1-3.5 tokens
-per target call at gamma 8 with it, 3.7-3.9 without (`specdiff_bench.py --subset 3`,
-temperature 0), so the recipe stays MDLM's.
+SpecDiff's drafter is the same architecture, two blocks of width 64 over a 64-token canvas (the
+AR drafter's depth and width: causal_lm.py's docstring): it drafts over a short window, the
+last 64 - gamma - 1 tokens, gamma masks and a slack mask. What it learns (`--targets`):
+
+- "target" (shipped): the target's greedy continuations of training prompts
+  (`distill.py`, the corpus the AR drafter learns too), wrapped into 64-token blocks, with the
+  loss of the states a left-to-right drafter is in (`objective="drafting"`: a clean prefix and
+  1..MAX_TAIL masked tail positions, `tail_masked`), the only states SpecDiff asks its
+  drafter about. A deliberate difference from SpecDiff, whose drafter is a pretrained MDLM:
+  here the drafter is built for its job, as the AR drafter is.
+- "data" (the control, the recipe before): generation 2's SpecDiff corpus with MDLM's NELBO.
+
+The card reports both held-out numbers, MDLM's NELBO and the drafting states' cross-entropy
+(`heldout_tail_ce`), on the world's held-out text. Either alone did not do it: drafting
+states on the world's text lowered that cross-entropy (4.2 to 1.65 nats) but not the
+acceptance (3.1-3.5 tokens per target call at gamma 8 against 3.7-3.9), and the target's
+continuations (half of them sampled at temperature 1) with MDLM's NELBO gave 3.64
+(`specdiff_bench.py`, temperature 0, 6 + 6 prompts).
 """
 
 from __future__ import annotations
@@ -34,13 +41,15 @@ from pathlib import Path
 
 import torch
 
-from dlmkit.data.owt import TINY_BLOCK_LEN, TINY_ROLE, tiny_blocks
+from dlmkit.data.owt import TINY_BLOCK_LEN, TINY_ROLE, bos_eos, tiny_blocks, wrap_token_lists
 from dlmkit.data.tiny_corpus import batch_sampler, load_tiny_tokenizer
+from dlmkit.data.tinyworld2 import TinyWorld2
 from dlmkit.errors import UserError
 from dlmkit.models.mdlm import MDLM, MDLMConfig, save_mdlm
 from dlmkit.models.mdlm_diffusion import mdlm_loss, sample_t
 from dlmkit.seeds import indexed_seed
 from dlmkit.train.loop import TrainConfig, train
+from dlmkit.train.recipes import distill
 from dlmkit.train.recipes.ship import ship, work_dir
 
 SIZE = dict(model_length=TINY_BLOCK_LEN, hidden_dim=128, cond_dim=64, n_blocks=4, n_heads=4,
@@ -136,23 +145,32 @@ def train_tiny_mdlm(out: Path, seed: int = 0, steps: int | None = None, device: 
     return _train("mdlm", SIZE, DEFAULTS, blocks, heldout, data, out, seed, steps, device, started)
 
 
-def train_tiny_mdlm_drafter(out: Path, seed: int = 0, steps: int | None = None, device: str = "cpu") -> dict:
-    """SpecDiff's drafter: generation 2's SpecDiff corpus in DRAFTER_SIZE's 64-token blocks; held out:
-    documents drawn with their own seeds and chat about the held-out towns."""
+def train_tiny_mdlm_drafter(out: Path, seed: int = 0, steps: int | None = None, device: str = "cpu",
+                            targets: str = "target") -> dict:
+    """SpecDiff's drafter in DRAFTER_SIZE's 64-token blocks: targets "target" (default) trains it on the
+    target's continuations of training prompts (distill.py), "data" on generation 2's SpecDiff
+    corpus. Held out either way: documents drawn with their own seeds and chat about the held-out towns."""
     started = time.time()
     torch.manual_seed(seed)
     tokenizer = _tokenizer()
     length = DRAFTER_SIZE["model_length"]
-    blocks = tiny_blocks("train", tokenizer=tokenizer, block_len=length, seed=seed, role="mdlm_drafter")
+    if distill.check_targets(targets) == "target":
+        docs, corpus = distill.drafter_corpus(tokenizer, TinyWorld2(seed), seed, device)
+        blocks = wrap_token_lists(docs, length, *bos_eos(tokenizer))
+    else:
+        blocks = tiny_blocks("train", tokenizer=tokenizer, block_len=length, seed=seed, role="mdlm_drafter")
+        corpus = {"targets": "data", "corpus": "the SpecDiff target's (tinyworld2.role_corpus)"}
     heldout = tiny_blocks("validation", tokenizer=tokenizer, block_len=length, seed=seed)
-    data = {"world": 2, "corpus": "the SpecDiff target's (tinyworld2.role_corpus)", "train_blocks": len(blocks),
-            "heldout_blocks": len(heldout), "block": length, "wrap": WRAP}
+    data = {"world": 2, **corpus, "train_blocks": len(blocks), "heldout_blocks": len(heldout), "block": length,
+            "wrap": WRAP}
     return _train("mdlm_drafter", DRAFTER_SIZE, DRAFTER_DEFAULTS, blocks, heldout, data, out, seed, steps, device,
-                  started, drafter=True)
+                  started, drafter=True, objective="drafting" if targets == "target" else "nelbo")
 
 
 def _train(role: str, size: dict, defaults: dict, blocks, heldout, data: dict, out: Path, seed: int,
-           steps: int | None, device: str, started: float, drafter: bool = False) -> dict:
+           steps: int | None, device: str, started: float, drafter: bool = False, objective: str = "nelbo") -> dict:
+    """objective "nelbo": MDLM's loss; "drafting": the cross-entropy of a left-to-right drafter's states
+    (`tail_masked`: a clean prefix and 1..MAX_TAIL masked positions), the only states SpecDiff asks about."""
     tokenizer = _tokenizer()
     config = MDLMConfig(vocab_size=len(tokenizer), **size)
     model = MDLM(config).to(device)
@@ -164,7 +182,12 @@ def _train(role: str, size: dict, defaults: dict, blocks, heldout, data: dict, o
     def loss_fn(m, batch):
         x0, step = batch
         # Noise is a pure function of (seed, step), so a resumed run sees the same t and masks.
-        out = mdlm_loss(m, x0, generator=_generator(indexed_seed(seed, step), x0.device))
+        generator = _generator(indexed_seed(seed, step), x0.device)
+        if objective == "drafting":
+            x0, xt = tail_masked(x0, MAX_TAIL, config.mask_id, generator)
+            out = mdlm_loss(m, x0, t=torch.ones(len(x0), device=x0.device), xt=xt)
+        else:
+            out = mdlm_loss(m, x0, generator=generator)
         masked = out.xt == config.mask_id
         return out.loss, {"masked_fraction": masked.float().mean().detach()}
 
@@ -183,7 +206,7 @@ def _train(role: str, size: dict, defaults: dict, blocks, heldout, data: dict, o
         "recipe": f"python -m dlmkit.train.tiny {role}", "role": role, "seed": seed, "arch": "mdlm",
         "size": {"vocab_size": config.vocab_size, **size}, "mask_id": config.mask_id,
         "parameters": sum(p.numel() for p in model.parameters()),
-        "data": data, "batch_size": BATCH_SIZE, "train": {**defaults, "steps": cfg.steps},
+        "data": data, "objective": objective, "batch_size": BATCH_SIZE, "train": {**defaults, "steps": cfg.steps},
         "tokens_seen": cfg.steps * BATCH_SIZE * size["model_length"],
         "final_train_loss": history[-1]["loss"],
         "heldout_nelbo": nelbo, "heldout_ppl_bound": math.exp(nelbo),
