@@ -84,3 +84,17 @@ def test_the_small_ar_never_learned_the_heldout_facts_and_the_control_states_the
         # measured 1.00 on all 168 (0.85 before it read chat about the held-out towns): it states what it knows
         assert gate["fact_accuracy_all"] >= 0.95, gate
         assert gate["town_copied_all"] >= 0.95, gate
+
+
+def test_specdiff_drafters_learned_the_shipped_targets_own_text():
+    """The drafters' corpus is the target's greedy text (dlmkit/train/recipes/distill.py): a retrained
+    target needs them retrained, and the cards say which target they read."""
+    from dlmkit.results import file_sha256
+
+    sha = file_sha256(TINY_ROOT / TINY["target"] / "model.safetensors")
+    for role, corpus_key in (("drafter", "corpus"), ("mdlm_drafter", "data")):
+        card = json.loads((TINY_ROOT / TINY[role] / "training.json").read_text())
+        corpus = card[corpus_key]
+        assert corpus["targets"] == "target", role
+        assert corpus["target_sha256"] == sha, f"retrain it after the target: python -m dlmkit.train.tiny {role}"
+    assert json.loads((TINY_ROOT / TINY["mdlm_drafter"] / "training.json").read_text())["objective"] == "drafting"
