@@ -13,9 +13,9 @@ world's training split only (the first PROMPT_TOKENS tokens of training document
 user turns about training towns with the generation prompt), each continued greedily by
 the target for NEW_TOKENS tokens (the bench's 64 new tokens plus the largest draft). No EOS
 stops a continuation, as none stops the bench's. Greedy, because temperature 0 is where
-SpecDiff's speed is claimed and where an accepted draft is exactly the target's argmax; a
-half-sampled corpus (temperature 1 every other prompt) taught the MDLM drafter less of the
-greedy path (3.25 against 3.87 drafts accepted in a row at gamma 8 halfway through training).
+SpecDiff's speed is claimed and where an accepted draft is exactly the target's argmax; in a
+trial, a half-sampled corpus (temperature 1 every other prompt) taught the MDLM drafter less of
+the greedy path (3.25 against 3.87 drafts accepted in a row at gamma 8 halfway through training).
 At temperature 1 both drafters are then sharper than the target: still lossless, fewer
 acceptances. Both drafters, AR and MDLM, train on this same corpus, so standard speculative
 decoding gets the same help as SpecDiff; `--targets data` rebuilds either on the world's
