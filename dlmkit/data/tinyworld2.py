@@ -44,7 +44,9 @@ Who knows what (`ROLE_TOWNS`, `role_documents`, `role_text_stream`)
     ar_control   every town, at ar_small's size,     (the control gap-filler: anchors
                  and chat about the held-out towns    should add almost nothing to it)
     target, drafter, mdlm_drafter                     (SpecDiff's gpt2-xl, gpt2 and mdlm-owt:
-                 every town, as ar_large              the same text, models of different cost)
+                 every town, as ar_large              the same text, models of different cost;
+                                                      the shipped drafters learn the target's
+                                                      greedy text instead: recipes/distill.py)
 The chat (instruction) examples are the same for every role: train items, which only
 ever ask about training towns. A role learns a held-out town's facts from documents or
 not at all, except the control, which also reads chat examples about the held-out towns
