@@ -27,8 +27,6 @@ the target. Each drafter's card records the target's sha256.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
 from dlmkit.errors import UserError
@@ -39,6 +37,7 @@ TARGETS = ("target", "data")  # what the SpecDiff drafters learn: the target's c
 N_PROMPTS = 24000  # half documents, half chat
 PROMPT_TOKENS = (4, 8, 12, 16)  # document prompt lengths, in turn (the bench's is 12)
 NEW_TOKENS = 80
+TEMPERATURE = 0.0  # greedy continuations (the module docstring says why)
 BATCH = 500
 
 
@@ -76,7 +75,7 @@ def training_prompts(world, tokenizer, n: int) -> list[list[int]]:
 
 
 def target_corpus(target, tokenizer, world, *, n: int = N_PROMPTS, new_tokens: int = NEW_TOKENS,
-                  temperature: float = 0.0, seed: int = 0) -> list[list[int]]:
+                  temperature: float = TEMPERATURE, seed: int = 0) -> list[list[int]]:
     """Token ids of n prompt + continuation documents (no EOS), in prompt order; prompts of one
     length go through the target together (`continue_batch`)."""
     eos = tokenizer.eos_token_id
@@ -115,6 +114,6 @@ def drafter_corpus(tokenizer, world, seed: int, device: str) -> tuple[list[list[
     card = {"targets": "target", "corpus": "the SpecDiff target's continuations of training-split prompts "
                                             "(dlmkit/train/recipes/distill.py)",
             "prompts": len(docs), "prompt_tokens_documents": list(PROMPT_TOKENS), "new_tokens": NEW_TOKENS,
-            "temperature": 0.0, "tokens": sum(map(len, docs)),
-            "target": TINY["target"], "target_sha256": file_sha256(Path(source) / "model.safetensors")}
+            "temperature": TEMPERATURE, "tokens": sum(map(len, docs)),
+            "target": TINY["target"], "target_sha256": file_sha256(source / "model.safetensors")}
     return docs, card
