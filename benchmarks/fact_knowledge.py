@@ -9,6 +9,9 @@ training towns and on the held-out towns (which every test prompt asks about):
   probe     the single-fact chat question ("Which fruit is grown in Faring?" + four options):
             does the free answer state the right value, and the right letter (world2.gate);
             greedy answers, Dream in 32 entropy-ordered steps over a 32-position canvas
+  letter    given the probe's reference answer up to its letter (the right value written),
+  given     the letter the model ranks first among A-D (world2.letter_given_answer): reading
+  answer    the options, apart from knowing the value
 
 A model that knows a fact (cloze) but does not state it when asked (probe) has not learned
 to extract it: what separates the testbed's designed knowledge asymmetry from what the
@@ -64,6 +67,8 @@ def measure(role: str) -> dict:
         row[f"probe_fact_{name}"] = gate["fact_accuracy_all"]
         row[f"probe_letter_{name}"] = gate["letter_accuracy_all"]
         row[f"probe_town_copied_{name}"] = gate["town_copied_all"]
+        row[f"letter_given_answer_{name}"] = world2.letter_given_answer(model, tokenizer, items,
+                                                                        diffusion=role == "dlm")
     return row
 
 

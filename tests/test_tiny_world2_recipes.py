@@ -79,3 +79,44 @@ def test_the_judge_recipe_rebuilds_the_shared_target_checkpoint(monkeypatch):
     tiny.main(["judge", "--steps", "1"])
     assert [(role, kwargs["out"], kwargs["steps"]) for role, kwargs in calls] == [
         ("target", TINY_ROOT / TINY["target"], 1)]
+
+
+class _LetterStub(torch.nn.Module):
+    """A model whose logits name one letter at exactly one position: the one `letter_given_answer`
+    must read (the masked letter for a DLM, the last position for an AR), and the wrong letter
+    everywhere else. `reader` picks the item's right letter there; otherwise always " A"."""
+
+    def __init__(self, tokenizer, items, diffusion: bool, reader: bool):
+        super().__init__()
+        self.tok, self.items, self.diffusion, self.reader, self.calls = tokenizer, items, diffusion, reader, 0
+        self.letters = [tokenizer(" " + x)["input_ids"][-1] for x in "ABCD"]
+        self.device = torch.device("cpu")
+
+    def forward(self, x, attention_mask=None):
+        item = self.items[self.calls]
+        self.calls += 1
+        ids = x[0].tolist()
+        assert self.letters["ABCD".index(item["answer"])] not in ids[-3:]  # the letter is not in view
+        want = self.letters["ABCD".index(item["answer"]) if self.reader else 0]
+        wrong = self.letters[("ABCD".index(item["answer"]) + 1) % 4]
+        logits = torch.zeros(1, len(ids), len(self.tok))
+        logits[0, :, wrong] = 5.0
+        at = ids.index(self.tok.mask_token_id) if self.diffusion else len(ids) - 1
+        logits[0, at, want] = 10.0
+        if self.diffusion:
+            return logits
+        return type("Out", (), {"logits": logits})()
+
+
+@pytest.mark.parametrize("diffusion", [True, False])
+def test_letter_given_answer_reads_the_letter_at_the_right_position(diffusion):
+    tokenizer = load_tiny_tokenizer()
+    items = TinyWorld2(0).fact_probes("test")[:40]
+    reader = _LetterStub(tokenizer, items, diffusion, reader=True)
+    assert world2.letter_given_answer(reader, tokenizer, items, diffusion=diffusion) == 1.0
+    always_a = _LetterStub(tokenizer, items, diffusion, reader=False)
+    share_a = sum(i["answer"] == "A" for i in items) / len(items)
+    assert world2.letter_given_answer(always_a, tokenizer, items, diffusion=diffusion) == share_a < 0.5
+    broken = [dict(items[0], target=items[0]["target"].replace(f" {items[0]['answer']}.", " so."))]
+    with pytest.raises(ValueError, match="does not end with its letter"):
+        world2.letter_given_answer(reader, tokenizer, broken, diffusion=diffusion)

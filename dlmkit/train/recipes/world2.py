@@ -106,3 +106,31 @@ def cloze_accuracy(model, tokenizer, world: TinyWorld2, split: str, *, diffusion
             right += values[best] == world.gazetteer.facts[town][attr]
             total += 1
     return right / total
+
+
+def letter_given_answer(model, tokenizer, items: list[dict], *, diffusion: bool) -> float:
+    """Can the model read the letter off the options once the right value is written? For every
+    multiple-choice item, the reference answer is given up to its letter ("..., so ___."): a DLM
+    predicts the masked letter with the rest of the answer in view, an AR the next token after
+    ", so"; it counts when the right letter ranks first among A-D. Beside the probes' letter
+    accuracy (which also needs the value) it separates not knowing a fact from not reading the
+    options: a model that copied the letter of the option holding the value would score 1.0."""
+    import torch
+
+    from dlmkit.data.tiny_corpus import chat_pairs
+    from dlmkit.data.tinyworld import LETTERS
+
+    letters = [tokenizer(" " + x)["input_ids"][-1] for x in LETTERS]
+    right = total = 0
+    for item, (prompt, response) in zip(items, chat_pairs(tokenizer, items)):
+        at = len(tokenizer(item["target"])["input_ids"]) - 2  # the reference answer ends " LETTER" "."
+        if response[at] != letters[LETTERS.index(item["answer"])]:
+            raise ValueError(f"{item.get('id')}: the reference answer does not end with its letter")
+        ids = prompt + (response[:at] + [tokenizer.mask_token_id] + response[at + 1:] if diffusion else response[:at])
+        x = torch.tensor([ids], device=model.device)
+        with torch.no_grad():
+            out = model(x, attention_mask=torch.ones_like(x))
+        logits = (out[0, len(prompt) + at] if diffusion else out.logits[0, -1])[letters]
+        right += LETTERS[int(logits.argmax())] == item["answer"]
+        total += 1
+    return right / max(total, 1)
