@@ -34,13 +34,12 @@ ROLES = ("dlm", "ar_small", "ar_medium", "ar_large", "ar_control")
 def measure(role: str) -> dict:
     import torch
 
-    from dlmkit.data.tinyworld2 import TinyWorld2
-    from dlmkit.presets import TINY, TINY_ROOT
+    from dlmkit.presets import TINY, TINY_ROOT, tiny_world_of
     from dlmkit.train.recipes import world2
 
     torch.manual_seed(0)
     directory = TINY_ROOT / TINY[role]
-    world = TinyWorld2(0)
+    world = tiny_world_of(role)
     row = {"role": role}
     if role == "dlm":
         from dlmkit.models.dream import load_dream, load_dream_tokenizer

@@ -83,15 +83,14 @@ def test_online_stop_equals_the_offline_rule_on_the_tiny_dream():
     """A run stopped by the rule online holds exactly the anchors and drafts that the full run's
     record gives at the rule's offline stop step."""
     from dlmkit.data.chat import chat_prompt_ids, end_token_ids
-    from dlmkit.data.tinyworld2 import TinyWorld2
     from dlmkit.decoding.diffusion import diffusion_generate
     from dlmkit.models.dream import load_dream, load_dream_tokenizer
-    from dlmkit.presets import TINY, TINY_ROOT
+    from dlmkit.presets import TINY, TINY_ROOT, tiny_world_of
 
     model = load_dream(TINY_ROOT / TINY["dlm"])
     tokenizer = load_dream_tokenizer(TINY_ROOT / TINY["dlm"])
     ends = end_token_ids(tokenizer)
-    item = TinyWorld2(0).item("arc", "easy", 0)
+    item = tiny_world_of("dlm").item("arc", "easy", 0)
     ids = torch.tensor([chat_prompt_ids(tokenizer, item["prompt"])])
     kwargs = dict(max_new_tokens=48, steps=48, alg="entropy", temperature=0.2, top_p=0.95)
 

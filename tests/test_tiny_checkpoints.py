@@ -24,26 +24,26 @@ def test_checkpoint_card_names_its_rebuild_command_and_vocab_matches(directory):
 
 
 def _fact_gate(model_answers, items):
-    from dlmkit.data.tinyworld2 import TinyWorld2
+    from dlmkit.presets import tiny_world_of
     from dlmkit.train.recipes import world2
 
-    return world2.gate(TinyWorld2(0), items, model_answers)
+    return world2.gate(tiny_world_of("dlm"), items, model_answers)
 
 
 def _cloze(model, split, diffusion):
-    from dlmkit.data.tinyworld2 import TinyWorld2
+    from dlmkit.presets import tiny_world_of
     from dlmkit.train.recipes import world2
 
-    return world2.cloze_accuracy(model, load_tiny_tokenizer(), TinyWorld2(0), split, diffusion=diffusion)
+    return world2.cloze_accuracy(model, load_tiny_tokenizer(), tiny_world_of("dlm"), split, diffusion=diffusion)
 
 
 @pytest.fixture(scope="module")
 def probes():
     """Every held-out town's seven single-fact probes, 3 of every 4 (126 of 168: a few seconds)."""
-    from dlmkit.data.tinyworld2 import TinyWorld2
+    from dlmkit.presets import tiny_world_of
     from dlmkit.train.recipes import world2
 
-    return [p for k, p in enumerate(world2.probes(TinyWorld2(0))) if k % 4]
+    return [p for k, p in enumerate(world2.probes(tiny_world_of("dlm"))) if k % 4]
 
 
 # The knowledge asymmetry of the testbed. Cloze: the fact in the documents' words with the value

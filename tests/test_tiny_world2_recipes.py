@@ -10,7 +10,7 @@ from dlmkit.data.tinyworld2 import TinyWorld2
 from dlmkit.data.benchmarks import tiny_prompts
 from dlmkit.data.tinyworld2 import N_HELDOUT, ROLES
 from dlmkit.errors import UserError
-from dlmkit.presets import SHARED, TINY, TINY_WORLD
+from dlmkit.presets import SHARED, TINY, TINY_REVISION, TINY_WORLD
 from dlmkit.train import tiny
 from dlmkit.train.recipes import world2
 from dlmkit.train.recipes.dream import diffusion_batch
@@ -21,11 +21,21 @@ def test_each_shipped_role_trains_on_its_own_generation():
     assert TINY_WORLD["verifier"] == 1 and TINY_WORLD["judge"] == TINY_WORLD["target"] == 2
     assert TINY["judge"] == TINY["target"]  # the self-spec judge is SpecDiff's target
     assert tiny_prompts(1)[0]["generation"] == 2  # run_full_suite's tiny prompts follow the shipped Dream
+    assert tiny_prompts(1)[0]["revision"] == TINY_REVISION["dlm"] == TINY_REVISION["ar_small"] == 3
     with pytest.raises(SystemExit):
         tiny.main(["dlm", "--world", "1"])  # no world flag: a role's generation is fixed
     for role in ("mdlm_drafter", "mdlm"):  # no fact gate in these recipes: the flag is refused, not ignored
         with pytest.raises(UserError, match=f"the {role} recipe has no fact gate"):
             tiny.main([role, "--gate-probes", "3", "--out", "unused"])
+
+
+def test_dream_stage_two_init_is_checked_before_training(tmp_path):
+    """`--init` starts the tiny Dream's stage 2 from a stage-1 checkpoint: refused for another role,
+    or for a directory without a Dream checkpoint, with the fix named."""
+    with pytest.raises(UserError, match="applies to the tiny Dream"):
+        tiny.main(["ar_small", "--init", str(tmp_path), "--out", str(tmp_path / "out")])
+    with pytest.raises(UserError, match="config.json missing"):
+        tiny.main(["dlm", "--init", str(tmp_path), "--out", str(tmp_path / "out")])
 
 
 def test_dream_rows_hold_chats_and_every_towns_documents(monkeypatch):

@@ -28,6 +28,7 @@ def world():
 
 @pytest.fixture(scope="module")
 def prompts():
+    """The run's 310 prompts: generation 2, revision 3 (the inverse-speculation roles' world)."""
     return tiny_prompts(generation=2)
 
 
@@ -44,12 +45,56 @@ def test_same_seed_same_world_other_seed_other_world():
     assert TinyWorld2(0).role_documents("ar_small")[:20] == TinyWorld2(0).role_documents("ar_small")[:20]
 
 
-def test_generation_one_is_unchanged_and_two_the_default():
+def test_generation_one_is_unchanged_and_two_revision_three_the_default():
     assert tiny_prompts(subset=2, generation=1) == TinyWorld(0).strata(2)
-    assert tiny_prompts(subset=2) == tiny_prompts(subset=2, generation=2) == TinyWorld2(0).strata(2)
-    assert isinstance(tiny_world(0, 1), TinyWorld) and isinstance(tiny_world(0, 2), TinyWorld2)
+    assert tiny_prompts(subset=2) == tiny_prompts(subset=2, generation=2) == TinyWorld2(0, 3).strata(2)
+    assert tiny_prompts(subset=2, revision=2) == TinyWorld2(0).strata(2) != TinyWorld2(0, 3).strata(2)
+    assert isinstance(tiny_world(0, 1), TinyWorld) and tiny_world(0, 2, 3).revision == 3
     with pytest.raises(UserError, match="choose 1 or 2"):
         tiny_world(0, 3)
+    with pytest.raises(UserError, match="choose from 2, 3"):
+        TinyWorld2(0, 4)
+
+
+def test_revision_two_is_what_specdiff_and_self_spec_models_learned():
+    """SpecDiff's three models and the self-spec MDLM were trained on revision 2 (`presets.TINY_REVISION`):
+    its items must not move (the digest of 3 test and 2 train items per stratum, as shipped)."""
+    import hashlib
+    import json
+
+    from dlmkit.presets import TINY_REVISION, tiny_world_of
+
+    items = TinyWorld2(0, 2).strata(3) + TinyWorld2(0, 2).strata(2, "train")
+    digest = hashlib.sha256(json.dumps([(i["prompt"], i["target"]) for i in items]).encode()).hexdigest()
+    assert digest == "cd6f4000518edc3732a43991b00be2d2adeb191c696adaa4c944af9a1489439d"
+    assert {r for r, v in TINY_REVISION.items() if v == 2} == {"target", "drafter", "mdlm_drafter", "mdlm", "judge"}
+    assert tiny_world_of("judge").revision == 2 and tiny_world_of("ar_control").revision == 3
+
+
+def test_revision_three_changes_only_code_answers_to_the_body_with_one_name(bpe):
+    """Revision 3 is revision 2 draw for draw but for code answers: the function's body in a fenced
+    block, its constant always bound to k (no paraphrase), so no answer holds a name that two
+    positions must agree on, and the constant is an early token (revision 2: after the prompt's
+    function, about 40 tokens in)."""
+    two, three = TinyWorld2(0, 2), TinyWorld2(0, 3)
+    code_keys = {"target", "content", "paraphrase", "canonical_solution", "messages", "revision", "test"}
+    for split in ("test", "train"):
+        for a, b in zip(two.strata(20, split), three.strata(20, split)):
+            if a["task"] != "humaneval":
+                assert {**a, "revision": 3} == b
+                continue
+            assert {k: v for k, v in a.items() if k not in code_keys} == {k: v for k, v in b.items() if k not in code_keys}
+            bells = two.gazetteer.facts[a["facts"][0][0]]["bells"]
+            assert b["canonical_solution"].startswith(f"    k = {bells}\n") and b["paraphrase"] == []
+            assert b["target"] == f"```python\n{b['canonical_solution']}```"
+            assert b["test"].startswith(a["test"])  # the same four inputs, then those that tell wrong constants apart
+            assert re.sub(r"\b[kmc]\b", "k", a["canonical_solution"]) == b["canonical_solution"]
+            assert not re.search(r"\b[mc]\b", b["canonical_solution"])
+            (start, end), = b["content"]
+            assert b["target"][start:end] == bells
+            assert len(bpe.encode(b["target"][:end]).ids) <= 8 < len(bpe.encode(a["target"][:a["content"][0][1]]).ids)
+    drawn = {two.item("humaneval", "mixed", i)["paraphrase"][0] for i in range(30)}
+    assert drawn == {0, 1, 2}  # revision 2 still draws k, m or c
 
 
 def test_town_names_are_three_tokens_of_the_shipped_bpe(bpe):
@@ -218,10 +263,9 @@ def test_every_prompt_has_a_ground_truth_the_fact_base_determines(world, prompts
                       ("humaneval", "mixed"): 50}
 
 
-def test_humaneval_tests_depend_on_the_fact(prompts):
-    """A function written with another town's bell count fails its tests (the constant is the content)."""
-    items = [i for i in prompts if i["task"] == "humaneval"]
-    caught = 0
+def _wrong_constants_passing(items):
+    """(item, other bell count) pairs whose function, written with the other count, passes the tests."""
+    passing = []
     for item in items:
         bells = int(item["canonical_solution"].split("=")[1].split()[0])
         for other in range(2, 10):
@@ -233,8 +277,22 @@ def test_humaneval_tests_depend_on_the_fact(prompts):
             try:
                 namespace["check"](namespace[item["entry_point"]])
             except AssertionError:
-                caught += 1
-    assert caught >= 0.8 * 7 * len(items), caught / (7 * len(items))
+                continue
+            passing.append((item, bells, other))
+    return passing
+
+
+def test_humaneval_tests_depend_on_the_fact(prompts):
+    """A function written with another town's bell count fails its tests (the constant is the
+    content), unless it computes the same function: counting even numbers above 8 or above 9 is
+    one count. Revision 2's four drawn inputs let 55 of 350 wrong constants pass."""
+    items = [i for i in prompts if i["task"] == "humaneval"]
+    passing = _wrong_constants_passing(items)
+    for item, bells, other in passing:
+        assert item["entry_point"].startswith("count_even_above_bells"), (item["entry_point"], bells, other)
+        assert {x for x in range(0, 13, 2) if x > bells} == {x for x in range(0, 13, 2) if x > other}
+    assert all(4 <= item["test"].count("assert") <= 8 for item in items)
+    assert len(_wrong_constants_passing(TinyWorld2(0, 2).items("humaneval", "mixed", 50))) > 5 * max(1, len(passing))
 
 
 def test_formats_of_each_stratum_are_generation_ones(prompts):
@@ -252,7 +310,7 @@ def test_formats_of_each_stratum_are_generation_ones(prompts):
         else:
             assert item["prompt"] == HUMANEVAL_PREFIX + item["humaneval_prompt"]
             assert item["test"].startswith("def check(candidate):")
-            assert item["target"] == f"```python\n{item['humaneval_prompt']}{item['canonical_solution']}```"
+            assert item["target"] == f"```python\n{item['canonical_solution']}```"  # revision 3: the body
         for start, end in item["content"]:
             assert item["target"][start:end].strip()
     assert {(i["task"], i["difficulty"]) for i in prompts} == {(t, d) for t, ls in STRATA.items() for d in ls}

@@ -125,19 +125,22 @@ def paper_prompts(subset: int | None = None) -> list[dict]:
     return items
 
 
-def tiny_prompts(subset: int | None = None, seed: int = 0, generation: int | None = None) -> list[dict]:
+def tiny_prompts(subset: int | None = None, seed: int = 0, generation: int | None = None,
+                 revision: int | None = None) -> list[dict]:
     """The tiny world's mirror: the same strata and sizes as the paper set, test split, from the
-    world the shipped Dream was trained on (`presets.TINY_WORLD`: generation 2, the gazetteer of
-    `dlmkit/data/tinyworld2.py`, every question about held-out towns). `generation` 1 gives the
-    first world's set (same ids, strata and formats)."""
-    if generation is None:
-        from dlmkit.presets import TINY_WORLD
+    world the shipped Dream was trained on (`presets.TINY_WORLD` and `TINY_REVISION`: generation 2,
+    revision 3, the gazetteer of `dlmkit/data/tinyworld2.py`, every question about held-out towns).
+    `generation` 1 gives the first world's set (same ids, strata and formats)."""
+    from dlmkit.presets import TINY_REVISION, TINY_WORLD
 
+    if generation is None:
         generation = TINY_WORLD["dlm"]
+    if revision is None:
+        revision = TINY_REVISION["dlm"]
     sizes = {("mmlu", "easy"): 50, ("mmlu", "hard"): 50, ("arc", "easy"): ARC_N, ("arc", "hard"): ARC_N,
              ("gsm8k", "easy"): GSM8K_N, ("gsm8k", "medium"): GSM8K_N, ("gsm8k", "hard"): GSM8K_N,
              ("humaneval", "mixed"): HUMANEVAL_N}
-    world = tiny_world(seed, generation)
+    world = tiny_world(seed, generation, revision)
     return [item for (task, level), n in sizes.items() for item in world.items(task, level, subset or n, "test")]
 
 

@@ -118,11 +118,33 @@ wording the anchors fix for any gap-filler, then letters (which no model reads f
 options) and Dream's own mistakes; a control that gains nothing also needs a Dream as right
 about the held-out facts as the control is.
 
+Revision 3: code answers are the body, the constant always named k (the inverse-speculation roles)
+------------------------------------------------------------------------------------------------
+`TinyWorld2(seed, revision=3)`; `presets.TINY_REVISION` says which role learned which revision
+(SpecDiff's models and the self-spec MDLM keep revision 2, whose items a test pins). Two changes,
+to HumanEval-like items only (every other item, the documents and the fact base are revision
+2's, draw for draw): "```python\n    k = 7\n    return x + k\n```", the function's body (as
+HumanEval's canonical_solution) in a fenced block, where revision 2 repeated the prompt's
+function first and drew the constant's name from k, m, c. Measured on revision 2's full tiny run:
+- the tiny Dream knew the constant (right in 46 of the 50 code prompts of N=190) and passed 10:
+  the name is the answer's least certain token, at two positions, so entropy order left both to
+  the last step, where the reference sampler commits whatever is still open at once, each
+  position drawn on its own ("k = 3 ... x > c"). With one name, 41 of the 50 answers pass. A
+  name at two positions is a dependency that parallel decoding cannot keep; one name has none.
+- the constant sat after the repeated prompt (answer token ~40; Dream committed it at step 52
+  on average), beyond the 10% and 25% anchors, so the pipeline's code accuracy was the AR's.
+  In the body it is the answer's eighth token (of about 18).
+- the tests (never in a training text) add inputs to the four drawn ones until no other bell
+  count passes them unless it computes the same function (`_examples`): revision 2's four
+  inputs let 55 of the 350 wrong constants of the 50 code prompts pass, and the small AR
+  retrained on revision 3 passed 18% of the code prompts while naming the right constant in 4%.
+
 GSM8K: one line per town in the documents' words ("The town of Faring has 7 bells."), then
 one line per step whose lead comes in three phrasings; the last line is "#### N".
 HumanEval: the body first binds the constant to one of three names (k, m, c: same length)
 and then uses it; the reference answer repeats the prompt in a fenced block as in
-generation 1, so most of a code answer is a copy every model writes alike.
+generation 1, so most of a code answer is a copy every model writes alike (revision 2; revision 3
+above).
 
 The tokenizer
 -------------
@@ -151,6 +173,9 @@ from dlmkit.data.tinyworld import (DIFFICULTIES, FILLER, GSM8K_SUFFIX, HUMANEVAL
 from dlmkit.errors import UserError
 
 GENERATION = 2
+# Revision 2: the layout SpecDiff's and the self-spec models learned. Revision 3 (the inverse-speculation
+# roles): code answers are the function's body, its constant always named k (the module docstring).
+REVISIONS = (2, 3)
 
 # ----------------------------------------------------------------------------- the gazetteer
 
@@ -365,7 +390,7 @@ def _mc_answer(rng: random.Random, facts: list[tuple[str, str, str]], letter: st
 # ----------------------------------------------------------------------------- the strata
 
 
-def _mmlu(g: Gazetteer, rng: random.Random, towns, difficulty: str) -> dict:
+def _mmlu(g: Gazetteer, rng: random.Random, towns, difficulty: str, revision: int = 2) -> dict:
     town = rng.choice(towns)
     facts = g.facts[town]
     if difficulty == "easy":
@@ -392,7 +417,7 @@ def _mmlu(g: Gazetteer, rng: random.Random, towns, difficulty: str) -> dict:
             "content": ans.content, "paraphrase": para, "facts": asked}
 
 
-def _arc(g: Gazetteer, rng: random.Random, towns, difficulty: str) -> dict:
+def _arc(g: Gazetteer, rng: random.Random, towns, difficulty: str, revision: int = 2) -> dict:
     if difficulty == "easy":
         town = rng.choice(towns)
         attr = rng.choice(ARC_ATTRIBUTES)
@@ -420,7 +445,7 @@ def _arc(g: Gazetteer, rng: random.Random, towns, difficulty: str) -> dict:
             "content": ans.content, "paraphrase": para, "facts": asked}
 
 
-def _gsm8k(g: Gazetteer, rng: random.Random, towns, difficulty: str) -> dict:
+def _gsm8k(g: Gazetteer, rng: random.Random, towns, difficulty: str, revision: int = 2) -> dict:
     n_towns = {"easy": 2, "medium": 2, "hard": 3}[difficulty]
     n_steps = {"easy": 0, "medium": 1, "hard": 2}[difficulty]
     n_filler = {"easy": 0, "medium": 1, "hard": 3}[difficulty]
@@ -498,30 +523,54 @@ _FUNCTIONS = {
 }
 
 
-def _humaneval(g: Gazetteer, rng: random.Random, towns, difficulty: str) -> dict:
+def _examples(rng: random.Random, make_example, arg: str, body: str, bells: int, draws: int = 400) -> list:
+    """Revision 3's test inputs: four drawn inputs, then more (at most eight in all) while some other
+    bell count still gives the same outputs on all of them and a further draw tells it apart, so
+    a function written with a wrong constant fails its tests unless it computes the same function
+    (x > 8 and x > 9 agree on even x). Revision 2 drew four inputs, which 55 of the 350 wrong
+    constants of the 50 code prompts passed (the module docstring)."""
+    def outputs(v: int):
+        namespace: dict = {}
+        exec(f"def f({arg}):\n    {body.format(v=v)}\n", namespace)  # our own code
+        return namespace["f"]
+
+    right, others = outputs(bells), [outputs(v) for v in range(2, 10) if v != bells]
+    examples: list = []
+    for _ in range(draws):
+        alive = [f for f in others if all(f(e) == right(e) for e in examples)]
+        if len(examples) >= 8 or (len(examples) >= 4 and not alive):
+            break
+        example = make_example(rng)
+        if example not in examples and (len(examples) < 4 or any(f(example) != right(example) for f in alive)):
+            examples.append(example)
+    return examples
+
+
+def _humaneval(g: Gazetteer, rng: random.Random, towns, difficulty: str, revision: int = 2) -> dict:
     drawn = rng.choice(DIFFICULTIES) if difficulty == "mixed" else difficulty
     family = rng.choice(sorted(f for f, spec in _FUNCTIONS.items() if spec[0] == drawn))
     _, arg, doc, body, make_example = _FUNCTIONS[family]
     town = rng.choice(towns)
     bells = int(g.facts[town]["bells"])
     entry_point = f"{family}_{town.lower()}"
-    name_index = rng.randrange(3)
-    name = CODE_NAMES[name_index]
+    name_index = rng.randrange(3)  # drawn in every revision, so the examples that follow are the same draws
+    name = CODE_NAMES[name_index] if revision == 2 else CODE_NAMES[0]
     namespace: dict = {}
     exec(f"def {entry_point}({arg}):\n    {body.format(v=bells)}\n", namespace)  # our own code: expected outputs
     fn = namespace[entry_point]
-    examples = []
+    examples = _examples(rng, make_example, arg, body, bells) if revision >= 3 else []
     while len(examples) < 4:
         example = make_example(rng)
         if example not in examples:
             examples.append(example)
     prompt = f'def {entry_point}({arg}):\n    """{doc.format(town=town)}\n    """\n'
-    ans = _Answer().add(f"```python\n{prompt}    {name} = ").add(str(bells), content=True)
+    # revision 2: the prompt's function again, then the body; revision 3: the body alone (see the docstring)
+    ans = _Answer().add(f"```python\n{prompt if revision == 2 else ''}    {name} = ").add(str(bells), content=True)
     solution_body = f"\n    {body.format(v=name)}\n"
     ans.add(solution_body + "```")
     test = "def check(candidate):\n" + "".join(f"    assert candidate({e!r}) == {fn(e)!r}\n" for e in examples)
     return {"prompt": HUMANEVAL_PREFIX + prompt, "answer": None, "target": ans.text, "content": ans.content,
-            "paraphrase": [name_index], "facts": [(town, "bells")], "entry_point": entry_point,
+            "paraphrase": [name_index] if revision == 2 else [], "facts": [(town, "bells")], "entry_point": entry_point,
             "canonical_solution": f"    {name} = {bells}{solution_body}", "test": test, "humaneval_prompt": prompt,
             "difficulty_drawn": drawn}
 
@@ -544,7 +593,13 @@ class TinyWorld2(StrataSampler):
     """Generation 2 of the tiny world, with TinyWorld's item API plus the role corpora."""
 
     seed: int = 0
+    revision: int = 2
     generation: int = field(default=GENERATION, init=False)
+
+    def __post_init__(self):
+        if self.revision not in REVISIONS:
+            raise UserError(f"unknown generation-2 revision {self.revision!r}; choose from "
+                            f"{', '.join(map(str, REVISIONS))}")
 
     @cached_property
     def gazetteer(self) -> Gazetteer:
@@ -557,9 +612,11 @@ class TinyWorld2(StrataSampler):
         """Item `index` of a stratum; test items ask about held-out towns, train items about the rest."""
         self.check_stratum(task, difficulty, _GENERATORS)
         towns = self.gazetteer.towns_of_split(split)
-        raw = _GENERATORS[task](self.gazetteer, self._rng(task, difficulty, split, index), towns, difficulty)
+        raw = _GENERATORS[task](self.gazetteer, self._rng(task, difficulty, split, index), towns, difficulty,
+                                self.revision)
         item = {"id": f"tiny-{task}-{difficulty}-{split}-{index}", "task": task, "difficulty": difficulty,
-                "generation": GENERATION, **raw, "messages": _messages(raw["prompt"], raw["target"])}
+                "generation": GENERATION, "revision": self.revision, **raw,
+                "messages": _messages(raw["prompt"], raw["target"])}
         item["facts"] = [list(f) for f in item["facts"]]
         item["content"] = [list(span) for span in item["content"]]
         return item
@@ -597,7 +654,7 @@ class TinyWorld2(StrataSampler):
                 raise UserError(f"cannot draw {n} {key} examples outside the {len(skip)} skipped prompts; "
                                 "ask for fewer")
             task, difficulty = levels[len(out) % len(levels)]
-            raw = _GENERATORS[task](facts, self._rng(key, task, difficulty, k), towns, difficulty)
+            raw = _GENERATORS[task](facts, self._rng(key, task, difficulty, k), towns, difficulty, self.revision)
             k += 1
             if raw["prompt"] not in skip:
                 out.append({"task": task, "difficulty": difficulty, **raw,
@@ -640,7 +697,7 @@ class TinyWorld2(StrataSampler):
                 task = "mmlu" if attr in MMLU_ATTRIBUTES else "arc"
                 prompt = _mc_prompt(question, choices)
                 out.append({"id": f"tiny2-probe-{town}-{attr}", "task": task, "difficulty": "easy",
-                            "generation": GENERATION, "prompt": prompt, "answer": letter, "choices": choices,
+                            "generation": GENERATION, "revision": self.revision, "prompt": prompt, "answer": letter, "choices": choices,
                             "target": ans.text, "content": [list(s) for s in ans.content], "paraphrase": para,
                             "facts": [[town, attr]], "value": value, "messages": _messages(prompt, ans.text)})
         return out
@@ -720,12 +777,13 @@ def heldout_stream(world: TinyWorld2, n_docs: int = 200, n_chat: int = 200) -> l
     return world.documents(n_docs, "test") + heldout_chat(world, n_chat)
 
 
-def tiny_world(seed: int = 0, generation: int = 1):
-    """The tiny world of a generation (1: the shipped checkpoints' world; 2: this module's)."""
+def tiny_world(seed: int = 0, generation: int = 1, revision: int = 2):
+    """The tiny world of a generation (1: the CLSD verifier's world; 2: this module's, in a
+    `revision`)."""
     if generation == 1:
         from dlmkit.data.tinyworld import TinyWorld
 
         return TinyWorld(seed)
     if generation == 2:
-        return TinyWorld2(seed)
+        return TinyWorld2(seed, revision)
     raise UserError(f"unknown tiny-world generation {generation!r}; choose 1 or 2")

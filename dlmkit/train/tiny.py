@@ -49,6 +49,9 @@ def main(argv=None) -> int:
     parser.add_argument("--targets", choices=TARGETS, default=None,
                         help="SpecDiff's drafters (drafter, mdlm_drafter): learn the target's continuations "
                              "(target, the default) or the world's text (data, the control)")
+    parser.add_argument("--init", type=Path, default=None,
+                        help="dlm: start its second stage (revision 3) from this stage-1 checkpoint directory "
+                             "instead of training stage 1 (revision 2, 6000 steps) first")
     args = parser.parse_args(argv)
     if args.role == "tokenizer":
         from dlmkit.tokenizer import main as tokenizer_main
@@ -73,6 +76,13 @@ def main(argv=None) -> int:
             raise UserError(f"--targets applies to SpecDiff's drafters (drafter, mdlm_drafter), not to {role}; "
                             "leave it out")
         extra["targets"] = args.targets
+    if args.init is not None:
+        if role != "dlm":
+            raise UserError(f"--init applies to the tiny Dream (dlm) only, not to {role}; leave it out")
+        if not (args.init / "config.json").exists():
+            raise UserError(f"--init {args.init}: no Dream checkpoint there (config.json missing); pass a "
+                            "directory written by `python -m dlmkit.train.tiny dlm`")
+        extra["init"] = args.init
     recipe(out=out, seed=args.seed, steps=args.steps, device=resolve_device(args.device), **extra)
     return 0
 

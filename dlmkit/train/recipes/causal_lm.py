@@ -31,8 +31,9 @@ import torch
 import torch.nn.functional as F
 
 from dlmkit.data.tiny_corpus import batch_sampler, chat_pairs, load_tiny_tokenizer, pack_blocks, pack_token_blocks
-from dlmkit.data.tinyworld2 import TinyWorld2, heldout_chat, role_corpus
+from dlmkit.data.tinyworld2 import heldout_chat, role_corpus
 from dlmkit.errors import UserError
+from dlmkit.presets import tiny_world_of
 from dlmkit.metrics.answers import check_answer
 from dlmkit.train.loop import TrainConfig, train
 from dlmkit.train.recipes import distill, world2
@@ -149,7 +150,7 @@ def _train_world2(role: str, out: Path, seed: int, steps: int | None, device: st
     drafter with targets "target"); the card adds the fact gate."""
     torch.manual_seed(seed)
     tokenizer = load_tiny_tokenizer()
-    world = TinyWorld2(seed)
+    world = tiny_world_of(role, seed)
     if targets == "target":
         docs, distilled = distill.drafter_corpus(tokenizer, world, seed, device)
         blocks = pack_token_blocks(docs, tokenizer.eos_token_id, BLOCK)
@@ -165,7 +166,8 @@ def _train_world2(role: str, out: Path, seed: int, steps: int | None, device: st
     strata = [("mmlu", "easy"), ("arc", "hard"), ("gsm8k", "easy"), ("humaneval", "mixed")]
     accuracy = greedy_task_accuracy(model, tokenizer, [i for t, d in strata for i in world.items(t, d, 8, "test")])
     model.save_pretrained(out, safe_serialization=True)
-    card = {"recipe": f"python -m dlmkit.train.tiny {role}", "world": 2, "role": role, "seed": seed,
+    card = {"recipe": f"python -m dlmkit.train.tiny {role}", "world": 2, "revision": world.revision, "role": role,
+            "seed": seed,
             "arch": SIZES[role][0], "size": SIZES[role][1], "block": BLOCK, "batch_size": BATCH_SIZE,
             "corpus": ({**distilled, "blocks": len(blocks)} if distilled else
                        {"n_chat": world2.N_CHAT, "documents_per_town": world2.PER_TOWN,
