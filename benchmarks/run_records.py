@@ -1,0 +1,140 @@
+#!/usr/bin/env python
+"""Three readings of a tiny run's per-prompt records that the README's inverse diagnosis cites.
+
+From a run directory of `run_full_suite.py` on the tiny preset (A.jsonl, B.jsonl, gap.jsonl),
+over the evaluation set (hard, medium and mixed strata):
+
+  town_copies   per gap-filler alone, in ARC-like and GSM8K-like answers (which name 2-4
+                towns): "the town of X" slots, and the share whose X is a town the prompt asks
+                about (the rest are other towns the model learned by heart)
+  gap_by_task   per task and fraction, committed_end rule: mean gap-only F1 of ar_small with
+                the anchors minus alone (phase gap's per-prompt rows), and how many prompts gain
+  code_constant Dream's code answers: the constant bound first is the town's bell count;
+                the answer passes its tests; it passes once every use of k, m or c is renamed
+                to the name bound first (what a sampler keeping one name would give)
+  gap_filler_code  ar_small's code answers alone: the right constant, passing the run's tests,
+                passing revision 2's four-input tests (which some wrong constants pass)
+
+    python benchmarks/run_records.py [--run results/run_full_suite/tiny] [--revision 3]
+
+`--revision` is the tiny-world revision the run's prompts come from (`presets.TINY_REVISION`
+by default); revision 2's run is in the history: `git archive e96ef3e results/run_full_suite/tiny
+| tar -x -C /tmp/rev2`, then `--run /tmp/rev2/results/run_full_suite/tiny --revision 2`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+TOWN = re.compile(r"town of ([A-Z][a-z]+)")
+BINDING = re.compile(r"\n    ([kmc]) = (-?\d+)")
+
+
+def _jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        raise SystemExit(f"no {path}; pass --run DIR of a run_full_suite.py run with phases A, B and gap done")
+    return [json.loads(line) for line in path.open()]
+
+
+def town_copies(b_records: list[dict], items: dict) -> list[dict]:
+    counts: dict[str, list[int]] = {}
+    for record in b_records:
+        if not record["eval"] or record["task"] not in ("arc", "gsm8k"):
+            continue
+        asked = {town for town, _ in items[record["id"]]["facts"]}
+        for fill in record["fills"]:
+            if fill["rule"] != "alone":
+                continue
+            named = TOWN.findall(fill["text"])
+            c = counts.setdefault(fill["model"], [0, 0])
+            c[0] += len(named)
+            c[1] += sum(name in asked for name in named)
+    return [{"model": m, "town_slots": n, "prompt_towns_named": k / n if n else None} for m, (n, k) in counts.items()]
+
+
+def gap_by_task(gap_records: list[dict]) -> list[dict]:
+    acc: dict[tuple, list[float]] = {}
+    for record in gap_records:
+        if not record["eval"]:
+            continue
+        task = record["id"].split("-")[1]
+        for row in record["rows"]:
+            f1, alone = row.get("gap_f1"), row.get("gap_f1_alone")
+            if row["rule"] != "committed_end" or f1 is None or alone is None or f1 != f1 or alone != alone:
+                continue  # no gap left at this fraction (NaN): the anchors cover the answer
+            acc.setdefault((task, row["fraction"]), []).append(f1 - alone)
+    return [{"task": task, "fraction": fraction, "prompts_with_a_gap": len(d), "gap_f1_gain": sum(d) / len(d),
+             "prompts_gaining": sum(x > 0 for x in d)} for (task, fraction), d in sorted(acc.items())]
+
+
+def unify_names(text: str) -> str | None:
+    """The answer with every use of k, m or c after the first binding renamed to its name."""
+    m = BINDING.search(text)
+    if not m:
+        return None
+    return text[:m.end()] + re.sub(r"\b[kmc]\b", m.group(1), text[m.end():])
+
+
+def code_constant(a_records: list[dict], items: dict) -> dict:
+    from dlmkit.metrics.scoring import is_correct
+
+    rows = [r for r in a_records if r["task"] == "humaneval" and r["difficulty"] == "mixed"]
+    right = passes = unified = 0
+    for record in rows:
+        item = items[record["id"]]
+        truth = BINDING.search("\n" + item["canonical_solution"]).group(2)
+        m = BINDING.search(record["text"])
+        right += bool(m) and m.group(2) == truth
+        passes += is_correct(item, record["text"])
+        one = unify_names(record["text"])
+        unified += one is not None and is_correct(item, one)
+    return {"prompts": len(rows), "constant_right": right, "passes": passes, "passes_with_one_name": unified}
+
+
+def gap_filler_code(b_records: list[dict], items: dict, items_revision2: dict, model: str = "ar_small") -> dict:
+    """A gap-filler's code answers alone: the right constant, passing this revision's tests, and
+    passing revision 2's four-input tests (same prompts; a body is scored after the prompt)."""
+    from dlmkit.metrics.scoring import is_correct
+
+    n = right = passes = passes_old = 0
+    for record in b_records:
+        if record["task"] != "humaneval" or record["difficulty"] != "mixed":
+            continue
+        fill = next(f for f in record["fills"] if f["model"] == model and f["rule"] == "alone")
+        item, old = items[record["id"]], items_revision2[record["id"]]
+        truth = BINDING.search("\n" + item["canonical_solution"]).group(2)
+        m = BINDING.search(fill["text"])
+        n += 1
+        right += bool(m) and m.group(2) == truth
+        passes += is_correct(item, fill["text"])
+        passes_old += is_correct({**old, "id": old["id"] + "/revision-2-tests"}, fill["text"])
+    return {"model": model, "prompts": n, "constant_right": right, "passes": passes,
+            "passes_revision_2_tests": passes_old}
+
+
+def main(argv=None) -> int:
+    from dlmkit.data.benchmarks import tiny_prompts
+    from dlmkit.presets import TINY_REVISION
+    from dlmkit.results import markdown_table
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", type=Path, default=Path("results/run_full_suite/tiny"))
+    parser.add_argument("--revision", type=int, choices=(2, 3), default=TINY_REVISION["dlm"])
+    args = parser.parse_args(argv)
+    items = {item["id"]: item for item in tiny_prompts(revision=args.revision)}
+    print("town_copies\n" + markdown_table(town_copies(_jsonl(args.run / "B.jsonl"), items)))
+    print("\ngap_by_task\n" + markdown_table(gap_by_task(_jsonl(args.run / "gap.jsonl"))))
+    print("\ncode_constant\n" + markdown_table([code_constant(_jsonl(args.run / "A.jsonl"), items)]))
+    items2 = {item["id"]: item for item in tiny_prompts(revision=2)}
+    print("\ngap_filler_code\n" + markdown_table([gap_filler_code(_jsonl(args.run / "B.jsonl"), items, items2)]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

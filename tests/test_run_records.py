@@ -1,0 +1,55 @@
+"""benchmarks/run_records.py: the per-prompt readings the README's inverse diagnosis cites."""
+
+import math
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def records(load_script):
+    return load_script("benchmarks/run_records.py")
+
+
+def test_unify_names_renames_every_use_after_the_first_binding(records):
+    text = "```python\n    c = 3\n    count = 0\n    if x > m and k:\n        count += 1\n```"
+    assert records.unify_names(text) == "```python\n    c = 3\n    count = 0\n    if x > c and c:\n        count += 1\n```"
+    assert records.unify_names("```python\n    return x + 3\n```") is None  # nothing bound
+
+
+def test_town_copies_count_named_towns_against_the_prompt(records):
+    items = {"p": {"facts": [["Faring", "bells"], ["Lumber", "bells"]]}}
+    fill = {"model": "ar_small", "rule": "alone", "text": "the town of Faring has 3 bells, the town of Fenber has 4"}
+    with_anchors = {**fill, "rule": "committed_end", "text": "the town of Fenber"}
+    rows = [{"id": "p", "eval": True, "task": "arc", "fills": [fill, with_anchors]},
+            {"id": "p", "eval": False, "task": "arc", "fills": [fill]},  # not in the evaluation set
+            {"id": "p", "eval": True, "task": "mmlu", "fills": [fill]}]  # one town: not counted
+    assert records.town_copies(rows, items) == [{"model": "ar_small", "town_slots": 2, "prompt_towns_named": 0.5}]
+
+
+def test_gap_by_task_skips_prompts_without_a_gap(records):
+    row = {"fraction": 0.1, "rule": "committed_end"}
+    rows = [{"id": "tiny-mmlu-hard-test-0", "eval": True, "rows": [{**row, "gap_f1": 0.75, "gap_f1_alone": 0.5},
+                                                                   {**row, "rule": "oracle", "gap_f1": 0.0,
+                                                                    "gap_f1_alone": 0.5}]},
+            {"id": "tiny-mmlu-hard-test-1", "eval": True, "rows": [{**row, "gap_f1": 0.5, "gap_f1_alone": 0.5}]},
+            {"id": "tiny-mmlu-hard-test-2", "eval": True, "rows": [{**row, "gap_f1": math.nan,
+                                                                    "gap_f1_alone": math.nan}]},
+            {"id": "tiny-mmlu-easy-test-0", "eval": False, "rows": [{**row, "gap_f1": 1.0, "gap_f1_alone": 0.0}]}]
+    assert records.gap_by_task(rows) == [{"task": "mmlu", "fraction": 0.1, "prompts_with_a_gap": 2,
+                                          "gap_f1_gain": 0.125, "prompts_gaining": 1}]
+
+
+def test_code_constant_tells_a_wrong_constant_from_two_names(records):
+    """Dream's failure in revision 2: the right constant under one name, used under another."""
+    from dlmkit.data.tinyworld2 import TinyWorld2
+
+    item = TinyWorld2(0, 2).item("humaneval", "mixed", 3)  # "c = 9 ... return x * c" style
+    name = item["canonical_solution"].split("=")[0].strip()
+    other = next(n for n in "kmc" if n != name)
+    two_names = item["target"].replace(f"* {name}", f"* {other}")
+    wrong = item["target"].replace("= 9", "= 5")
+    rows = [{"id": item["id"], "task": "humaneval", "difficulty": "mixed", "text": t}
+            for t in (item["target"], two_names, wrong)]
+    assert "* " in item["target"] and two_names != item["target"] and wrong != item["target"]
+    assert records.code_constant(rows, {item["id"]: item}) == {"prompts": 3, "constant_right": 2, "passes": 1,
+                                                               "passes_with_one_name": 2}
