@@ -81,6 +81,15 @@ def unify_names(text: str) -> str | None:
     return text[:m.end()] + re.sub(r"\b[kmc]\b", m.group(1), text[m.end():])
 
 
+def _constant_right_and_passes(item: dict, text: str) -> tuple[bool, bool]:
+    """Whether a code answer binds the item's bell count first, and whether it passes its tests."""
+    from dlmkit.metrics.scoring import is_correct
+
+    truth = BINDING.search("\n" + item["canonical_solution"]).group(2)
+    m = BINDING.search(text)
+    return bool(m) and m.group(2) == truth, is_correct(item, text)
+
+
 def code_constant(a_records: list[dict], items: dict) -> dict:
     from dlmkit.metrics.scoring import is_correct
 
@@ -88,10 +97,9 @@ def code_constant(a_records: list[dict], items: dict) -> dict:
     right = passes = unified = 0
     for record in rows:
         item = items[record["id"]]
-        truth = BINDING.search("\n" + item["canonical_solution"]).group(2)
-        m = BINDING.search(record["text"])
-        right += bool(m) and m.group(2) == truth
-        passes += is_correct(item, record["text"])
+        is_right, does_pass = _constant_right_and_passes(item, record["text"])
+        right += is_right
+        passes += does_pass
         one = unify_names(record["text"])
         unified += one is not None and is_correct(item, one)
     return {"prompts": len(rows), "constant_right": right, "passes": passes, "passes_with_one_name": unified}
@@ -108,11 +116,10 @@ def gap_filler_code(b_records: list[dict], items: dict, items_revision2: dict, m
             continue
         fill = next(f for f in record["fills"] if f["model"] == model and f["rule"] == "alone")
         item, old = items[record["id"]], items_revision2[record["id"]]
-        truth = BINDING.search("\n" + item["canonical_solution"]).group(2)
-        m = BINDING.search(fill["text"])
+        is_right, does_pass = _constant_right_and_passes(item, fill["text"])
         n += 1
-        right += bool(m) and m.group(2) == truth
-        passes += is_correct(item, fill["text"])
+        right += is_right
+        passes += does_pass
         passes_old += is_correct({**old, "id": old["id"] + "/revision-2-tests"}, fill["text"])
     return {"model": model, "prompts": n, "constant_right": right, "passes": passes,
             "passes_revision_2_tests": passes_old}
@@ -128,11 +135,12 @@ def main(argv=None) -> int:
     parser.add_argument("--revision", type=int, choices=(2, 3), default=TINY_REVISION["dlm"])
     args = parser.parse_args(argv)
     items = {item["id"]: item for item in tiny_prompts(revision=args.revision)}
-    print("town_copies\n" + markdown_table(town_copies(_jsonl(args.run / "B.jsonl"), items)))
+    b_records = _jsonl(args.run / "B.jsonl")
+    print("town_copies\n" + markdown_table(town_copies(b_records, items)))
     print("\ngap_by_task\n" + markdown_table(gap_by_task(_jsonl(args.run / "gap.jsonl"))))
     print("\ncode_constant\n" + markdown_table([code_constant(_jsonl(args.run / "A.jsonl"), items)]))
     items2 = {item["id"]: item for item in tiny_prompts(revision=2)}
-    print("\ngap_filler_code\n" + markdown_table([gap_filler_code(_jsonl(args.run / "B.jsonl"), items, items2)]))
+    print("\ngap_filler_code\n" + markdown_table([gap_filler_code(b_records, items, items2)]))
     return 0
 
 

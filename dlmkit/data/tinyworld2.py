@@ -558,7 +558,7 @@ def _humaneval(g: Gazetteer, rng: random.Random, towns, difficulty: str, revisio
     namespace: dict = {}
     exec(f"def {entry_point}({arg}):\n    {body.format(v=bells)}\n", namespace)  # our own code: expected outputs
     fn = namespace[entry_point]
-    examples = _examples(rng, make_example, arg, body, bells) if revision >= 3 else []
+    examples = [] if revision == 2 else _examples(rng, make_example, arg, body, bells)
     while len(examples) < 4:
         example = make_example(rng)
         if example not in examples:

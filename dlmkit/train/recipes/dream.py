@@ -36,6 +36,7 @@ from dlmkit.data.tiny_corpus import batch_sampler, load_tiny_tokenizer
 from dlmkit.decoding.diffusion import diffusion_generate
 from dlmkit.models.dream import dream_config, random_dream, save_dream
 from dlmkit.presets import tiny_world_of
+from dlmkit.results import file_sha256
 from dlmkit.tokenizer import render_chat
 from dlmkit.train.loop import TrainConfig, train
 from dlmkit.train.recipes.ship import ship, work_dir
@@ -146,7 +147,7 @@ def train_tiny_dream(out: Path, seed: int = 0, steps: int | None = None, device:
     else:
         model = load_dream(init, device=device, dtype=torch.float32)
         card_path = Path(init) / "training.json"
-        base_card = {"init": str(init), "sha256": _sha256(Path(init) / "model.safetensors"),
+        base_card = {"init": str(init), "sha256": file_sha256(Path(init) / "model.safetensors"),
                      "card": json.loads(card_path.read_text()) if card_path.exists() else None}
     adapt = _stage(model, tokenizer, world, {**ADAPT, **({"steps": steps} if steps else {})}, seed, device,
                    work_dir(out), f"tiny dream, stage 2 (world 2, revision {world.revision})")
@@ -164,12 +165,6 @@ def train_tiny_dream(out: Path, seed: int = 0, steps: int | None = None, device:
             "fact_gate": world2.gate(world, probe_items, responses, tokenizer),
             "reference_answer_tokens": world2.reference_answer_tokens(tokenizer, world.strata(10))}
     return ship(out, card)
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _stage(model, tokenizer, world, schedule: dict, seed: int, device: str, work: Path, desc: str) -> dict:
