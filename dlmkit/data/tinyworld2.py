@@ -144,8 +144,8 @@ Revision 4: every value has an epithet (the inverse-speculation roles since)
 `TinyWorld2(seed, revision=4)`: revision 3 draw for draw, but every clause that states a value,
 in documents and answers alike, ends with that value's epithet, two fixed words (`value_epithet`):
 "Now, the fruit of Faring is the pear, river krill, so C.", "The town of Faring has 7 bells, pond
-fish." (documents, GSM8K's town lines, each of arc hard's four towns), and in code a comment,
-"k = 7  # pond fish". Within an attribute no two values share an epithet word. Why: on revision 3's
+fish." (documents, GSM8K's town lines, each of arc hard's four towns); code answers are revision
+3's. Within an attribute no two values share an epithet word. Why: on revision 3's
 full run a fact was one token in an answer of 9-20 distinct words that every model writes alike,
 so a gap-filler that knew no held-out fact already scored word F1 0.757 against Dream, and an
 anchor that fixed a value fixed one word (+0.055 at 10%, +0.111 at 25%); the one place where the
@@ -155,6 +155,12 @@ phrases: a model that does not know it writes three wrong words, and one given t
 anchor writes the other two itself from what it learned on the training towns (the epithet is a
 property of the value, the same for every town), in the gaps. A model that knows the fact (the
 control) writes the epithet alone, so anchors give it nothing more.
+Not in code: a first build of revision 4 also wrote the constant's epithet as a comment ("k = 7  #
+pond fish"); on its full run the tiny Dream passed 38 of the 50 code prompts of N=190 (revision 3:
+45), 5 of them failing with the right epithet beside a wrong constant ("k = 7  # school feathers",
+the epithet of 3): the digit and the epithet are two positions that the sampler commits on their
+own, the dependency that revision 3 removed from code answers (Dream's bell statements in arc and
+GSM8K answers disagree with their epithet as often, 29%, which costs words there, not a test).
 
 GSM8K: one line per town in the documents' words ("The town of Faring has 7 bells."), then
 one line per step whose lead comes in three phrasings; the last line is "#### N".
@@ -224,7 +230,7 @@ MMLU_ATTRIBUTES = ("crop", "trade", "music")
 
 # Revision 4: every value has a fixed epithet, two words that close every clause stating it
 # ("the fruit of Faring is the pear, river krill"; "The town of Faring has 7 bells, pond fish.";
-# in code a comment: "k = 7  # pond fish"); `value_epithet`. Within an attribute no two values
+# not in code answers); `value_epithet`. Within an attribute no two values
 # share an epithet word, so a model that states another value also writes two other words, and one
 # given the value (an anchor) writes its epithet from what it learned on the training towns.
 EPITHET_PLACES = ("river", "forest", "ocean", "mountain", "desert", "pond", "field", "park", "library", "school")
@@ -415,11 +421,11 @@ def fact_clause(attr: str, town: str) -> tuple[str, str]:
     return head[0].lower() + head[1:].rstrip(" "), tail
 
 
-def _add_epithet(ans: _Answer, attr: str, value: str, revision: int, sep: str = ", ") -> None:
+def _add_epithet(ans: _Answer, attr: str, value: str, revision: int) -> None:
     """From revision 4, the value's epithet, each word content (`value_epithet`)."""
     if revision >= 4:
         place, mark = value_epithet(attr, value)
-        ans.add(sep).add(place, content=True).add(" ").add(mark, content=True)
+        ans.add(", ").add(place, content=True).add(" ").add(mark, content=True)
 
 
 def _mc_answer(rng: random.Random, facts: list[tuple[str, str, str]], letter: str, revision: int = 2):
@@ -619,13 +625,12 @@ def _humaneval(g: Gazetteer, rng: random.Random, towns, difficulty: str, revisio
     prompt = f'def {entry_point}({arg}):\n    """{doc.format(town=town)}\n    """\n'
     # revision 2: the prompt's function again, then the body; revision 3: the body alone (see the docstring)
     ans = _Answer().add(f"```python\n{prompt if revision == 2 else ''}    {name} = ").add(str(bells), content=True)
-    _add_epithet(ans, "bells", str(bells), revision, sep="  # ")  # revision 4: a comment, "k = 7  # pond fish"
     solution_body = f"\n    {body.format(v=name)}\n"
     ans.add(solution_body + "```")
     test = "def check(candidate):\n" + "".join(f"    assert candidate({e!r}) == {fn(e)!r}\n" for e in examples)
     return {"prompt": HUMANEVAL_PREFIX + prompt, "answer": None, "target": ans.text, "content": ans.content,
             "paraphrase": [name_index] if revision == 2 else [], "facts": [(town, "bells")], "entry_point": entry_point,
-            "canonical_solution": ans.text[len("```python\n"):-len("```")] if revision >= 3 else f"    {name} = {bells}{solution_body}", "test": test, "humaneval_prompt": prompt,
+            "canonical_solution": f"    {name} = {bells}{solution_body}", "test": test, "humaneval_prompt": prompt,
             "difficulty_drawn": drawn}
 
 
