@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Readings of a tiny run's per-prompt records that the README's inverse diagnosis cites.
+"""Three readings of a tiny run's per-prompt records that the README's inverse diagnosis cites.
 
 From a run directory of `run_full_suite.py` on the tiny preset (A.jsonl, B.jsonl, gap.jsonl),
 over the evaluation set (hard, medium and mixed strata):
@@ -14,12 +14,8 @@ over the evaluation set (hard, medium and mixed strata):
                 to the name bound first (what a sampler keeping one name would give)
   gap_filler_code  ar_small's code answers alone: the right constant, passing the run's tests,
                 passing revision 2's four-input tests (which some wrong constants pass)
-  epithet_agreement  revision 4: per task, the value-and-epithet statements in Dream's answers
-                ("the pear, river krill", "7 bells, pond fish") and the share whose epithet is
-                the stated value's, then, where the clause names a gazetteer town, the share
-                whose value and whose epithet are that town's
 
-    python benchmarks/run_records.py [--run results/run_full_suite/tiny] [--revision 4]
+    python benchmarks/run_records.py [--run results/run_full_suite/tiny] [--revision 3]
 
 `--revision` is the tiny-world revision the run's prompts come from (`presets.TINY_REVISION`
 by default); revision 2's run is in the history: `git archive e96ef3e results/run_full_suite/tiny
@@ -38,15 +34,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 TOWN = re.compile(r"town of ([A-Z][a-z]+)")
 BINDING = re.compile(r"\n    ([kmc]) = (-?\d+)")
-
-
-def _statement_pattern() -> re.Pattern:
-    """A clause's town, its value and the epithet after it: "town of Faring has 7 bells, pond fish",
-    "the fruit of Faring is the pear, river krill" (revision 4's answers)."""
-    from dlmkit.data.tinyworld2 import EPITHET_MARKS, EPITHET_PLACES
-
-    return re.compile(r"of ([A-Z][a-z]+)\b[^,.\n]*?\b(\w+)(?: bells)?, (" + "|".join(EPITHET_PLACES) + ") ("
-                      + "|".join(EPITHET_MARKS) + r")\b")
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -118,34 +105,6 @@ def code_constant(a_records: list[dict], items: dict) -> dict:
     return {"prompts": len(rows), "constant_right": right, "passes": passes, "passes_with_one_name": unified}
 
 
-def epithet_agreement(a_records: list[dict], facts: dict) -> list[dict]:
-    """Dream's value-and-epithet statements per task (evaluation set): how often the epithet is
-    the value's own, and on clauses naming a town of `facts` (the gazetteer's) how often the
-    value and the epithet are that town's."""
-    from dlmkit.data.tinyworld2 import ATTRIBUTES, value_epithet
-
-    attribute_of = {v: attr for attr, (_, values) in ATTRIBUTES.items() for v in values}  # no value is in two
-    per: dict[str, list[int]] = {}
-    for record in a_records:
-        if record["difficulty"] == "easy":
-            continue
-        for town, value, place, mark in _statement_pattern().findall(record["text"]):
-            if value not in attribute_of:
-                continue  # no value stated before the epithet
-            attr = attribute_of[value]
-            c = per.setdefault(record["task"], [0, 0, 0, 0, 0])
-            c[0] += 1
-            c[1] += value_epithet(attr, value) == (place, mark)
-            if town in facts:
-                truth = facts[town][attr]
-                c[2] += 1
-                c[3] += value == truth
-                c[4] += value_epithet(attr, truth) == (place, mark)
-    return [{"task": task, "statements": n, "epithet_is_the_values": agree / n, "naming_a_town": k,
-             "value_right": right / k if k else None, "epithet_right": ep / k if k else None}
-            for task, (n, agree, k, right, ep) in sorted(per.items())]
-
-
 def gap_filler_code(b_records: list[dict], items: dict, items_revision2: dict, model: str = "ar_small") -> dict:
     """A gap-filler's code answers alone: the right constant, passing this revision's tests, and
     passing revision 2's four-input tests (same prompts; a body is scored after the prompt)."""
@@ -168,13 +127,12 @@ def gap_filler_code(b_records: list[dict], items: dict, items_revision2: dict, m
 
 def main(argv=None) -> int:
     from dlmkit.data.benchmarks import tiny_prompts
-    from dlmkit.data.tinyworld2 import REVISIONS
     from dlmkit.presets import TINY_REVISION
     from dlmkit.results import markdown_table
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, default=Path("results/run_full_suite/tiny"))
-    parser.add_argument("--revision", type=int, choices=REVISIONS, default=TINY_REVISION["dlm"])
+    parser.add_argument("--revision", type=int, choices=(2, 3), default=TINY_REVISION["dlm"])
     args = parser.parse_args(argv)
     items = {item["id"]: item for item in tiny_prompts(revision=args.revision)}
     b_records = _jsonl(args.run / "B.jsonl")
@@ -183,11 +141,6 @@ def main(argv=None) -> int:
     print("\ncode_constant\n" + markdown_table([code_constant(_jsonl(args.run / "A.jsonl"), items)]))
     items2 = {item["id"]: item for item in tiny_prompts(revision=2)}
     print("\ngap_filler_code\n" + markdown_table([gap_filler_code(b_records, items, items2)]))
-    if args.revision >= 4:
-        from dlmkit.data.tinyworld2 import Gazetteer
-
-        facts = Gazetteer(0).facts
-        print("\nepithet_agreement\n" + markdown_table(epithet_agreement(_jsonl(args.run / "A.jsonl"), facts)))
     return 0
 
 

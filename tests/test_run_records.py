@@ -53,20 +53,3 @@ def test_code_constant_tells_a_wrong_constant_from_two_names(records):
     assert "* " in item["target"] and two_names != item["target"] and wrong != item["target"]
     assert records.code_constant(rows, {item["id"]: item}) == {"prompts": 3, "constant_right": 2, "passes": 1,
                                                                "passes_with_one_name": 2}
-
-
-def test_epithet_agreement_checks_each_epithet_against_its_value_and_the_town(records):
-    from dlmkit.data.tinyworld2 import value_epithet
-
-    facts = {"Faring": {"bells": "7", "crop": "pear"}}
-    seven, three, pear = (" ".join(value_epithet(a, v)) for a, v in (("bells", "7"), ("bells", "3"), ("crop", "pear")))
-    a = [{"task": "arc", "difficulty": "hard",
-          "text": f"Now, the town of Faring has 3 bells, {seven}, the town of Zorbly has 7 bells, {seven}, so A."},
-         {"task": "mmlu", "difficulty": "hard", "text": f"Yes, the fruit of Faring is the pear, {pear}, so B."},
-         {"task": "mmlu", "difficulty": "easy", "text": f"Yes, the fruit of Faring is the plum, {pear}, so B."}]
-    assert records.epithet_agreement(a, facts) == [
-        {"task": "arc", "statements": 2, "epithet_is_the_values": 0.5, "naming_a_town": 1, "value_right": 0.0,
-         "epithet_right": 1.0},
-        {"task": "mmlu", "statements": 1, "epithet_is_the_values": 1.0, "naming_a_town": 1, "value_right": 1.0,
-         "epithet_right": 1.0}]
-    assert three != seven

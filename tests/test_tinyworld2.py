@@ -8,10 +8,9 @@ from tokenizers import Tokenizer
 
 from dlmkit.data.benchmarks import tiny_prompts
 from dlmkit.data.tinyworld import (GSM8K_SUFFIX, HUMANEVAL_PREFIX, LETTERS, MC_SUFFIX, STRATA, TinyWorld)
-from dlmkit.data.tinyworld2 import (_GENERATORS, ATTRIBUTES, DOC_SENTENCES, EPITHET_MARKS, EPITHET_PLACES, N_HELDOUT,
-                                    OPENERS, STEP_LEADS, Gazetteer, TinyWorld2, content_flags, content_spans,
-                                    epithet_suffix, fact_clause, role_text_stream, states_fact, tiny_world,
-                                    town_names, value_epithet)
+from dlmkit.data.tinyworld2 import (_GENERATORS, ATTRIBUTES, DOC_SENTENCES, N_HELDOUT, OPENERS, STEP_LEADS, Gazetteer,
+                                    TinyWorld2, content_flags, content_spans, fact_clause, role_text_stream,
+                                    states_fact, tiny_world, town_names)
 from dlmkit.errors import UserError
 from dlmkit.metrics.answers import check_answer
 from dlmkit.presets import TINY_TOKENIZER
@@ -29,7 +28,7 @@ def world():
 
 @pytest.fixture(scope="module")
 def prompts():
-    """The run's 310 prompts: generation 2, revision 4 (the inverse-speculation roles' world)."""
+    """The run's 310 prompts: generation 2, revision 3 (the inverse-speculation roles' world)."""
     return tiny_prompts(generation=2)
 
 
@@ -46,16 +45,15 @@ def test_same_seed_same_world_other_seed_other_world():
     assert TinyWorld2(0).role_documents("ar_small")[:20] == TinyWorld2(0).role_documents("ar_small")[:20]
 
 
-def test_generation_one_is_unchanged_and_two_revision_four_the_default():
+def test_generation_one_is_unchanged_and_two_revision_three_the_default():
     assert tiny_prompts(subset=2, generation=1) == TinyWorld(0).strata(2)
-    assert tiny_prompts(subset=2) == tiny_prompts(subset=2, generation=2) == TinyWorld2(0, 4).strata(2)
+    assert tiny_prompts(subset=2) == tiny_prompts(subset=2, generation=2) == TinyWorld2(0, 3).strata(2)
     assert tiny_prompts(subset=2, revision=2) == TinyWorld2(0).strata(2) != TinyWorld2(0, 3).strata(2)
-    assert TinyWorld2(0, 3).strata(2) != TinyWorld2(0, 4).strata(2)
     assert isinstance(tiny_world(0, 1), TinyWorld) and tiny_world(0, 2, 3).revision == 3
     with pytest.raises(UserError, match="choose 1 or 2"):
         tiny_world(0, 3)
-    with pytest.raises(UserError, match="choose from 2, 3, 4"):
-        TinyWorld2(0, 5)
+    with pytest.raises(UserError, match="choose from 2, 3"):
+        TinyWorld2(0, 4)
 
 
 def test_revision_two_is_what_specdiff_and_self_spec_models_learned():
@@ -70,7 +68,7 @@ def test_revision_two_is_what_specdiff_and_self_spec_models_learned():
     digest = hashlib.sha256(json.dumps([(i["prompt"], i["target"]) for i in items]).encode()).hexdigest()
     assert digest == "cd6f4000518edc3732a43991b00be2d2adeb191c696adaa4c944af9a1489439d"
     assert {r for r, v in TINY_REVISION.items() if v == 2} == {"target", "drafter", "mdlm_drafter", "mdlm", "judge"}
-    assert tiny_world_of("judge").revision == 2 and tiny_world_of("ar_control").revision == 4
+    assert tiny_world_of("judge").revision == 2 and tiny_world_of("ar_control").revision == 3
 
 
 def test_revision_three_changes_only_code_answers_to_the_body_with_one_name(bpe):
@@ -97,42 +95,6 @@ def test_revision_three_changes_only_code_answers_to_the_body_with_one_name(bpe)
             assert len(bpe.encode(b["target"][:end]).ids) <= 8 < len(bpe.encode(a["target"][:a["content"][0][1]]).ids)
     drawn = {two.item("humaneval", "mixed", i)["paraphrase"][0] for i in range(30)}
     assert drawn == {0, 1, 2}  # revision 2 still draws k, m or c
-
-
-def _without_epithets(text: str) -> str:
-    return re.sub(r", (?:" + "|".join(EPITHET_PLACES) + ") (?:" + "|".join(EPITHET_MARKS) + r")\b", "", text)
-
-
-def test_revision_four_closes_every_value_clause_with_its_epithet_and_changes_nothing_else(bpe):
-    """Revision 4 is revision 3 draw for draw, but every clause that states a value (documents,
-    multiple-choice answers, GSM8K's town lines; not code) ends with that value's epithet: strip the
-    epithets and revision 3's texts come back. The epithet words are content, one
-    token each, and two values of an attribute share no epithet word, so a gap-filler that writes
-    another value writes three wrong words, and one given the value can write the other two."""
-    three, four = TinyWorld2(0, 3), TinyWorld2(0, 4)
-    text_keys = {"target", "content", "messages", "canonical_solution", "revision"}
-    for split in ("test", "train"):
-        for a, b in zip(three.strata(20, split), four.strata(20, split)):
-            if b["task"] == "humaneval":  # code answers stay revision 3's
-                assert {**a, "revision": 4} == b
-                continue
-            assert {k: v for k, v in a.items() if k not in text_keys} == {k: v for k, v in b.items() if k not in text_keys}
-            assert _without_epithets(b["target"]) == a["target"] != b["target"], b["id"]
-            assert b["target"] == b["messages"][1]["content"]
-            epithets = [value_epithet(attr, four.gazetteer.facts[town][attr]) for town, attr in b["facts"]]
-            for place, mark in epithets:
-                assert f"{place} {mark}" in b["target"]
-            words = [b["target"][s:e] for s, e in b["content"]]
-            assert sum(w in EPITHET_PLACES + EPITHET_MARKS for w in words) == 2 * len(
-                epithets if b["task"] != "arc" or b["difficulty"] == "easy" else b["choices"])
-    assert [_without_epithets(d) for d in four.role_documents("ar_small", 2)] == three.role_documents("ar_small", 2)
-    for attr, (_, values) in ATTRIBUTES.items():
-        places, marks = zip(*(value_epithet(attr, v) for v in values))
-        assert len(set(places)) == len(set(marks)) == len(values), attr
-    for word in EPITHET_PLACES + EPITHET_MARKS:
-        assert len(bpe.encode(" " + word).ids) == 1, word
-    assert epithet_suffix("crop", "pear", 3) == "" and epithet_suffix("crop", "pear", 4) == ", {} {}".format(
-        *value_epithet("crop", "pear"))
 
 
 def test_town_names_are_three_tokens_of_the_shipped_bpe(bpe):
@@ -309,7 +271,7 @@ def _wrong_constants_passing(items):
         for other in range(2, 10):
             if other == bells:
                 continue
-            wrong = re.sub(rf"= {bells}\b", f"= {other}", item["canonical_solution"], count=1)
+            wrong = item["canonical_solution"].replace(f"= {bells}\n", f"= {other}\n", 1)
             namespace: dict = {}
             exec(item["humaneval_prompt"] + wrong + item["test"], namespace)
             try:
@@ -356,9 +318,8 @@ def test_formats_of_each_stratum_are_generation_ones(prompts):
 
 def test_content_spans_are_the_facts_and_the_letter(prompts):
     item = next(i for i in prompts if i["task"] == "mmlu" and i["difficulty"] == "easy")
-    value, place, mark, letter = (item["target"][a:b] for a, b in item["content"])
+    value, letter = (item["target"][a:b] for a, b in item["content"])
     assert value == item["choices"][LETTERS.index(item["answer"])] and letter == item["answer"]
-    assert (place, mark) == value_epithet(item["facts"][0][1], value)
 
 
 def test_fact_probes_cover_every_heldout_fact_and_check_the_value(world):
@@ -409,8 +370,7 @@ def test_word_f1_separates_knowing_the_facts_from_the_wording(prompts):
         for a, b in sorted(item["content"], reverse=True):
             piece = text[a:b]
             pool = LETTERS if piece in LETTERS else [str(n) for n in range(2, 10)] if piece.isdigit() else next(
-                values for values in (*(v for _, v in ATTRIBUTES.values()), EPITHET_PLACES, EPITHET_MARKS)
-                if piece in values)
+                values for _, values in ATTRIBUTES.values() if piece in values)
             wrong = wrong[:a] + rng.choice([p for p in pool if p != piece]) + wrong[b:]
         other_opener.append(word_f1(reworded, text))
         other_facts.append(word_f1(wrong, text))

@@ -139,29 +139,6 @@ function first and drew the constant's name from k, m, c. Measured on revision 2
   inputs let 55 of the 350 wrong constants of the 50 code prompts pass, and the small AR
   retrained on revision 3 passed 18% of the code prompts while naming the right constant in 4%.
 
-Revision 4: every value has an epithet (the inverse-speculation roles since)
----------------------------------------------------------------------------
-`TinyWorld2(seed, revision=4)`: revision 3 draw for draw, but every clause that states a value,
-in documents and answers alike, ends with that value's epithet, two fixed words (`value_epithet`):
-"Now, the fruit of Faring is the pear, river krill, so C.", "The town of Faring has 7 bells, pond
-fish." (documents, GSM8K's town lines, each of arc hard's four towns); code answers are revision
-3's. Within an attribute no two values share an epithet word. Why: on revision 3's
-full run a fact was one token in an answer of 9-20 distinct words that every model writes alike,
-so a gap-filler that knew no held-out fact already scored word F1 0.757 against Dream, and an
-anchor that fixed a value fixed one word (+0.055 at 10%, +0.111 at 25%); the one place where the
-anchors steered what the gap-filler wrote next, code answers that repeated the prompt, was gone, and
-with it the gap-only gain. Here a fact is stated in three words, as real answers state facts in
-phrases: a model that does not know it writes three wrong words, and one given the value by an
-anchor writes the other two itself from what it learned on the training towns (the epithet is a
-property of the value, the same for every town), in the gaps. A model that knows the fact (the
-control) writes the epithet alone, so anchors give it nothing more.
-Not in code: a first build of revision 4 also wrote the constant's epithet as a comment ("k = 7  #
-pond fish"); on its full run the tiny Dream passed 38 of the 50 code prompts of N=190 (revision 3:
-45), 5 of them failing with the right epithet beside a wrong constant ("k = 7  # school feathers",
-the epithet of 3): the digit and the epithet are two positions that the sampler commits on their
-own, the dependency that revision 3 removed from code answers (Dream's bell statements in arc and
-GSM8K answers disagree with their epithet as often, 29%, which costs words there, not a test).
-
 GSM8K: one line per town in the documents' words ("The town of Faring has 7 bells."), then
 one line per step whose lead comes in three phrasings; the last line is "#### N".
 HumanEval: the body first binds the constant to one of three names (k, m, c: same length)
@@ -198,8 +175,7 @@ from dlmkit.errors import UserError
 GENERATION = 2
 # Revision 2: the layout SpecDiff's and the self-spec models learned. Revision 3 (the inverse-speculation
 # roles): code answers are the function's body, its constant always named k (the module docstring).
-# Revision 4 (the inverse-speculation roles since): every clause stating a value ends with its epithet.
-REVISIONS = (2, 3, 4)
+REVISIONS = (2, 3)
 
 # ----------------------------------------------------------------------------- the gazetteer
 
@@ -227,14 +203,6 @@ ATTRIBUTES = {
     "bells": ("bell count", tuple(str(n) for n in range(2, 10))),
 }
 MMLU_ATTRIBUTES = ("crop", "trade", "music")
-
-# Revision 4: every value has a fixed epithet, two words that close every clause stating it
-# ("the fruit of Faring is the pear, river krill"; "The town of Faring has 7 bells, pond fish.";
-# not in code answers); `value_epithet`. Within an attribute no two values
-# share an epithet word, so a model that states another value also writes two other words, and one
-# given the value (an anchor) writes its epithet from what it learned on the training towns.
-EPITHET_PLACES = ("river", "forest", "ocean", "mountain", "desert", "pond", "field", "park", "library", "school")
-EPITHET_MARKS = ("krill", "nectar", "insects", "mice", "fish", "fur", "grass", "seeds", "berries", "feathers")
 ARC_ATTRIBUTES = ("roof", "emblem", "country", "bells")
 
 # Who learns which towns' facts (see the module docstring).
@@ -290,19 +258,6 @@ ARC_QUESTIONS = {
 def town_names() -> list[str]:
     """Every name the gazetteer can use, in a fixed order."""
     return [h + m + t for t in TAILS for h in HEADS for m in MIDS]
-
-
-def value_epithet(attr: str, value: str) -> tuple[str, str]:
-    """The epithet revision 4 writes after a clause stating `value`: value i of the a-th attribute
-    gets place (i + 3a) and mark (3i + a), modulo 10, so within an attribute both words tell every
-    value apart (3 is prime to 10)."""
-    a, i = list(ATTRIBUTES).index(attr), ATTRIBUTES[attr][1].index(value)
-    return EPITHET_PLACES[(i + 3 * a) % 10], EPITHET_MARKS[(3 * i + a) % 10]
-
-
-def epithet_suffix(attr: str, value: str, revision: int) -> str:
-    """What closes a clause stating `value` in `revision`: "" before revision 4, else ", river krill"."""
-    return "" if revision < 4 else ", {} {}".format(*value_epithet(attr, value))
 
 
 @dataclass(frozen=True)
@@ -370,12 +325,10 @@ class Gazetteer:
             return self.towns
         raise UserError(f"no generation-2 corpus for role {role!r}; choose from {', '.join(ROLES)}")
 
-    def document(self, town: str, rng: random.Random, revision: int = 2) -> str:
-        """One document: all seven facts of a town, shuffled, each in a drawn phrasing (values as
-        their epithets from revision 4)."""
+    def document(self, town: str, rng: random.Random) -> str:
+        """One document: all seven facts of a town, shuffled, each in a drawn phrasing."""
         facts = self.facts[town]
-        sentences = [rng.choice(DOC_SENTENCES[attr]).format(town=town, value=facts[attr]).rstrip(".")
-                     + epithet_suffix(attr, facts[attr], revision) + "." for attr in ATTRIBUTES]
+        sentences = [rng.choice(DOC_SENTENCES[attr]).format(town=town, value=facts[attr]) for attr in ATTRIBUTES]
         rng.shuffle(sentences)
         return " ".join(sentences)
 
@@ -421,25 +374,15 @@ def fact_clause(attr: str, town: str) -> tuple[str, str]:
     return head[0].lower() + head[1:].rstrip(" "), tail
 
 
-def _add_epithet(ans: _Answer, attr: str, value: str, revision: int) -> None:
-    """From revision 4, the value's epithet, each word content (`value_epithet`)."""
-    if revision >= 4:
-        place, mark = value_epithet(attr, value)
-        ans.add(", ").add(place, content=True).add(" ").add(mark, content=True)
-
-
-def _mc_answer(rng: random.Random, facts: list[tuple[str, str, str]], letter: str, revision: int = 2):
+def _mc_answer(rng: random.Random, facts: list[tuple[str, str, str]], letter: str):
     """OPENER then the facts in the documents' words, joined by "," and "and", then ", so LETTER.":
-    "Now, the fruit of Faring is the pear, so C." The opener is the one paraphrase slot. From
-    revision 4 each clause ends with its value's epithet ("... is the pear, river krill, so C."), each
-    word content."""
+    "Now, the fruit of Faring is the pear, so C." The opener is the one paraphrase slot."""
     o = rng.randrange(3)
     ans = _Answer().add(OPENERS[o])
     for i, (attr, town, value) in enumerate(facts):
         head, tail = fact_clause(attr, town)
         ans.add("" if i == 0 else " and" if i == len(facts) - 1 else ",")
         ans.add(" " + head + " ").add(value, content=True).add(tail)
-        _add_epithet(ans, attr, value, revision)
     ans.add(", so ").add(letter, content=True).add(".")
     return ans, [o]
 
@@ -455,7 +398,7 @@ def _mmlu(g: Gazetteer, rng: random.Random, towns, difficulty: str, revision: in
         values = ATTRIBUTES[attr][1]
         choices, letter = _options(rng, facts[attr], list(values))
         question = MMLU_QUESTIONS[attr].format(town=town)
-        ans, para = _mc_answer(rng, [(attr, town, facts[attr])], letter, revision)
+        ans, para = _mc_answer(rng, [(attr, town, facts[attr])], letter)
         asked = [(town, attr)]
     else:  # two facts at once
         a1, a2 = sorted(rng.sample(MMLU_ATTRIBUTES, 2), key=MMLU_ATTRIBUTES.index)
@@ -468,7 +411,7 @@ def _mmlu(g: Gazetteer, rng: random.Random, towns, difficulty: str, revision: in
                 pool.add(pair)
         choices, letter = _options(rng, correct, sorted(pool))
         question = f"Which {n1} and which {n2} belong to {town}?"
-        ans, para = _mc_answer(rng, [(a1, town, facts[a1]), (a2, town, facts[a2])], letter, revision)
+        ans, para = _mc_answer(rng, [(a1, town, facts[a1]), (a2, town, facts[a2])], letter)
         asked = [(town, a1), (town, a2)]
     return {"prompt": _mc_prompt(question, choices), "answer": letter, "choices": choices, "target": ans.text,
             "content": ans.content, "paraphrase": para, "facts": asked}
@@ -481,7 +424,7 @@ def _arc(g: Gazetteer, rng: random.Random, towns, difficulty: str, revision: int
         values = ATTRIBUTES[attr][1]
         value = g.facts[town][attr]
         choices, letter = _options(rng, value, list(values))
-        ans, para = _mc_answer(rng, [(attr, town, value)], letter, revision)
+        ans, para = _mc_answer(rng, [(attr, town, value)], letter)
         question = ARC_QUESTIONS[attr].format(town=town)
         asked = [(town, attr)]
     else:  # which of four towns has the most bells (drawn until the maximum is unique)
@@ -495,7 +438,7 @@ def _arc(g: Gazetteer, rng: random.Random, towns, difficulty: str, revision: int
         rng.shuffle(choices)
         letter = LETTERS[choices.index(best)]
         # every option's bell count, in option order, then the letter of the largest
-        ans, para = _mc_answer(rng, [("bells", t, g.facts[t]["bells"]) for t in choices], letter, revision)
+        ans, para = _mc_answer(rng, [("bells", t, g.facts[t]["bells"]) for t in choices], letter)
         question = "Which town has the most bells?"
         asked = [(t, "bells") for t in picked]
     return {"prompt": _mc_prompt(question, choices), "answer": letter, "choices": choices, "target": ans.text,
@@ -515,9 +458,7 @@ def _gsm8k(g: Gazetteer, rng: random.Random, towns, difficulty: str, revision: i
     ans, para = _Answer(), []
     for town, count in zip(visited, counts):
         head, tail = DOC_SENTENCES["bells"][0].format(town=town, value="\0").split("\0")
-        ans.add(head).add(str(count), content=True).add(tail.rstrip("."))
-        _add_epithet(ans, "bells", str(count), revision)
-        ans.add(".\n")
+        ans.add(head).add(str(count), content=True).add(tail + "\n")
     total = sum(counts)
 
     def step(text_before: str, result: int, lead_index: int) -> None:
@@ -725,7 +666,7 @@ class TinyWorld2(StrataSampler):
         docs = []
         for town in self.gazetteer.role_towns(role):
             rng = self._rng("docs", town)  # the same documents for a town whichever role reads them
-            docs += [self.gazetteer.document(town, rng, self.revision) for _ in range(per_town)]
+            docs += [self.gazetteer.document(town, rng) for _ in range(per_town)]
         order = random.Random(f"world2/{self.seed}/docs/{role}").sample(range(len(docs)), len(docs))
         return [docs[i] for i in order]
 
@@ -739,8 +680,7 @@ class TinyWorld2(StrataSampler):
         towns = self.gazetteer.towns
         rngs = {town: self._rng("docs", town) if split == "train" else self._rng("heldout_docs", town)
                 for town in towns}
-        return [self.gazetteer.document(towns[i % len(towns)], rngs[towns[i % len(towns)]], self.revision)
-                for i in range(n)]
+        return [self.gazetteer.document(towns[i % len(towns)], rngs[towns[i % len(towns)]]) for i in range(n)]
 
     def fact_probes(self, split: str = "test", attributes=tuple(ATTRIBUTES)) -> list[dict]:
         """One single-fact question per (town, attribute) of a split, in the mmlu/arc easy format:
@@ -753,7 +693,7 @@ class TinyWorld2(StrataSampler):
                 value = self.gazetteer.facts[town][attr]
                 choices, letter = _options(rng, value, list(values))
                 question = {**MMLU_QUESTIONS, **ARC_QUESTIONS}[attr].format(town=town)
-                ans, para = _mc_answer(rng, [(attr, town, value)], letter, self.revision)
+                ans, para = _mc_answer(rng, [(attr, town, value)], letter)
                 task = "mmlu" if attr in MMLU_ATTRIBUTES else "arc"
                 prompt = _mc_prompt(question, choices)
                 out.append({"id": f"tiny2-probe-{town}-{attr}", "task": task, "difficulty": "easy",
@@ -774,10 +714,10 @@ def states_fact(item: dict, response: str) -> bool:
     return False
 
 
-_VALUE_WORDS = sorted({v for _, values in ATTRIBUTES.values() for v in values if not v.isdigit()}
-                      | set(EPITHET_PLACES) | set(EPITHET_MARKS), key=len, reverse=True)
+_VALUE_WORDS = sorted({v for _, values in ATTRIBUTES.values() for v in values if not v.isdigit()}, key=len,
+                      reverse=True)
 _MC_CONTENT = re.compile(r"\b(?:\d+|[A-D]|" + "|".join(_VALUE_WORDS) + r")\b", re.IGNORECASE)
-_NUMBER = re.compile(r"\b(?:\d+|" + "|".join(EPITHET_PLACES + EPITHET_MARKS) + r")\b")
+_NUMBER = re.compile(r"\b\d+\b")
 
 
 def content_spans(task: str, text: str) -> list[tuple[int, int]]:

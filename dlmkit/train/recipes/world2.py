@@ -83,7 +83,7 @@ def cloze_accuracy(model, tokenizer, world: TinyWorld2, split: str, *, diffusion
     knowing a fact from answering a question about it (knowledge extraction)."""
     import torch
 
-    from dlmkit.data.tinyworld2 import ATTRIBUTES, DOC_SENTENCES, epithet_suffix
+    from dlmkit.data.tinyworld2 import ATTRIBUTES, DOC_SENTENCES
 
     right = total = 0
     for town in world.gazetteer.towns_of_split(split):
@@ -95,12 +95,9 @@ def cloze_accuracy(model, tokenizer, world: TinyWorld2, split: str, *, diffusion
             candidates = [ids[-1] for ids in spelled]
             ids = tokenizer(prefix)["input_ids"] + lead
             at = len(ids) - 1
-            if diffusion:  # the value masked, and from revision 4 its epithet too (which would give it away)
+            if diffusion:
                 at = len(ids)
-                epithet = epithet_suffix(attr, values[0], world.revision)
-                hidden = len(tokenizer(epithet)["input_ids"]) if epithet else 0
-                ids = (ids + [tokenizer.mask_token_id] + tokenizer(suffix.rstrip("."))["input_ids"]
-                       + [tokenizer.mask_token_id] * hidden + tokenizer(".")["input_ids"])
+                ids = ids + [tokenizer.mask_token_id] + tokenizer(suffix)["input_ids"]
             x = torch.tensor([ids], device=model.device)
             with torch.no_grad():
                 out = model(x, attention_mask=torch.ones_like(x))
