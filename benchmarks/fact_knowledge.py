@@ -9,6 +9,12 @@ training towns and on the held-out towns (which every test prompt asks about):
   probe     the single-fact chat question ("Which fruit is grown in Faring?" + four options):
             does the free answer state the right value, and the right letter (world2.gate);
             greedy answers, Dream in 32 entropy-ordered steps over a 32-position canvas
+  another   the probe answers whose value is the asked town's value for another attribute
+  fact      (world2.states_another_fact): a true fact, not the one asked
+  value     given the probe's reference answer up to its value ("Now, the fruit of Faring is
+  given     the ___"), the value the model ranks first (world2.value_given_answer; a DLM with
+  answer    the rest of its canvas masked): knowing the asked fact, apart from writing the
+            sentence that asks for it
   letter    given the probe's reference answer up to its letter (the right value written),
   given     the letter the model ranks first among A-D (world2.letter_given_answer): reading
   answer    the options, apart from knowing the value
@@ -62,8 +68,12 @@ def measure(role: str) -> dict:
     for split, name in (("train", "training_towns"), ("test", "heldout_towns")):
         row[f"cloze_{name}"] = world2.cloze_accuracy(model, tokenizer, world, split, diffusion=role == "dlm")
         items = world.fact_probes(split)
-        gate = world2.gate(world, items, answer(items))
+        responses = answer(items)
+        gate = world2.gate(world, items, responses)
         row[f"probe_fact_{name}"] = gate["fact_accuracy_all"]
+        row[f"probe_another_fact_{name}"] = sum(world2.states_another_fact(world, item, text)
+                                                for item, text in zip(items, responses)) / len(items)
+        row[f"value_given_answer_{name}"] = world2.value_given_answer(model, tokenizer, items, diffusion=role == "dlm")
         row[f"probe_letter_{name}"] = gate["letter_accuracy_all"]
         row[f"probe_town_copied_{name}"] = gate["town_copied_all"]
         row[f"letter_given_answer_{name}"] = world2.letter_given_answer(model, tokenizer, items,

@@ -8,7 +8,7 @@ import torch
 from dlmkit.data.tiny_corpus import load_tiny_tokenizer
 from dlmkit.data.tinyworld2 import TinyWorld2
 from dlmkit.data.benchmarks import tiny_prompts
-from dlmkit.data.tinyworld2 import N_HELDOUT, ROLES
+from dlmkit.data.tinyworld2 import ATTRIBUTES, N_HELDOUT, ROLES
 from dlmkit.errors import UserError
 from dlmkit.presets import SHARED, TINY, TINY_REVISION, TINY_WORLD
 from dlmkit.train import tiny
@@ -130,3 +130,52 @@ def test_letter_given_answer_reads_the_letter_at_the_right_position(diffusion):
     broken = [dict(items[0], target=items[0]["target"].replace(f" {items[0]['answer']}.", " so."))]
     with pytest.raises(ValueError, match="does not end with its letter"):
         world2.letter_given_answer(reader, tokenizer, broken, diffusion=diffusion)
+
+
+class _ValueStub(torch.nn.Module):
+    """A model that ranks the item's value first at exactly one position, the first masked one
+    (DLM) or the last (AR), and another value of the attribute everywhere else; `reader=False`
+    always ranks the attribute's first value first there."""
+
+    def __init__(self, tokenizer, items, diffusion: bool, reader: bool):
+        super().__init__()
+        self.tok, self.items, self.diffusion, self.reader, self.calls = tokenizer, items, diffusion, reader, 0
+        self.device = torch.device("cpu")
+
+    def forward(self, x, attention_mask=None):
+        item = self.items[self.calls]
+        self.calls += 1
+        ids = x[0].tolist()
+        values = ATTRIBUTES[item["facts"][0][1]][1]
+        token = {v: self.tok(" " + v)["input_ids"][-1] for v in values}
+        assert token[item["value"]] not in ids[-(len(ids) // 3):]  # the value is not in view
+        other = next(v for v in values if v != item["value"])
+        logits = torch.zeros(1, len(ids), len(self.tok))
+        logits[0, :, token[other]] = 5.0
+        at = ids.index(self.tok.mask_token_id) if self.diffusion else len(ids) - 1
+        if self.diffusion:
+            assert set(ids[at:]) == {self.tok.mask_token_id}  # the rest of the canvas is masked
+        logits[0, at, token[item["value"] if self.reader else values[0]]] = 10.0
+        return logits if self.diffusion else type("Out", (), {"logits": logits})()
+
+
+@pytest.mark.parametrize("diffusion", [True, False])
+def test_value_given_answer_reads_the_value_after_the_answers_words(diffusion):
+    tokenizer = load_tiny_tokenizer()
+    items = TinyWorld2(0).fact_probes("test")[:21]  # three towns, every attribute (bells: a space, then a digit)
+    assert world2.value_given_answer(_ValueStub(tokenizer, items, diffusion, True), tokenizer, items,
+                                     diffusion=diffusion) == 1.0
+    first = sum(i["value"] == ATTRIBUTES[i["facts"][0][1]][1][0] for i in items) / len(items)
+    assert world2.value_given_answer(_ValueStub(tokenizer, items, diffusion, False), tokenizer, items,
+                                     diffusion=diffusion) == first < 0.5
+
+
+def test_states_another_fact_is_a_true_fact_of_the_town_not_the_one_asked():
+    world = TinyWorld2(0)
+    item = next(i for i in world.fact_probes("test") if i["facts"][0][1] == "trade")
+    facts = world.gazetteer.facts[item["facts"][0][0]]
+    wrong_music = next(v for v in ATTRIBUTES["music"][1] if v != facts["music"])
+    assert world2.states_another_fact(world, item, f"Well, the instrument of X is the {facts['music']}, so B.")
+    assert not world2.states_another_fact(world, item, item["target"])  # the asked fact
+    assert not world2.states_another_fact(world, item, f"Well, the instrument of X is the {wrong_music}, so B.")
+    assert not world2.states_another_fact(world, item, "Well, nothing, so B.")

@@ -134,3 +134,50 @@ def letter_given_answer(model, tokenizer, items: list[dict], *, diffusion: bool)
         right += LETTERS[int(logits.argmax())] == item["answer"]
         total += 1
     return right / max(total, 1)
+
+
+def value_given_answer(model, tokenizer, items: list[dict], *, diffusion: bool) -> float:
+    """Does the model know the asked value once the answer's own words lead to it? For every probe,
+    the reference answer is given up to its value ("Now, the fruit of Faring is the ___"): a DLM
+    predicts the masked value with the rest of its canvas masked (as when it commits the value
+    mid-generation), an AR the next token; it counts when the right value ranks first among the
+    attribute's values. Beside the probes' fact accuracy it separates knowing the asked fact from
+    writing the sentence that asks for it (which attribute, which town)."""
+    import torch
+
+    from dlmkit.data.tiny_corpus import chat_pairs
+    from dlmkit.data.tinyworld2 import ATTRIBUTES
+
+    right = 0
+    for item, (prompt, response) in zip(items, chat_pairs(tokenizer, items)):
+        attr = item["facts"][0][1]
+        values = ATTRIBUTES[attr][1]
+        spelled = [tokenizer(" " + v)["input_ids"] for v in values]  # " pear", or a space and a digit
+        lead, candidates = spelled[0][:-1], [ids[-1] for ids in spelled]
+        head = tokenizer(item["target"][:item["target"].index(" " + item["value"])])["input_ids"] + lead
+        if response[:len(head)] != head:
+            raise ValueError(f"{item.get('id')}: the reference answer does not tokenize through its value")
+        at = len(head)
+        ids = prompt + (head + [tokenizer.mask_token_id] * (len(response) - at) if diffusion else head)
+        x = torch.tensor([ids], device=model.device)
+        with torch.no_grad():
+            out = model(x, attention_mask=torch.ones_like(x))
+        logits = out[0, len(prompt) + at] if diffusion else out.logits[0, -1]
+        best = max(range(len(values)), key=lambda k: float(logits[candidates[k]]))
+        right += values[best] == item["value"]
+    return right / max(len(items), 1)
+
+
+def states_another_fact(world: TinyWorld2, item: dict, response: str) -> bool:
+    """Whether a probe answer's first value is another attribute's value of the asked town: the
+    answer states a true fact, not the one asked ("the instrument of Fenist is the drum" to
+    "Which tool is made in Fenist?")."""
+    from dlmkit.data.tinyworld2 import ATTRIBUTES
+
+    town, asked = item["facts"][0]
+    owner = {v: attr for attr, (_, values) in ATTRIBUTES.items() for v in values}  # no value is in two
+    for word in response.replace(",", " ").replace(".", " ").split():
+        attr = owner.get(word.lower())
+        if attr is not None:
+            return attr != asked and world.gazetteer.facts[town][attr] == word.lower()
+    return False
