@@ -10,7 +10,7 @@ training towns and on the held-out towns (which every test prompt asks about):
             does the free answer state the right value, and the right letter (world2.gate);
             greedy answers, Dream in 32 entropy-ordered steps over a 32-position canvas
   another   the probe answers whose value is the asked town's value for another attribute
-  fact      (world2.states_another_fact): a true fact, not the one asked
+  fact      (tinyworld2.states_another_fact): a true fact, not the one asked
   value     given the probe's reference answer up to its value ("Now, the fruit of Faring is
   given     the ___"), the value the model ranks first (world2.value_given_answer; a DLM with
   answer    the rest of its canvas masked): knowing the asked fact, apart from writing the
@@ -40,6 +40,7 @@ ROLES = ("dlm", "ar_small", "ar_medium", "ar_large", "ar_control")
 def measure(role: str) -> dict:
     import torch
 
+    from dlmkit.data.tinyworld2 import states_another_fact
     from dlmkit.presets import TINY, TINY_ROOT, tiny_world_of
     from dlmkit.train.recipes import world2
 
@@ -71,7 +72,7 @@ def measure(role: str) -> dict:
         responses = answer(items)
         gate = world2.gate(world, items, responses)
         row[f"probe_fact_{name}"] = gate["fact_accuracy_all"]
-        row[f"probe_another_fact_{name}"] = sum(world2.states_another_fact(world, item, text)
+        row[f"probe_another_fact_{name}"] = sum(states_another_fact(item, text, world.gazetteer.facts)
                                                 for item, text in zip(items, responses)) / len(items)
         row[f"value_given_answer_{name}"] = world2.value_given_answer(model, tokenizer, items, diffusion=role == "dlm")
         row[f"probe_letter_{name}"] = gate["letter_accuracy_all"]

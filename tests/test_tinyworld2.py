@@ -10,7 +10,7 @@ from dlmkit.data.benchmarks import tiny_prompts
 from dlmkit.data.tinyworld import (GSM8K_SUFFIX, HUMANEVAL_PREFIX, LETTERS, MC_SUFFIX, STRATA, TinyWorld)
 from dlmkit.data.tinyworld2 import (_GENERATORS, ATTRIBUTES, DOC_SENTENCES, N_HELDOUT, OPENERS, STEP_LEADS, Gazetteer,
                                     TinyWorld2, content_flags, content_spans, fact_clause, role_text_stream,
-                                    states_fact, tiny_world, town_names)
+                                    states_another_fact, states_fact, tiny_world, town_names)
 from dlmkit.errors import UserError
 from dlmkit.metrics.answers import check_answer
 from dlmkit.presets import TINY_TOKENIZER
@@ -329,6 +329,17 @@ def test_fact_probes_cover_every_heldout_fact_and_check_the_value(world):
         assert states_fact(probe, probe["target"])
         other = next(v for v in ATTRIBUTES[probe["facts"][0][1]][1] if v != probe["value"])
         assert not states_fact(probe, f"Well, {other} is the thing. {probe['value']} is not.")
+
+
+def test_states_another_fact_is_a_true_fact_of_the_town_not_the_one_asked(world):
+    item = next(i for i in world.fact_probes("test") if i["facts"][0][1] == "trade")
+    facts = world.gazetteer.facts
+    music = facts[item["facts"][0][0]]["music"]
+    wrong_music = next(v for v in ATTRIBUTES["music"][1] if v != music)
+    assert states_another_fact(item, f"Well, the instrument of X is the {music}, so B.", facts)
+    assert not states_another_fact(item, item["target"], facts)  # the asked fact
+    assert not states_another_fact(item, f"Well, the instrument of X is the {wrong_music}, so B.", facts)
+    assert not states_another_fact(item, "Well, nothing, so B.", facts)
 
 
 def test_content_rule_covers_the_reference_content_and_flags_tokens(prompts, bpe):

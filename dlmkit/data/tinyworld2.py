@@ -703,14 +703,34 @@ class TinyWorld2(StrataSampler):
         return out
 
 
+# Which attribute a value belongs to (no value is in two attributes' lists).
+VALUE_ATTRIBUTE = {v: attr for attr, (_, values) in ATTRIBUTES.items() for v in values}
+
+
+def _words(response: str) -> list[str]:
+    return response.replace(",", " ").replace(".", " ").lower().split()
+
+
 def states_fact(item: dict, response: str) -> bool:
     """Whether a response to a fact probe names the right value before anything else from the
     value list: the value the answer states, whatever its wording and letter."""
     attr = item["facts"][0][1]
     values = set(ATTRIBUTES[attr][1])
-    for word in response.replace(",", " ").replace(".", " ").split():
-        if word.lower() in values:
-            return word.lower() == item["value"]
+    for word in _words(response):
+        if word in values:
+            return word == item["value"]
+    return False
+
+
+def states_another_fact(item: dict, response: str, facts: dict[str, dict[str, str]]) -> bool:
+    """Whether a probe answer's first value of any attribute is the asked town's value for another
+    attribute (`facts`: the gazetteer's): a true fact, not the one asked ("the instrument of Fenist
+    is the drum" to "Which tool is made in Fenist?")."""
+    town, asked = item["facts"][0]
+    for word in _words(response):
+        attr = VALUE_ATTRIBUTE.get(word)
+        if attr is not None:
+            return attr != asked and facts[town][attr] == word
     return False
 
 

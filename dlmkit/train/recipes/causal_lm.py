@@ -33,8 +33,8 @@ import torch.nn.functional as F
 from dlmkit.data.tiny_corpus import batch_sampler, chat_pairs, load_tiny_tokenizer, pack_blocks, pack_token_blocks
 from dlmkit.data.tinyworld2 import heldout_chat, role_corpus
 from dlmkit.errors import UserError
-from dlmkit.presets import tiny_world_of
 from dlmkit.metrics.answers import check_answer
+from dlmkit.presets import tiny_world_of
 from dlmkit.train.loop import TrainConfig, train
 from dlmkit.train.recipes import distill, world2
 from dlmkit.train.recipes.ship import ship, work_dir

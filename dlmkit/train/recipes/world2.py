@@ -75,6 +75,19 @@ def reference_answer_tokens(tokenizer, items: list[dict]) -> dict:
     return {task: sum(v) / len(v) for task, v in sorted(per.items())}
 
 
+def _value_candidates(tokenizer, values) -> tuple[list[int], list[int]]:
+    """An attribute's values as one position to rank: the tokens before that position that every
+    value shares (none for " pear"; a bell count is a space token, then a digit: " 4") and each
+    value's token there."""
+    spelled = [tokenizer(" " + v)["input_ids"] for v in values]
+    return spelled[0][:-1], [ids[-1] for ids in spelled]
+
+
+def _ranked_first(logits, values, candidates) -> str:
+    """The value whose token the logits at its position rank highest."""
+    return values[max(range(len(values)), key=lambda k: float(logits[candidates[k]]))]
+
+
 def cloze_accuracy(model, tokenizer, world: TinyWorld2, split: str, *, diffusion: bool) -> float:
     """Does the model know a split's facts in the documents' own words? For every (town, attribute),
     the first document phrasing with the value hidden ("The fruit of Faring is the ___."): a DLM
@@ -89,10 +102,7 @@ def cloze_accuracy(model, tokenizer, world: TinyWorld2, split: str, *, diffusion
     for town in world.gazetteer.towns_of_split(split):
         for attr, (_, values) in ATTRIBUTES.items():
             prefix, suffix = DOC_SENTENCES[attr][0].format(town=town, value="\0").split(" \0")
-            # a value is one token with its space (" pear"), or a space token and a digit (" 4")
-            spelled = [tokenizer(" " + v)["input_ids"] for v in values]
-            lead = spelled[0][:-1]
-            candidates = [ids[-1] for ids in spelled]
+            lead, candidates = _value_candidates(tokenizer, values)
             ids = tokenizer(prefix)["input_ids"] + lead
             at = len(ids) - 1
             if diffusion:
@@ -102,8 +112,7 @@ def cloze_accuracy(model, tokenizer, world: TinyWorld2, split: str, *, diffusion
             with torch.no_grad():
                 out = model(x, attention_mask=torch.ones_like(x))
             logits = (out if diffusion else out.logits)[0, at]
-            best = max(range(len(values)), key=lambda k: float(logits[candidates[k]]))
-            right += values[best] == world.gazetteer.facts[town][attr]
+            right += _ranked_first(logits, values, candidates) == world.gazetteer.facts[town][attr]
             total += 1
     return right / total
 
@@ -152,8 +161,7 @@ def value_given_answer(model, tokenizer, items: list[dict], *, diffusion: bool) 
     for item, (prompt, response) in zip(items, chat_pairs(tokenizer, items)):
         attr = item["facts"][0][1]
         values = ATTRIBUTES[attr][1]
-        spelled = [tokenizer(" " + v)["input_ids"] for v in values]  # " pear", or a space and a digit
-        lead, candidates = spelled[0][:-1], [ids[-1] for ids in spelled]
+        lead, candidates = _value_candidates(tokenizer, values)
         head = tokenizer(item["target"][:item["target"].index(" " + item["value"])])["input_ids"] + lead
         if response[:len(head)] != head:
             raise ValueError(f"{item.get('id')}: the reference answer does not tokenize through its value")
@@ -163,21 +171,6 @@ def value_given_answer(model, tokenizer, items: list[dict], *, diffusion: bool) 
         with torch.no_grad():
             out = model(x, attention_mask=torch.ones_like(x))
         logits = out[0, len(prompt) + at] if diffusion else out.logits[0, -1]
-        best = max(range(len(values)), key=lambda k: float(logits[candidates[k]]))
-        right += values[best] == item["value"]
+        right += _ranked_first(logits, values, candidates) == item["value"]
     return right / max(len(items), 1)
 
-
-def states_another_fact(world: TinyWorld2, item: dict, response: str) -> bool:
-    """Whether a probe answer's first value is another attribute's value of the asked town: the
-    answer states a true fact, not the one asked ("the instrument of Fenist is the drum" to
-    "Which tool is made in Fenist?")."""
-    from dlmkit.data.tinyworld2 import ATTRIBUTES
-
-    town, asked = item["facts"][0]
-    owner = {v: attr for attr, (_, values) in ATTRIBUTES.items() for v in values}  # no value is in two
-    for word in response.replace(",", " ").replace(".", " ").split():
-        attr = owner.get(word.lower())
-        if attr is not None:
-            return attr != asked and world.gazetteer.facts[town][attr] == word.lower()
-    return False
