@@ -18,12 +18,21 @@ training towns and on the held-out towns (which every test prompt asks about):
   letter    given the probe's reference answer up to its letter (the right value written),
   given     the letter the model ranks first among A-D (world2.letter_given_answer): reading
   answer    the options, apart from knowing the value
+  reads     crossed probes (TinyWorld2.crossed_probes): the question's noun names one MMLU-like
+            attribute, its other words (frame) are another's question, its options the third's
+            ("Which tool is grown in Faring?" + four instruments); the share of answers whose
+            first value is the noun's, the frame's or the options' attribute: what the model
+            reads to tell which attribute is asked
 
 A model that knows a fact (cloze) but does not state it when asked (probe) has not learned
 to extract it: what separates the testbed's designed knowledge asymmetry from what the
 inverse-speculation pipeline can use.
 
     OMP_NUM_THREADS=1 python benchmarks/fact_knowledge.py [--json results/fact_knowledge/tiny.json]
+    OMP_NUM_THREADS=1 python benchmarks/fact_knowledge.py --roles dlm --dream DIR --revision 3
+
+`--dream` measures another Dream checkpoint directory in the dlm row (an earlier build, written out
+of the git history), on the world of `--revision` (default: the revision the shipped roles learned).
 """
 
 from __future__ import annotations
@@ -37,17 +46,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 ROLES = ("dlm", "ar_small", "ar_medium", "ar_large", "ar_control")
 
 
-def measure(role: str) -> dict:
+def measure(role: str, directory: Path | None = None, revision: int | None = None) -> dict:
     import torch
 
-    from dlmkit.data.tinyworld2 import states_another_fact
+    from dlmkit.data.tinyworld2 import TinyWorld2, stated_attribute, states_another_fact
     from dlmkit.presets import TINY, TINY_ROOT, tiny_world_of
     from dlmkit.train.recipes import world2
 
     torch.manual_seed(0)
-    directory = TINY_ROOT / TINY[role]
+    directory = directory or TINY_ROOT / TINY[role]
     world = tiny_world_of(role)
-    row = {"role": role}
+    if revision is not None:
+        world = TinyWorld2(world.seed, revision)
+    row = {"role": role, "revision": world.revision}
     if role == "dlm":
         from dlmkit.models.dream import load_dream, load_dream_tokenizer
         from dlmkit.train.recipes.dream import greedy_responses
@@ -79,18 +90,31 @@ def measure(role: str) -> dict:
         row[f"probe_town_copied_{name}"] = gate["town_copied_all"]
         row[f"letter_given_answer_{name}"] = world2.letter_given_answer(model, tokenizer, items,
                                                                         diffusion=role == "dlm")
+        crossed = world.crossed_probes(split)
+        stated = [stated_attribute(text) for text in answer(crossed)]
+        for part in ("noun", "frame", "options"):
+            row[f"reads_{part}_{name}"] = sum(s == item["reads"][part] for s, item in zip(stated, crossed)) / len(crossed)
     return row
 
 
 def main(argv=None) -> int:
+    from dlmkit.data.tinyworld2 import REVISIONS
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--roles", nargs="+", choices=ROLES, default=list(ROLES))
     parser.add_argument("--json", type=Path, default=None, help="also write the rows (with provenance) here")
+    parser.add_argument("--dream", type=Path, default=None, help="a Dream checkpoint directory for the dlm row "
+                        "instead of the shipped one")
+    parser.add_argument("--revision", type=int, choices=REVISIONS, default=None, help="the world-2 revision to ask in (default: the "
+                        "one the shipped roles learned)")
     args = parser.parse_args(argv)
+    if args.dream is not None and not (args.dream / "config.json").exists():
+        parser.error(f"--dream {args.dream}: no Dream checkpoint there (config.json missing); pass a directory "
+                     "written by `python -m dlmkit.train.tiny dlm`")
     from dlmkit.results import atomic_write_json, git_state
 
     git = git_state(exclude=args.json) if args.json else None  # the tree as the measurement starts
-    rows = [measure(role) for role in args.roles]
+    rows = [measure(role, args.dream if role == "dlm" else None, args.revision) for role in args.roles]
     columns = list(rows[0])
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))

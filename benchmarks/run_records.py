@@ -15,7 +15,7 @@ over the evaluation set (hard, medium and mixed strata):
   gap_filler_code  ar_small's code answers alone: the right constant, passing the run's tests,
                 passing revision 2's four-input tests (which some wrong constants pass)
 
-    python benchmarks/run_records.py [--run results/run_full_suite/tiny] [--revision 3]
+    python benchmarks/run_records.py [--run results/run_full_suite/tiny] [--revision 5]
 
 `--revision` is the tiny-world revision the run's prompts come from (`presets.TINY_REVISION`
 by default); revision 2's run is in the history: `git archive e96ef3e results/run_full_suite/tiny
@@ -127,12 +127,13 @@ def gap_filler_code(b_records: list[dict], items: dict, items_revision2: dict, m
 
 def main(argv=None) -> int:
     from dlmkit.data.benchmarks import tiny_prompts
+    from dlmkit.data.tinyworld2 import REVISIONS
     from dlmkit.presets import TINY_REVISION
     from dlmkit.results import markdown_table
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, default=Path("results/run_full_suite/tiny"))
-    parser.add_argument("--revision", type=int, choices=(2, 3), default=TINY_REVISION["dlm"])
+    parser.add_argument("--revision", type=int, choices=REVISIONS, default=TINY_REVISION["dlm"])
     args = parser.parse_args(argv)
     items = {item["id"]: item for item in tiny_prompts(revision=args.revision)}
     b_records = _jsonl(args.run / "B.jsonl")

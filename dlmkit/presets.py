@@ -83,11 +83,11 @@ PRESETS = ("tiny", "paper")
 # The tiny-world generation each shipped role was trained on; the tiny prompt sets follow it.
 WORLD2_ROLES = ("dlm", "ar_small", "ar_medium", "ar_large", "ar_control", "target", "drafter", "mdlm_drafter", "mdlm")
 TINY_WORLD = {role: 2 if SHARED.get(role, role) in WORLD2_ROLES else 1 for role in TINY}
-# The generation-2 revision (dlmkit/data/tinyworld2.py): the inverse-speculation roles learn revision 3
-# (code answers are the function's body, its constant always named k); SpecDiff's models and the
-# self-spec MDLM learned revision 2.
+# The generation-2 revision (dlmkit/data/tinyworld2.py): the inverse-speculation roles learn revision 5
+# (code answers are the function's body, its constant always named k; every kind of multiple-choice
+# prompt has a token length of its own); SpecDiff's models and the self-spec MDLM learned revision 2.
 INVERSE_ROLES = ("dlm", "ar_small", "ar_medium", "ar_large", "ar_control")
-TINY_REVISION = {role: 3 if role in INVERSE_ROLES else 2 for role, generation in TINY_WORLD.items() if generation == 2}
+TINY_REVISION = {role: 5 if role in INVERSE_ROLES else 2 for role, generation in TINY_WORLD.items() if generation == 2}
 
 
 def tiny_world_of(role: str, seed: int = 0):

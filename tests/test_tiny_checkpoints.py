@@ -59,9 +59,17 @@ def test_tiny_dream_knows_the_heldout_facts_and_states_them_above_chance(probes)
 
     model = load_dream(TINY_ROOT / "dream")
     tokenizer = load_dream_tokenizer(TINY_ROOT / "dream")
+    from dlmkit.data.tinyworld2 import states_another_fact
+    from dlmkit.presets import tiny_world_of
+
     assert _cloze(model, "test", diffusion=True) >= 0.9  # measured 1.0 (benchmarks/fact_knowledge.py)
-    gate = _fact_gate(greedy_responses(model, tokenizer, probes, gen_len=32, steps=32, batch_size=64), probes)
-    assert gate["fact_accuracy_all"] >= 0.5, gate  # measured 0.69 on all 168
+    answers = greedy_responses(model, tokenizer, probes, gen_len=32, steps=32, batch_size=64)
+    gate = _fact_gate(answers, probes)
+    assert gate["fact_accuracy_all"] >= 0.75, gate  # measured 0.87 on all 168 (revision 3's Dream: 0.70)
+    # It answers the asked attribute: revision 3's Dream, which read the attribute from the prompt's
+    # length, stated another true fact of the town in 0.27 of all 168 (revision 5's: 0.11)
+    facts = tiny_world_of("dlm").gazetteer.facts
+    assert sum(states_another_fact(i, a, facts) for i, a in zip(probes, answers)) / len(probes) <= 0.2
 
 
 @pytest.mark.parametrize("role", ["ar_small", "ar_control"])
@@ -81,9 +89,10 @@ def test_the_small_ar_never_learned_the_heldout_facts_and_the_control_states_the
     else:
         assert heldout >= 0.85, heldout  # measured 0.93
         gate = _fact_gate(greedy_responses(model, tokenizer, probes, max_new_tokens=24), probes)
-        # measured 1.00 on all 168 (0.85 before it read chat about the held-out towns): it states what it knows
-        assert gate["fact_accuracy_all"] >= 0.95, gate
-        assert gate["town_copied_all"] >= 0.95, gate
+        # measured 0.95 on all 168 (revision 3's: 1.00; 0.85 before it read chat about the held-out
+        # towns): it states what it knows
+        assert gate["fact_accuracy_all"] >= 0.9, gate
+        assert gate["town_copied_all"] >= 0.9, gate
 
 
 def test_specdiff_drafters_learned_the_shipped_targets_own_text():

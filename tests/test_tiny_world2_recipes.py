@@ -21,7 +21,7 @@ def test_each_shipped_role_trains_on_its_own_generation():
     assert TINY_WORLD["verifier"] == 1 and TINY_WORLD["judge"] == TINY_WORLD["target"] == 2
     assert TINY["judge"] == TINY["target"]  # the self-spec judge is SpecDiff's target
     assert tiny_prompts(1)[0]["generation"] == 2  # run_full_suite's tiny prompts follow the shipped Dream
-    assert tiny_prompts(1)[0]["revision"] == TINY_REVISION["dlm"] == TINY_REVISION["ar_small"] == 3
+    assert tiny_prompts(1)[0]["revision"] == TINY_REVISION["dlm"] == TINY_REVISION["ar_small"] == 5
     with pytest.raises(SystemExit):
         tiny.main(["dlm", "--world", "1"])  # no world flag: a role's generation is fixed
     for role in ("mdlm_drafter", "mdlm"):  # no fact gate in these recipes: the flag is refused, not ignored

@@ -10,7 +10,7 @@ from dlmkit.data.benchmarks import tiny_prompts
 from dlmkit.data.tinyworld import (GSM8K_SUFFIX, HUMANEVAL_PREFIX, LETTERS, MC_SUFFIX, STRATA, TinyWorld)
 from dlmkit.data.tinyworld2 import (_GENERATORS, ATTRIBUTES, DOC_SENTENCES, N_HELDOUT, OPENERS, STEP_LEADS, Gazetteer,
                                     TinyWorld2, content_flags, content_spans, fact_clause, role_text_stream,
-                                    states_another_fact, states_fact, tiny_world, town_names)
+                                    stated_attribute, states_another_fact, states_fact, tiny_world, town_names)
 from dlmkit.errors import UserError
 from dlmkit.metrics.answers import check_answer
 from dlmkit.presets import TINY_TOKENIZER
@@ -28,7 +28,7 @@ def world():
 
 @pytest.fixture(scope="module")
 def prompts():
-    """The run's 310 prompts: generation 2, revision 3 (the inverse-speculation roles' world)."""
+    """The run's 310 prompts: generation 2, revision 5 (the inverse-speculation roles' world)."""
     return tiny_prompts(generation=2)
 
 
@@ -45,15 +45,15 @@ def test_same_seed_same_world_other_seed_other_world():
     assert TinyWorld2(0).role_documents("ar_small")[:20] == TinyWorld2(0).role_documents("ar_small")[:20]
 
 
-def test_generation_one_is_unchanged_and_two_revision_three_the_default():
+def test_generation_one_is_unchanged_and_two_revision_five_the_default():
     assert tiny_prompts(subset=2, generation=1) == TinyWorld(0).strata(2)
-    assert tiny_prompts(subset=2) == tiny_prompts(subset=2, generation=2) == TinyWorld2(0, 3).strata(2)
+    assert tiny_prompts(subset=2) == tiny_prompts(subset=2, generation=2) == TinyWorld2(0, 5).strata(2)
     assert tiny_prompts(subset=2, revision=2) == TinyWorld2(0).strata(2) != TinyWorld2(0, 3).strata(2)
     assert isinstance(tiny_world(0, 1), TinyWorld) and tiny_world(0, 2, 3).revision == 3
     with pytest.raises(UserError, match="choose 1 or 2"):
         tiny_world(0, 3)
-    with pytest.raises(UserError, match="choose from 2, 3"):
-        TinyWorld2(0, 4)
+    with pytest.raises(UserError, match="choose from 2, 3, 5"):
+        TinyWorld2(0, 4)  # revision 4 was the epithet trial, reverted
 
 
 def test_revision_two_is_what_specdiff_and_self_spec_models_learned():
@@ -68,7 +68,7 @@ def test_revision_two_is_what_specdiff_and_self_spec_models_learned():
     digest = hashlib.sha256(json.dumps([(i["prompt"], i["target"]) for i in items]).encode()).hexdigest()
     assert digest == "cd6f4000518edc3732a43991b00be2d2adeb191c696adaa4c944af9a1489439d"
     assert {r for r, v in TINY_REVISION.items() if v == 2} == {"target", "drafter", "mdlm_drafter", "mdlm", "judge"}
-    assert tiny_world_of("judge").revision == 2 and tiny_world_of("ar_control").revision == 3
+    assert tiny_world_of("judge").revision == 2 and tiny_world_of("ar_control").revision == 5
 
 
 def test_revision_three_changes_only_code_answers_to_the_body_with_one_name(bpe):
@@ -95,6 +95,33 @@ def test_revision_three_changes_only_code_answers_to_the_body_with_one_name(bpe)
             assert len(bpe.encode(b["target"][:end]).ids) <= 8 < len(bpe.encode(a["target"][:a["content"][0][1]]).ids)
     drawn = {two.item("humaneval", "mixed", i)["paraphrase"][0] for i in range(30)}
     assert drawn == {0, 1, 2}  # revision 2 still draws k, m or c
+
+
+def test_revision_five_gives_every_kind_of_question_a_prompt_length_of_its_own(bpe):
+    """Revision 5 is revision 3 draw for draw but for the words of some questions, so that no two kinds
+    of multiple-choice question (7 single facts, 3 pairs, the most bells) share a token length, nor do
+    their prompts: the tiny Dream reads the asked attribute from where the question and the options
+    sit. In revision 3 the tool and the instrument prompts had one length, and the animal question and
+    every pair question another."""
+    for revision, distinct in ((3, False), (5, True)):
+        world = TinyWorld2(0, revision)
+        lengths: dict[str, set[tuple[int, int]]] = {}
+        items = [i for split in ("test", "train") for i in world.strata(40, split) if i["task"] in ("mmlu", "arc")]
+        items += world.fact_probes("test")
+        for item in items:
+            question = item["prompt"].split("\n", 1)[0]
+            kind = re.sub(r"\b(?:" + "|".join(world.gazetteer.towns) + r")\b", "X", question)
+            lengths.setdefault(kind, set()).add((len(bpe.encode(question).ids), len(bpe.encode(item["prompt"]).ids)))
+        assert len(lengths) == 11 and all(len(v) == 1 for v in lengths.values())
+        (questions, prompts), = [list(zip(*[next(iter(v)) for v in lengths.values()]))]
+        assert (len(set(questions)) == len(set(prompts)) == 11) == distinct, lengths
+    three, five = TinyWorld2(0, 3), TinyWorld2(0, 5)
+    for split in ("test", "train"):
+        for a, b in zip(three.strata(20, split), five.strata(20, split)):
+            if a["prompt"] != b["prompt"]:
+                assert a["task"] in ("mmlu", "arc") and a["prompt"].split("\n")[1:] == b["prompt"].split("\n")[1:]
+            assert {**a, "revision": 5, "prompt": b["prompt"], "messages": b["messages"]} == b
+            assert a["messages"][1] == b["messages"][1]
 
 
 def test_town_names_are_three_tokens_of_the_shipped_bpe(bpe):
@@ -340,6 +367,31 @@ def test_states_another_fact_is_a_true_fact_of_the_town_not_the_one_asked(world)
     assert not states_another_fact(item, item["target"], facts)  # the asked fact
     assert not states_another_fact(item, f"Well, the instrument of X is the {wrong_music}, so B.", facts)
     assert not states_another_fact(item, "Well, nothing, so B.", facts)
+
+
+def test_crossed_probes_give_noun_frame_and_options_three_different_attributes(world):
+    """Each crossed probe asks with one attribute's noun, in another's question words, with the
+    third's values as options, so an answer's first value says which of the three the model read."""
+    probes = world.crossed_probes("test")
+    assert len(probes) == 6 * N_HELDOUT and len({p["id"] for p in probes}) == len(probes)
+    plain = {attr: world.fact_probes("test", (attr,))[0]["prompt"].split("\n", 1)[0] for attr in ("crop", "trade", "music")}
+    town0 = world.fact_probes("test", ("crop",))[0]["facts"][0][0]
+    for probe in probes:
+        reads = probe["reads"]
+        assert sorted(reads.values()) == ["crop", "music", "trade"]
+        town = probe["facts"][0][0]
+        question, *options = probe["prompt"].split("\n")[:5]
+        noun, frame = ATTRIBUTES[reads["noun"]][0], ATTRIBUTES[reads["frame"]][0]
+        assert question == plain[reads["frame"]].replace(town0, town).replace(f" {frame} ", f" {noun} ")
+        assert {o.split(". ", 1)[1] for o in options} <= set(ATTRIBUTES[reads["options"]][1])
+        assert world.gazetteer.facts[town][reads["options"]] in {o.split(". ", 1)[1] for o in options}
+    assert "Which tool is grown in" in probes[2]["prompt"]  # the docstring's example
+
+
+def test_stated_attribute_is_the_attribute_of_the_first_value():
+    assert stated_attribute("Well, the tool of Faring is the harp, so B.") == "music"
+    assert stated_attribute("Now, the town of Faring has 7 bells and the pear, so A.") == "bells"
+    assert stated_attribute("Yes, the fruit of Faring is, so C.") is None
 
 
 def test_content_rule_covers_the_reference_content_and_flags_tokens(prompts, bpe):

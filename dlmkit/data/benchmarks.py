@@ -129,7 +129,7 @@ def tiny_prompts(subset: int | None = None, seed: int = 0, generation: int | Non
                  revision: int | None = None) -> list[dict]:
     """The tiny world's mirror: the same strata and sizes as the paper set, test split, from the
     world the shipped Dream was trained on (`presets.TINY_WORLD` and `TINY_REVISION`: generation 2,
-    revision 3, the gazetteer of `dlmkit/data/tinyworld2.py`, every question about held-out towns).
+    revision 5, the gazetteer of `dlmkit/data/tinyworld2.py`, every question about held-out towns).
     `generation` 1 gives the first world's set (same ids, strata and formats)."""
     from dlmkit.presets import TINY_REVISION, TINY_WORLD
 

@@ -139,6 +139,29 @@ function first and drew the constant's name from k, m, c. Measured on revision 2
   inputs let 55 of the 350 wrong constants of the 50 code prompts pass, and the small AR
   retrained on revision 3 passed 18% of the code prompts while naming the right constant in 4%.
 
+Revision 5: every kind of multiple-choice question has a prompt length of its own
+--------------------------------------------------------------------------------
+(Revision 4 was a trial with an epithet after every value, reverted: the README's inverse
+section.) Revision 5 is revision 3 draw for draw but for the words of seven questions
+(`QUESTIONS_R5`, `PAIR_QUESTIONS_R5`), so that no two of the 11 kinds of multiple-choice question
+(7 single facts, 3 pairs, the most bells) have one token length, nor do their prompts (questions
+8-20 tokens, prompts 36-52; tested). The tiny Dream of revision 3 does not read the asked
+attribute from the question's noun but from where the question and the options sit. With tool
+options, "Which tool is grown in Fenist?" gets "the fruit of Fenist" (p 1.00 for "fruit" at the
+noun's position), "Which fruit is made in Fenist?" the tool or the instrument (0.40 / 0.59); the
+tool and the instrument prompts had one length and both got the instrument (0.68), and the animal
+question, as long as every pair question, got the tool. So it stated another true fact of the
+town in 0.27 of the held-out probes and the asked one in 0.70, while knowing the value given its
+answer's words (0.99); on crossed probes it follows the question's frame in 0.67 and its noun in
+0.17 (`benchmarks/fact_knowledge.py`, `reads_*`). Neither more chat batches nor filler after the
+question (which takes the length away) taught it to read the noun in 300-600 steps of further
+training; the causal ARs read the options. A first build of revision 5 that made only the prompts'
+lengths distinct fixed the tool and the instrument and left the animal question, still as long as
+a pair question, answered with the tool (gate 0.85). Where Dream hesitates between attributes, the
+noun and its value are the answer's least certain tokens, and entropy order commits them after the
+canvas's `<|endoftext|>` positions (steps 113-114 of 128), out of every anchor set; where it does
+not, the value is committed at step 10, inside the 10% anchors.
+
 GSM8K: one line per town in the documents' words ("The town of Faring has 7 bells."), then
 one line per step whose lead comes in three phrasings; the last line is "#### N".
 HumanEval: the body first binds the constant to one of three names (k, m, c: same length)
@@ -163,6 +186,7 @@ a model's included, token by token: what a run counts as the content share of it
 
 from __future__ import annotations
 
+import itertools
 import random
 import re
 from dataclasses import dataclass, field
@@ -175,7 +199,7 @@ from dlmkit.errors import UserError
 GENERATION = 2
 # Revision 2: the layout SpecDiff's and the self-spec models learned. Revision 3 (the inverse-speculation
 # roles): code answers are the function's body, its constant always named k (the module docstring).
-REVISIONS = (2, 3)
+REVISIONS = (2, 3, 5)
 
 # ----------------------------------------------------------------------------- the gazetteer
 
@@ -253,6 +277,27 @@ ARC_QUESTIONS = {
     "country": "In which country does {town} lie?",
     "bells": "How many bells does {town} have?",
 }
+# Revision 5 (the inverse-speculation roles; revision 4 was the epithet trial, reverted): every kind of
+# multiple-choice question, and of prompt, has a token length of its own (tested), because the tiny Dream
+# tells which attribute is asked from where the question and the options sit, not from the question's
+# noun (module docstring).
+QUESTIONS_R5 = {**MMLU_QUESTIONS, **ARC_QUESTIONS,
+                "music": "Which instrument do the bands in {town} play?",
+                "roof": "What color is every roof in {town}?",
+                "emblem": "Which animal is the emblem on the flag of {town}?",
+                "bells": "How many bells does the town of {town} have?"}
+PAIR_QUESTIONS_R5 = {("crop", "trade"): "Which fruit and which tool belong to the town of {town}?",
+                     ("crop", "music"): "Which fruit and which instrument are found in {town}?",
+                     ("trade", "music"): "Which tool and which instrument are used in the town of {town}?"}
+
+
+def question_text(attrs: tuple[str, ...], town: str, revision: int) -> str:
+    """The question asking for one attribute of a town, or two (mmlu hard), in a revision's words."""
+    if revision >= 5:
+        return (QUESTIONS_R5[attrs[0]] if len(attrs) == 1 else PAIR_QUESTIONS_R5[attrs]).format(town=town)
+    if len(attrs) == 1:
+        return {**MMLU_QUESTIONS, **ARC_QUESTIONS}[attrs[0]].format(town=town)
+    return f"Which {ATTRIBUTES[attrs[0]][0]} and which {ATTRIBUTES[attrs[1]][0]} belong to {town}?"
 
 
 def town_names() -> list[str]:
@@ -397,12 +442,12 @@ def _mmlu(g: Gazetteer, rng: random.Random, towns, difficulty: str, revision: in
         attr = rng.choice(MMLU_ATTRIBUTES)
         values = ATTRIBUTES[attr][1]
         choices, letter = _options(rng, facts[attr], list(values))
-        question = MMLU_QUESTIONS[attr].format(town=town)
+        question = question_text((attr,), town, revision)
         ans, para = _mc_answer(rng, [(attr, town, facts[attr])], letter)
         asked = [(town, attr)]
     else:  # two facts at once
         a1, a2 = sorted(rng.sample(MMLU_ATTRIBUTES, 2), key=MMLU_ATTRIBUTES.index)
-        (n1, v1), (n2, v2) = ATTRIBUTES[a1], ATTRIBUTES[a2]
+        v1, v2 = ATTRIBUTES[a1][1], ATTRIBUTES[a2][1]
         correct = f"{facts[a1]} and {facts[a2]}"
         pool = set()
         while len(pool) < 3:
@@ -410,7 +455,7 @@ def _mmlu(g: Gazetteer, rng: random.Random, towns, difficulty: str, revision: in
             if pair != correct:
                 pool.add(pair)
         choices, letter = _options(rng, correct, sorted(pool))
-        question = f"Which {n1} and which {n2} belong to {town}?"
+        question = question_text((a1, a2), town, revision)
         ans, para = _mc_answer(rng, [(a1, town, facts[a1]), (a2, town, facts[a2])], letter)
         asked = [(town, a1), (town, a2)]
     return {"prompt": _mc_prompt(question, choices), "answer": letter, "choices": choices, "target": ans.text,
@@ -425,7 +470,7 @@ def _arc(g: Gazetteer, rng: random.Random, towns, difficulty: str, revision: int
         value = g.facts[town][attr]
         choices, letter = _options(rng, value, list(values))
         ans, para = _mc_answer(rng, [(attr, town, value)], letter)
-        question = ARC_QUESTIONS[attr].format(town=town)
+        question = question_text((attr,), town, revision)
         asked = [(town, attr)]
     else:  # which of four towns has the most bells (drawn until the maximum is unique)
         while True:
@@ -682,6 +727,26 @@ class TinyWorld2(StrataSampler):
                 for town in towns}
         return [self.gazetteer.document(towns[i % len(towns)], rngs[towns[i % len(towns)]]) for i in range(n)]
 
+    def crossed_probes(self, split: str = "test") -> list[dict]:
+        """What a model reads to tell which attribute is asked: for each town of a split and each
+        way of giving the three MMLU-like attributes three different roles, a question whose noun
+        names one attribute, in the words (frame) of another's question, with the options (values)
+        of the third ("Which tool is grown in Faring?" with four instruments). `reads` maps each
+        role to its attribute; an answer's first value tells which one the model followed
+        (`stated_attribute`)."""
+        out = []
+        for town in self.gazetteer.towns_of_split(split):
+            for noun, frame, options in itertools.permutations(MMLU_ATTRIBUTES):
+                rng = self._rng("crossed", town, noun, frame, options)
+                template = question_text((frame,), "{town}", self.revision)
+                template = template.replace(f" {ATTRIBUTES[frame][0]} ", f" {ATTRIBUTES[noun][0]} ", 1)
+                choices, _ = _options(rng, self.gazetteer.facts[town][options], list(ATTRIBUTES[options][1]))
+                prompt = _mc_prompt(template.format(town=town), choices)
+                out.append({"id": f"tiny2-crossed-{town}-{noun}-{frame}-{options}", "prompt": prompt,
+                            "messages": [{"role": "user", "content": prompt}], "facts": [[town, noun]],
+                            "reads": {"noun": noun, "frame": frame, "options": options}})
+        return out
+
     def fact_probes(self, split: str = "test", attributes=tuple(ATTRIBUTES)) -> list[dict]:
         """One single-fact question per (town, attribute) of a split, in the mmlu/arc easy format:
         the gate "does the model know the held-out facts" (the value is the answer's first content)."""
@@ -692,7 +757,7 @@ class TinyWorld2(StrataSampler):
                 values = ATTRIBUTES[attr][1]
                 value = self.gazetteer.facts[town][attr]
                 choices, letter = _options(rng, value, list(values))
-                question = {**MMLU_QUESTIONS, **ARC_QUESTIONS}[attr].format(town=town)
+                question = question_text((attr,), town, self.revision)
                 ans, para = _mc_answer(rng, [(attr, town, value)], letter)
                 task = "mmlu" if attr in MMLU_ATTRIBUTES else "arc"
                 prompt = _mc_prompt(question, choices)
@@ -720,6 +785,14 @@ def states_fact(item: dict, response: str) -> bool:
         if word in values:
             return word == item["value"]
     return False
+
+
+def stated_attribute(response: str) -> str | None:
+    """The attribute of an answer's first value word (None when it names no value)."""
+    for word in _words(response):
+        if word in VALUE_ATTRIBUTE:
+            return VALUE_ATTRIBUTE[word]
+    return None
 
 
 def states_another_fact(item: dict, response: str, facts: dict[str, dict[str, str]]) -> bool:

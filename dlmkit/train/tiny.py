@@ -50,7 +50,7 @@ def main(argv=None) -> int:
                         help="SpecDiff's drafters (drafter, mdlm_drafter): learn the target's continuations "
                              "(target, the default) or the world's text (data, the control)")
     parser.add_argument("--init", type=Path, default=None,
-                        help="dlm: start its second stage (revision 3) from this stage-1 checkpoint directory "
+                        help="dlm: start its second stage (revision 5) from this stage-1 checkpoint directory "
                              "instead of training stage 1 (revision 2, 6000 steps) first")
     args = parser.parse_args(argv)
     if args.role == "tokenizer":

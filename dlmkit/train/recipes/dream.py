@@ -16,9 +16,10 @@ the region (the masked-diffusion ELBO that Dream and LLaDA fine-tune with).
     python -m dlmkit.train.tiny dlm --init DIR # stage 2 only, from the stage-1 checkpoint in DIR
 
 Two stages: 6000 steps on revision 2 of generation 2 (the facts and the chat layout), then 1500
-steps at a lower rate on revision 3, the inverse-speculation roles' world, whose code answers are
-the function's body with its constant named k (`dlmkit/data/tinyworld2.py`); the shipped Dream is
-stage 2 of the stage-1 checkpoint that the card names by its sha256.
+steps at a lower rate on revision 5, the inverse-speculation roles' world, whose code answers are
+the function's body with its constant named k and whose kinds of multiple-choice prompt each have
+a token length of their own (`dlmkit/data/tinyworld2.py`); the shipped Dream is stage 2 of the
+stage-1 checkpoint that the card names by its sha256.
 
 The card records the gate: fact and letter accuracy on the held-out single-fact probes
 (dlmkit/train/recipes/world2.py).
@@ -49,7 +50,7 @@ SIZE = dict(hidden_size=192, intermediate_size=512, num_hidden_layers=4, num_att
 # schedule ran out (0.23 at 1000, 0.51 at 1750, 0.63 at 2250, 0.63 at 3000; letters at chance throughout).
 BASE = dict(steps=6000, lr=3e-3, warmup_steps=150, min_lr_ratio=0.05, weight_decay=0.01, grad_clip=1.0,
             log_every=25, eval_every=250, checkpoint_every=100)
-# Stage 2: revision 3's chat layout on top of stage 1 (the same documents keep the facts).
+# Stage 2: revision 5's chat layout on top of stage 1 (the same documents keep the facts).
 ADAPT = dict(BASE, steps=1500, lr=1e-3, warmup_steps=50)
 BATCH_SIZE = 32
 # The share of the steps that are document batches: the facts are memorised from documents. (A second,
@@ -123,9 +124,10 @@ def train_tiny_dream(out: Path, seed: int = 0, steps: int | None = None, device:
 
     1. `BASE` (6000 steps from scratch) on revision 2 of generation 2: the facts, and chat in that
        layout. `init` (a stage-1 checkpoint directory) skips it.
-    2. `ADAPT` (1500 steps, a lower peak rate) on revision 3 (`presets.TINY_REVISION`): the same
-       documents, chat in revision 3's layout (code answers: the body, its constant named k).
-    Revision 3 changes only chat answers, so stage 2 teaches the layout and keeps the facts; the
+    2. `ADAPT` (1500 steps, a lower peak rate) on revision 5 (`presets.TINY_REVISION`): the same
+       documents, chat in revision 5's layout (code answers: the body, its constant named k; four
+       questions in other words).
+    Revision 5 changes only chat items, so stage 2 teaches the layout and keeps the facts; the
     card records both stages (stage 1's card when `init` holds one)."""
     from dlmkit.data.tinyworld2 import TinyWorld2
     from dlmkit.models.dream import load_dream
