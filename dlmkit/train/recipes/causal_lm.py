@@ -30,11 +30,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from dlmkit.data.tiny_corpus import batch_sampler, chat_pairs, load_tiny_tokenizer, pack_blocks, pack_token_blocks
+from dlmkit.data.tiny_corpus import batch_sampler, load_tiny_tokenizer, pack_blocks, pack_token_blocks
 from dlmkit.data.tinyworld2 import heldout_chat, role_corpus
 from dlmkit.errors import UserError
 from dlmkit.metrics.answers import check_answer
 from dlmkit.presets import tiny_world_of
+from dlmkit.tokenizer import render_chat
 from dlmkit.train.loop import TrainConfig, train
 from dlmkit.train.recipes import distill, world2
 from dlmkit.train.recipes.ship import ship, work_dir
@@ -95,10 +96,12 @@ def heldout_nll(model, blocks: torch.Tensor, batch_size: int = 32) -> float:
 
 @torch.no_grad()
 def greedy_responses(model, tokenizer, items, max_new_tokens: int = 128) -> list[str]:
-    """Greedy chat answers, one prompt at a time (no padding effects)."""
+    """Greedy chat answers, one prompt at a time (no padding effects); an item needs only its
+    user message (a probe without a reference answer is fine)."""
     im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
     texts = []
-    for prompt, _ in chat_pairs(tokenizer, items):
+    for item in items:
+        prompt = tokenizer(render_chat(item["messages"][:1], add_generation_prompt=True))["input_ids"]
         ids = torch.tensor([prompt])
         out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
                              do_sample=False, eos_token_id=[tokenizer.eos_token_id, im_end],
