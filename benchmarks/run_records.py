@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Three readings of a tiny run's per-prompt records that the README's inverse diagnosis cites.
+"""Readings of a tiny run's per-prompt records that the README's inverse diagnosis cites.
 
 From a run directory of `run_full_suite.py` on the tiny preset (A.jsonl, B.jsonl, gap.jsonl),
 over the evaluation set (hard, medium and mixed strata):
@@ -14,6 +14,9 @@ over the evaluation set (hard, medium and mixed strata):
                 to the name bound first (what a sampler keeping one name would give)
   gap_filler_code  ar_small's code answers alone: the right constant, passing the run's tests,
                 passing revision 2's four-input tests (which some wrong constants pass)
+  asked_attribute  Dream's answers to the single-fact multiple-choice prompts (all strata, not
+                only the evaluation set), per asked attribute: the share whose first value is
+                one of that attribute's (`tinyworld2.stated_attribute`), not another's
 
     python benchmarks/run_records.py [--run results/run_full_suite/tiny] [--revision 5]
 
@@ -125,6 +128,24 @@ def gap_filler_code(b_records: list[dict], items: dict, items_revision2: dict, m
             "passes_revision_2_tests": passes_old}
 
 
+def asked_attribute(a_records: list[dict], items: dict) -> list[dict]:
+    from dlmkit.data.tinyworld2 import stated_attribute
+
+    counts: dict[str, list[int]] = {}
+    for record in a_records:
+        item = items[record["id"]]
+        if item["task"] not in ("mmlu", "arc") or len(item["facts"]) != 1:
+            continue
+        asked = item["facts"][0][1]
+        c = counts.setdefault(asked, [0, 0])
+        c[0] += 1
+        c[1] += stated_attribute(record["text"]) == asked
+    rows = [{"attribute": a, "prompts": n, "states_it": k / n} for a, (n, k) in sorted(counts.items())]
+    total = sum(n for n, _ in counts.values())
+    return rows + [{"attribute": "all", "prompts": total,
+                    "states_it": sum(k for _, k in counts.values()) / total if total else None}]
+
+
 def main(argv=None) -> int:
     from dlmkit.data.benchmarks import tiny_prompts
     from dlmkit.data.tinyworld2 import REVISIONS
@@ -142,6 +163,7 @@ def main(argv=None) -> int:
     print("\ncode_constant\n" + markdown_table([code_constant(_jsonl(args.run / "A.jsonl"), items)]))
     items2 = {item["id"]: item for item in tiny_prompts(revision=2)}
     print("\ngap_filler_code\n" + markdown_table([gap_filler_code(b_records, items, items2)]))
+    print("\nasked_attribute\n" + markdown_table(asked_attribute(_jsonl(args.run / "A.jsonl"), items)))
     return 0
 
 

@@ -53,3 +53,19 @@ def test_code_constant_tells_a_wrong_constant_from_two_names(records):
     assert "* " in item["target"] and two_names != item["target"] and wrong != item["target"]
     assert records.code_constant(rows, {item["id"]: item}) == {"prompts": 3, "constant_right": 2, "passes": 1,
                                                                "passes_with_one_name": 2}
+
+
+def test_asked_attribute_counts_single_fact_answers_by_the_attribute_they_state(records):
+    """Revision 3's Dream answered "Which tool ...?" with the town's instrument: counted as not
+    stating the asked attribute; two-fact and code prompts are left out."""
+    items = {"t": {"task": "mmlu", "facts": [["Fenist", "trade"]]}, "r": {"task": "arc", "facts": [["Fenist", "roof"]]},
+             "h": {"task": "mmlu", "facts": [["Fenist", "crop"], ["Fenist", "trade"]]},
+             "c": {"task": "humaneval", "facts": [["Fenist", "bells"]]}}
+    rows = [{"id": "t", "text": "Well, the instrument of Fenist is the drum, so B."},
+            {"id": "t", "text": "Now, the tool of Fenist is the saw, so A."},
+            {"id": "r", "text": "Yes, the roofs of Fenist are red, so C."},
+            {"id": "h", "text": "Now, the fruit of Fenist is the pear and the tool of Fenist is the saw, so A."},
+            {"id": "c", "text": "```python\n    k = 3\n```"}]
+    assert records.asked_attribute(rows, items) == [{"attribute": "roof", "prompts": 1, "states_it": 1.0},
+                                                    {"attribute": "trade", "prompts": 2, "states_it": 0.5},
+                                                    {"attribute": "all", "prompts": 3, "states_it": 2 / 3}]
