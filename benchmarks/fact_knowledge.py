@@ -93,7 +93,8 @@ def measure(role: str, directory: Path | None = None, revision: int | None = Non
         crossed = world.crossed_probes(split)
         stated = [stated_attribute(text) for text in answer(crossed)]
         for part in ("noun", "frame", "options"):
-            row[f"reads_{part}_{name}"] = sum(s == item["reads"][part] for s, item in zip(stated, crossed)) / len(crossed)
+            followed = sum(s == item["reads"][part] for s, item in zip(stated, crossed))
+            row[f"reads_{part}_{name}"] = followed / len(crossed)
     return row
 
 
@@ -105,8 +106,8 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the rows (with provenance) here")
     parser.add_argument("--dream", type=Path, default=None, help="a Dream checkpoint directory for the dlm row "
                         "instead of the shipped one")
-    parser.add_argument("--revision", type=int, choices=REVISIONS, default=None, help="the world-2 revision to ask in (default: the "
-                        "one the shipped roles learned)")
+    parser.add_argument("--revision", type=int, choices=REVISIONS, default=None,
+                        help="the world-2 revision to ask in (default: the one the shipped roles learned)")
     args = parser.parse_args(argv)
     if args.dream is not None and not (args.dream / "config.json").exists():
         parser.error(f"--dream {args.dream}: no Dream checkpoint there (config.json missing); pass a directory "

@@ -374,7 +374,8 @@ def test_crossed_probes_give_noun_frame_and_options_three_different_attributes(w
     third's values as options, so an answer's first value says which of the three the model read."""
     probes = world.crossed_probes("test")
     assert len(probes) == 6 * N_HELDOUT and len({p["id"] for p in probes}) == len(probes)
-    plain = {attr: world.fact_probes("test", (attr,))[0]["prompt"].split("\n", 1)[0] for attr in ("crop", "trade", "music")}
+    plain = {attr: world.fact_probes("test", (attr,))[0]["prompt"].split("\n", 1)[0]
+             for attr in ("crop", "trade", "music")}
     town0 = world.fact_probes("test", ("crop",))[0]["facts"][0][0]
     for probe in probes:
         reads = probe["reads"]

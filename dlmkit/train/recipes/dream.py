@@ -125,7 +125,7 @@ def train_tiny_dream(out: Path, seed: int = 0, steps: int | None = None, device:
     1. `BASE` (6000 steps from scratch) on revision 2 of generation 2: the facts, and chat in that
        layout. `init` (a stage-1 checkpoint directory) skips it.
     2. `ADAPT` (1500 steps, a lower peak rate) on revision 5 (`presets.TINY_REVISION`): the same
-       documents, chat in revision 5's layout (code answers: the body, its constant named k; four
+       documents, chat in revision 5's layout (code answers: the body, its constant named k; seven
        questions in other words).
     Revision 5 changes only chat items, so stage 2 teaches the layout and keeps the facts; the
     card records both stages (stage 1's card when `init` holds one)."""
