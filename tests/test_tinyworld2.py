@@ -113,7 +113,7 @@ def test_revision_five_gives_every_kind_of_question_a_prompt_length_of_its_own(b
             kind = re.sub(r"\b(?:" + "|".join(world.gazetteer.towns) + r")\b", "X", question)
             lengths.setdefault(kind, set()).add((len(bpe.encode(question).ids), len(bpe.encode(item["prompt"]).ids)))
         assert len(lengths) == 11 and all(len(v) == 1 for v in lengths.values())
-        (questions, prompts), = [list(zip(*[next(iter(v)) for v in lengths.values()]))]
+        questions, prompts = zip(*(next(iter(v)) for v in lengths.values()))
         assert (len(set(questions)) == len(set(prompts)) == 11) == distinct, lengths
     three, five = TinyWorld2(0, 3), TinyWorld2(0, 5)
     for split in ("test", "train"):

@@ -789,12 +789,14 @@ def states_fact(item: dict, response: str) -> bool:
     return False
 
 
+def _first_value(response: str) -> str | None:
+    """An answer's first word that is a value of any attribute (None when it names none)."""
+    return next((word for word in _words(response) if word in VALUE_ATTRIBUTE), None)
+
+
 def stated_attribute(response: str) -> str | None:
     """The attribute of an answer's first value word (None when it names no value)."""
-    for word in _words(response):
-        if word in VALUE_ATTRIBUTE:
-            return VALUE_ATTRIBUTE[word]
-    return None
+    return VALUE_ATTRIBUTE.get(_first_value(response))
 
 
 def states_another_fact(item: dict, response: str, facts: dict[str, dict[str, str]]) -> bool:
@@ -802,11 +804,9 @@ def states_another_fact(item: dict, response: str, facts: dict[str, dict[str, st
     attribute (`facts`: the gazetteer's): a true fact, not the one asked ("the instrument of Fenist
     is the drum" to "Which tool is made in Fenist?")."""
     town, asked = item["facts"][0]
-    for word in _words(response):
-        attr = VALUE_ATTRIBUTE.get(word)
-        if attr is not None:
-            return attr != asked and facts[town][attr] == word
-    return False
+    value = _first_value(response)
+    attr = VALUE_ATTRIBUTE.get(value)
+    return attr is not None and attr != asked and facts[town][attr] == value
 
 
 _VALUE_WORDS = sorted({v for _, values in ATTRIBUTES.values() for v in values if not v.isdigit()}, key=len,
