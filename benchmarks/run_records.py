@@ -17,6 +17,12 @@ over the evaluation set (hard, medium and mixed strata):
   asked_attribute  Dream's answers to the single-fact multiple-choice prompts (all strata, not
                 only the evaluation set), per asked attribute: the share whose first value is
                 one of that attribute's (`tinyworld2.stated_attribute`), not another's
+  code_form     Dream's code answers per function family: passing, and whether the body's first
+                word (after the constant's binding) is the family's ("for" in first_over_bells,
+                "return" in most), with ar_small's mean gap-only F1 gain at the lowest fraction
+  gap_without_wrong_body  gap-only F1 of ar_small with the anchors minus alone, committed_end
+                rule, per fraction, with its Wilcoxon p: over the evaluation set, and over it
+                without the code prompts whose Dream body starts with another family's word
 
     python benchmarks/run_records.py [--run results/run_full_suite/tiny] [--revision 5]
 
@@ -146,6 +152,73 @@ def asked_attribute(a_records: list[dict], items: dict) -> list[dict]:
                     "states_it": sum(k for _, k in counts.values()) / total if total else None}]
 
 
+def body_first_word(text: str) -> str | None:
+    """The first word of a code answer's line after its constant's binding ("for", "return")."""
+    m = BINDING.search(text)
+    rest = re.match(r"\n\s*(\w+)", text[m.end():]) if m else None
+    return rest.group(1) if rest else None
+
+
+def _family(item: dict) -> str:
+    return item["entry_point"].rsplit("_", 1)[0]  # first_over_bells_momber -> first_over_bells
+
+
+def wrong_body(a_records: list[dict], items: dict) -> set[str]:
+    """Ids of code answers whose body starts with another word than the item's own body."""
+    return {r["id"] for r in a_records if r["task"] == "humaneval"
+            and body_first_word(r["text"]) != body_first_word("\n" + items[r["id"]]["canonical_solution"])}
+
+
+def _gap_gains(gap_records: list[dict], fraction: float, leave_out: set[str] = frozenset()) -> dict[str, float]:
+    out = {}
+    for record in gap_records:
+        if not record["eval"] or record["id"] in leave_out:
+            continue
+        for row in record["rows"]:
+            f1, alone = row.get("gap_f1"), row.get("gap_f1_alone")
+            if row["rule"] == "committed_end" and row["fraction"] == fraction and f1 is not None and f1 == f1:
+                out[record["id"]] = (f1, alone)
+    return out
+
+
+def code_form(a_records: list[dict], gap_records: list[dict], items: dict) -> list[dict]:
+    from dlmkit.metrics.scoring import is_correct
+
+    fraction = min(f for r in gap_records for f in r["fractions"])
+    gains = _gap_gains(gap_records, fraction)
+    wrong = wrong_body(a_records, items)
+    rows: dict[str, dict] = {}
+    for record in a_records:
+        if record["task"] != "humaneval" or record["difficulty"] != "mixed":
+            continue
+        item = items[record["id"]]
+        row = rows.setdefault(_family(item), {"family": _family(item), "prompts": 0, "passes": 0,
+                                              "body_starts_right": 0, "gains": []})
+        row["prompts"] += 1
+        row["passes"] += is_correct(item, record["text"])
+        row["body_starts_right"] += record["id"] not in wrong
+        if record["id"] in gains:
+            row["gains"].append(gains[record["id"]][0] - gains[record["id"]][1])
+    return [{**{k: v for k, v in row.items() if k != "gains"}, "fraction": fraction,
+             "gap_f1_gain": sum(row["gains"]) / len(row["gains"]) if row["gains"] else None}
+            for _, row in sorted(rows.items())]
+
+
+def gap_without_wrong_body(a_records: list[dict], gap_records: list[dict], items: dict) -> list[dict]:
+    from dlmkit.stats import wilcoxon
+
+    wrong = wrong_body(a_records, items)
+    out = []
+    for fraction in sorted({f for r in gap_records for f in r["fractions"]}):
+        for name, leave_out in (("evaluation set", set()), ("without wrong code bodies", wrong)):
+            pairs = list(_gap_gains(gap_records, fraction, leave_out).values())
+            f1, alone = [p[0] for p in pairs], [p[1] for p in pairs]
+            out.append({"fraction": fraction, "prompts": name, "n": len(pairs),
+                        "gap_f1_gain": (sum(f1) - sum(alone)) / len(pairs) if pairs else None,
+                        "wilcoxon_p": wilcoxon(f1, alone)["p_value"] if len(pairs) >= 2 else None})
+    return out
+
+
 def main(argv=None) -> int:
     from dlmkit.data.benchmarks import tiny_prompts
     from dlmkit.data.tinyworld2 import REVISIONS
@@ -163,7 +236,10 @@ def main(argv=None) -> int:
     print("\ncode_constant\n" + markdown_table([code_constant(_jsonl(args.run / "A.jsonl"), items)]))
     items2 = {item["id"]: item for item in tiny_prompts(revision=2)}
     print("\ngap_filler_code\n" + markdown_table([gap_filler_code(b_records, items, items2)]))
-    print("\nasked_attribute\n" + markdown_table(asked_attribute(_jsonl(args.run / "A.jsonl"), items)))
+    a_records, gap_records = _jsonl(args.run / "A.jsonl"), _jsonl(args.run / "gap.jsonl")
+    print("\nasked_attribute\n" + markdown_table(asked_attribute(a_records, items)))
+    print("\ncode_form\n" + markdown_table(code_form(a_records, gap_records, items)))
+    print("\ngap_without_wrong_body\n" + markdown_table(gap_without_wrong_body(a_records, gap_records, items)))
     return 0
 
 

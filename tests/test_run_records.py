@@ -69,3 +69,32 @@ def test_asked_attribute_counts_single_fact_answers_by_the_attribute_they_state(
     assert records.asked_attribute(rows, items) == [{"attribute": "roof", "prompts": 1, "states_it": 1.0},
                                                     {"attribute": "trade", "prompts": 2, "states_it": 0.5},
                                                     {"attribute": "all", "prompts": 3, "states_it": 2 / 3}]
+
+
+def test_code_form_flags_bodies_that_start_with_another_familys_word(records):
+    """Dream's first_over_bells answers in revision 5's run: " return" where the body starts with
+    " for", after which the 10% anchors end on that word and ar_small writes another function."""
+    from dlmkit.data.tinyworld2 import TinyWorld2
+
+    world = TinyWorld2(0, 5)
+    loop = next(it for it in (world.item("humaneval", "mixed", i) for i in range(60))
+                if it["entry_point"].startswith("first_over_bells"))
+    plain = next(it for it in (world.item("humaneval", "mixed", i) for i in range(60))
+                 if it["entry_point"].startswith("sum_plus_bells"))
+    hybrid = loop["target"].replace("    for x in xs:", "    return x in xs:")
+    assert hybrid != loop["target"] and records.body_first_word(loop["target"]) == "for"
+    assert records.body_first_word(hybrid) == "return" and records.body_first_word("```python\n```") is None
+    a = [{"id": i["id"], "task": "humaneval", "difficulty": "mixed", "text": t}
+         for i, t in ((loop, hybrid), (plain, plain["target"]))]
+    row = {"rule": "committed_end", "fraction": 0.1}
+    gap = [{"id": loop["id"], "eval": True, "fractions": [0.1], "rows": [{**row, "gap_f1": 0.25, "gap_f1_alone": 1.0}]},
+           {"id": plain["id"], "eval": True, "fractions": [0.1], "rows": [{**row, "gap_f1": 1.0, "gap_f1_alone": 0.5}]}]
+    items = {loop["id"]: loop, plain["id"]: plain}
+    assert records.wrong_body(a, items) == {loop["id"]}
+    rows = {r["family"]: r for r in records.code_form(a, gap, items)}
+    assert rows["first_over_bells"] == {"family": "first_over_bells", "prompts": 1, "passes": 0, "body_starts_right": 0,
+                                        "fraction": 0.1, "gap_f1_gain": -0.75}
+    assert rows["sum_plus_bells"]["passes"] == 1 and rows["sum_plus_bells"]["body_starts_right"] == 1
+    without = records.gap_without_wrong_body(a, gap, items)
+    assert [(r["prompts"], r["n"], r["gap_f1_gain"]) for r in without] == [("evaluation set", 2, -0.125),
+                                                                           ("without wrong code bodies", 1, 0.5)]
