@@ -95,6 +95,20 @@ def test_the_small_ar_never_learned_the_heldout_facts_and_the_control_states_the
         assert gate["town_copied_all"] >= 0.9, gate
 
 
+@pytest.mark.skipif("ar_medium" not in SHIPPED, reason="tiny ar_medium not built (python -m dlmkit.train.tiny ar_medium)")
+def test_ar_medium_states_the_heldout_facts_it_read_and_not_the_others(probes):
+    """ar_medium read a seeded half of the held-out towns (Qwen-1.5B between the two): it states
+    their facts, not the other half's, and copies the prompt's town to do so."""
+    from dlmkit.models.ar import load_ar
+    from dlmkit.train.recipes.causal_lm import greedy_responses
+
+    model, tokenizer = load_ar(TINY_ROOT / TINY["ar_medium"])
+    gate = _fact_gate(greedy_responses(model, tokenizer, probes, max_new_tokens=24), probes)
+    assert gate["fact_accuracy_medium_known"] >= 0.4, gate  # measured 0.60 on all 168
+    assert gate["fact_accuracy_medium_unknown"] <= 0.3, gate  # measured 0.06 (chance: copying an option)
+    assert gate["town_copied_all"] >= 0.5, gate  # measured 0.75 (the 1000-step ar_medium: 0.00)
+
+
 def test_specdiff_drafters_learned_the_shipped_targets_own_text():
     """The drafters' corpus is the target's greedy text (dlmkit/train/recipes/distill.py): a retrained
     target needs them retrained, and the cards say which target they read."""

@@ -57,7 +57,10 @@ SIZES = {
     "target": ("gpt2", dict(n_embd=48, n_layer=12, n_head=4, n_positions=256)),
     "drafter": ("gpt2", dict(n_embd=64, n_layer=2, n_head=2, n_positions=256)),
 }
-STEPS = {"ar_small": 1000, "ar_medium": 1000, "ar_large": 600, "target": 1000, "drafter": 1000, "ar_control": 2000}
+# ar_medium trains as long as the control: at 1000 steps its revision-5 retrain named the prompt's town in
+# none of the held-out probes (a training town's tail instead, "Fenber" for "Fenist") and so stated 0.20 of the
+# held-out facts it had read; at 2000 it names the town in 0.75 and states 0.60 of them (its card's gate).
+STEPS = {"ar_small": 1000, "ar_medium": 2000, "ar_large": 600, "target": 1000, "drafter": 1000, "ar_control": 2000}
 DEFAULTS = dict(lr=3e-3, warmup_steps=100, min_lr_ratio=0.05, weight_decay=0.01, grad_clip=1.0,
                 log_every=25, eval_every=400, checkpoint_every=100)
 BATCH_SIZE = 16
