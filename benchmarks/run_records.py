@@ -67,17 +67,22 @@ def town_copies(b_records: list[dict], items: dict) -> list[dict]:
     return [{"model": m, "town_slots": n, "prompt_towns_named": k / n if n else None} for m, (n, k) in counts.items()]
 
 
-def gap_by_task(gap_records: list[dict]) -> list[dict]:
-    acc: dict[tuple, list[float]] = {}
+def _gap_pairs(gap_records: list[dict], leave_out=frozenset()):
+    """(id, fraction, gap F1 with the anchors, alone) of every evaluation prompt with a gap left,
+    committed_end rule (no gap at a fraction, NaN or missing: the anchors cover the answer)."""
     for record in gap_records:
-        if not record["eval"]:
+        if not record["eval"] or record["id"] in leave_out:
             continue
-        task = record["id"].split("-")[1]
         for row in record["rows"]:
             f1, alone = row.get("gap_f1"), row.get("gap_f1_alone")
-            if row["rule"] != "committed_end" or f1 is None or alone is None or f1 != f1 or alone != alone:
-                continue  # no gap left at this fraction (NaN): the anchors cover the answer
-            acc.setdefault((task, row["fraction"]), []).append(f1 - alone)
+            if row["rule"] == "committed_end" and f1 is not None and alone is not None and f1 == f1 and alone == alone:
+                yield record["id"], row["fraction"], f1, alone
+
+
+def gap_by_task(gap_records: list[dict]) -> list[dict]:
+    acc: dict[tuple, list[float]] = {}
+    for prompt_id, fraction, f1, alone in _gap_pairs(gap_records):
+        acc.setdefault((prompt_id.split("-")[1], fraction), []).append(f1 - alone)
     return [{"task": task, "fraction": fraction, "prompts_with_a_gap": len(d), "gap_f1_gain": sum(d) / len(d),
              "prompts_gaining": sum(x > 0 for x in d)} for (task, fraction), d in sorted(acc.items())]
 
@@ -169,16 +174,9 @@ def wrong_body(a_records: list[dict], items: dict) -> set[str]:
             and body_first_word(r["text"]) != body_first_word("\n" + items[r["id"]]["canonical_solution"])}
 
 
-def _gap_gains(gap_records: list[dict], fraction: float, leave_out: set[str] = frozenset()) -> dict[str, float]:
-    out = {}
-    for record in gap_records:
-        if not record["eval"] or record["id"] in leave_out:
-            continue
-        for row in record["rows"]:
-            f1, alone = row.get("gap_f1"), row.get("gap_f1_alone")
-            if row["rule"] == "committed_end" and row["fraction"] == fraction and f1 is not None and f1 == f1:
-                out[record["id"]] = (f1, alone)
-    return out
+def _gap_gains(gap_records: list[dict], fraction: float, leave_out=frozenset()) -> dict[str, tuple[float, float]]:
+    """{id: (gap F1 with the anchors, alone)} at one fraction (`_gap_pairs`)."""
+    return {i: (f1, alone) for i, f, f1, alone in _gap_pairs(gap_records, leave_out) if f == fraction}
 
 
 def code_form(a_records: list[dict], gap_records: list[dict], items: dict) -> list[dict]:

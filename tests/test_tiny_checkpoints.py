@@ -105,7 +105,7 @@ def test_ar_medium_states_the_heldout_facts_it_read_and_not_the_others(probes):
     model, tokenizer = load_ar(TINY_ROOT / TINY["ar_medium"])
     gate = _fact_gate(greedy_responses(model, tokenizer, probes, max_new_tokens=24), probes)
     assert gate["fact_accuracy_medium_known"] >= 0.4, gate  # measured 0.60 on all 168
-    assert gate["fact_accuracy_medium_unknown"] <= 0.3, gate  # measured 0.06 (chance: copying an option)
+    assert gate["fact_accuracy_medium_unknown"] <= 0.3, gate  # measured 0.06 (one of the four options at random: 0.25)
     assert gate["town_copied_all"] >= 0.5, gate  # measured 0.75 (the 1000-step ar_medium: 0.00)
 
 
