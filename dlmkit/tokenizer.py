@@ -37,6 +37,12 @@ def render_chat(messages: list[dict], add_generation_prompt: bool = False) -> st
     return text + (f"{IM_START}assistant\n" if add_generation_prompt else "")
 
 
+def render_prompt(item: dict) -> str:
+    """What a model is asked: an item's first (user) message through the chat template, with the
+    generation prompt (the text before its reference answer)."""
+    return render_chat(item["messages"][:1], add_generation_prompt=True)
+
+
 def training_corpus(world: TinyWorld, n_items: int = 6000) -> list[str]:
     """Every kind of text the tiny models will see: chat items, documents, math CoT."""
     chats = [render_chat(item["messages"]) for item in world.chat_examples(n_items)]

@@ -4,7 +4,7 @@ from transformers import AutoTokenizer
 
 from dlmkit.data.tinyworld import TinyWorld
 from dlmkit.presets import TINY_TOKENIZER
-from dlmkit.tokenizer import ENDOFTEXT, IM_END, IM_START, MASK, main as train_main, render_chat
+from dlmkit.tokenizer import ENDOFTEXT, IM_END, IM_START, MASK, main as train_main, render_chat, render_prompt
 
 
 def _tok():
@@ -43,6 +43,16 @@ def test_chat_template_matches_qwen_format():
     ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)["input_ids"]
     assert tok.decode(ids) == text
     assert ids[0] == tok.convert_tokens_to_ids(IM_START)
+
+
+def test_render_prompt_is_the_user_turn_before_the_reference_answer():
+    item = {"messages": [{"role": "user", "content": "Which fruit is grown in Fenist?"},
+                         {"role": "assistant", "content": "Now, the fruit of Fenist is the pear, so C."}]}
+    prompt = render_prompt(item)
+    assert prompt == "<|im_start|>user\nWhich fruit is grown in Fenist?<|im_end|>\n<|im_start|>assistant\n"
+    # the full chat is the prompt, then the answer: what the training recipes mask and the models are asked
+    assert render_chat(item["messages"]).startswith(prompt)
+    assert render_chat(item["messages"])[len(prompt):] == "Now, the fruit of Fenist is the pear, so C.<|im_end|>\n"
 
 
 def test_retraining_reproduces_the_shipped_tokenizer(tmp_path):

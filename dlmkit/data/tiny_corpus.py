@@ -16,7 +16,7 @@ import torch
 from dlmkit.data.tinyworld import TinyWorld
 from dlmkit.presets import TINY_TOKENIZER
 from dlmkit.seeds import indexed_seed
-from dlmkit.tokenizer import IM_END, render_chat
+from dlmkit.tokenizer import IM_END, render_chat, render_prompt
 
 
 def load_tiny_tokenizer(path=None):
@@ -29,7 +29,7 @@ def chat_pairs(tokenizer, items: list[dict]) -> list[tuple[list[int], list[int]]
     """(prompt ids, response ids) per item, tokenized exactly as generation will see them."""
     pairs = []
     for item in items:
-        prompt = render_chat(item["messages"][:1], add_generation_prompt=True)
+        prompt = render_prompt(item)
         pairs.append((tokenizer(prompt)["input_ids"], tokenizer(item["target"] + IM_END)["input_ids"]))
     return pairs
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dlmkit.data.tinyworld2 import TinyWorld2
 from dlmkit.errors import UserError
 from dlmkit.experiments.specdiff.settings import PROMPT_SETS
-from dlmkit.tokenizer import render_chat
+from dlmkit.tokenizer import render_prompt
 
 
 def tiny_world_prompts(tokenizer, sets, n: int, prompt_tokens: int) -> list[dict]:
@@ -21,7 +21,7 @@ def tiny_world_prompts(tokenizer, sets, n: int, prompt_tokens: int) -> list[dict
             prompts.append({"set": "documents", "index": i, "ids": [bos] + tokenizer(text)["input_ids"][:prompt_tokens]})
     if "chat" in sets:
         for i, item in enumerate(world.chat_examples(n, "test")):
-            text = render_chat(item["messages"][:1], add_generation_prompt=True)
+            text = render_prompt(item)
             prompts.append({"set": "chat", "index": i, "ids": [bos] + tokenizer(text)["input_ids"]})
     return prompts
 

@@ -35,7 +35,7 @@ from dlmkit.data.tinyworld2 import heldout_chat, role_corpus
 from dlmkit.errors import UserError
 from dlmkit.metrics.answers import check_answer
 from dlmkit.presets import tiny_world_of
-from dlmkit.tokenizer import render_chat
+from dlmkit.tokenizer import render_prompt
 from dlmkit.train.loop import TrainConfig, train
 from dlmkit.train.recipes import distill, world2
 from dlmkit.train.recipes.ship import ship, work_dir
@@ -104,7 +104,7 @@ def greedy_responses(model, tokenizer, items, max_new_tokens: int = 128) -> list
     im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
     texts = []
     for item in items:
-        prompt = tokenizer(render_chat(item["messages"][:1], add_generation_prompt=True))["input_ids"]
+        prompt = tokenizer(render_prompt(item))["input_ids"]
         ids = torch.tensor([prompt])
         out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
                              do_sample=False, eos_token_id=[tokenizer.eos_token_id, im_end],

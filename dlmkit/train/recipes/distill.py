@@ -64,13 +64,13 @@ def continue_batch(model, prompts: torch.Tensor, new_tokens: int, temperature: f
 def training_prompts(world, tokenizer, n: int) -> list[list[int]]:
     """n prompts of the bench's two kinds from the training split, without the leading EOS (the
     wrapping adds it): documents cut to PROMPT_TOKENS lengths in turn, and chat turns."""
-    from dlmkit.tokenizer import render_chat
+    from dlmkit.tokenizer import render_prompt
 
     docs = world.documents(n - n // 2, "train")
     chats = world.chat_examples(n // 2, "train")
     doc_ids = tokenizer(docs, add_special_tokens=False)["input_ids"]
     prompts = [ids[:PROMPT_TOKENS[i % len(PROMPT_TOKENS)]] for i, ids in enumerate(doc_ids)]
-    texts = [render_chat(item["messages"][:1], add_generation_prompt=True) for item in chats]
+    texts = [render_prompt(item) for item in chats]
     return prompts + tokenizer(texts, add_special_tokens=False)["input_ids"]
 
 

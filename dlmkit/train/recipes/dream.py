@@ -38,7 +38,7 @@ from dlmkit.decoding.diffusion import diffusion_generate
 from dlmkit.models.dream import dream_config, random_dream, save_dream
 from dlmkit.presets import tiny_world_of
 from dlmkit.results import file_sha256
-from dlmkit.tokenizer import render_chat
+from dlmkit.tokenizer import render_prompt
 from dlmkit.train.loop import TrainConfig, train
 from dlmkit.train.recipes.ship import ship, work_dir
 
@@ -108,7 +108,7 @@ def greedy_responses(model, tokenizer, items, *, gen_len: int = GEN_LEN, steps: 
     texts = []
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
-        prompts = [render_chat(i["messages"][:1], add_generation_prompt=True) for i in chunk]
+        prompts = [render_prompt(i) for i in chunk]
         enc = tokenizer(prompts, return_tensors="pt", padding=True)
         out = diffusion_generate(model, enc["input_ids"].to(model.device), enc["attention_mask"].to(model.device),
                                  max_new_tokens=gen_len, steps=steps, alg="entropy", temperature=0.0)

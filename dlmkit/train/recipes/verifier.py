@@ -19,7 +19,7 @@ import torch
 from dlmkit.data.tiny_corpus import batch_sampler, load_tiny_tokenizer, pack_blocks, text_stream
 from dlmkit.data.tinyworld import TinyWorld
 from dlmkit.models.qwen35 import TINY_VERIFIER, text_config
-from dlmkit.tokenizer import render_chat
+from dlmkit.tokenizer import render_prompt
 from dlmkit.train.loop import TrainConfig, train
 from dlmkit.train.recipes.causal_lm import heldout_nll, lm_loss
 from dlmkit.train.recipes.ship import ship, work_dir
@@ -44,7 +44,7 @@ def math_accuracy(model, tokenizer, records: list[dict], max_new_tokens: int = 4
     im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
     right = 0
     for record in records:
-        ids = torch.tensor([tokenizer(render_chat(record["messages"][:1], add_generation_prompt=True))["input_ids"]])
+        ids = torch.tensor([tokenizer(render_prompt(record))["input_ids"]])
         out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
                              do_sample=False, eos_token_id=[tokenizer.eos_token_id, im_end],
                              pad_token_id=tokenizer.eos_token_id)
