@@ -19,9 +19,8 @@ import torch
 from dlmkit.data.tiny_corpus import batch_sampler, load_tiny_tokenizer, pack_blocks, text_stream
 from dlmkit.data.tinyworld import TinyWorld
 from dlmkit.models.qwen35 import TINY_VERIFIER, text_config
-from dlmkit.tokenizer import render_prompt
 from dlmkit.train.loop import TrainConfig, train
-from dlmkit.train.recipes.causal_lm import heldout_nll, lm_loss
+from dlmkit.train.recipes.causal_lm import greedy_responses, heldout_nll, lm_loss
 from dlmkit.train.recipes.ship import ship, work_dir
 
 BLOCK = 128
@@ -38,18 +37,10 @@ def build_verifier(tokenizer):
     return Qwen3_5ForCausalLM(text_config(len(tokenizer), eos_token_id=tokenizer.eos_token_id, **TINY_VERIFIER))
 
 
-@torch.no_grad()
 def math_accuracy(model, tokenizer, records: list[dict], max_new_tokens: int = 48) -> float:
-    """Share of greedy chat answers whose boxed value is right."""
-    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    right = 0
-    for record in records:
-        ids = torch.tensor([tokenizer(render_prompt(record))["input_ids"]])
-        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                             do_sample=False, eos_token_id=[tokenizer.eos_token_id, im_end],
-                             pad_token_id=tokenizer.eos_token_id)
-        right += f"\\boxed{{{record['answer']}}}" in tokenizer.decode(out[0, ids.shape[1]:])
-    return right / len(records)
+    """Share of greedy chat answers (`causal_lm.greedy_responses`) whose boxed value is right."""
+    answers = greedy_responses(model, tokenizer, records, max_new_tokens)
+    return sum(f"\\boxed{{{r['answer']}}}" in text for r, text in zip(records, answers)) / len(records)
 
 
 def train_tiny_verifier(out: Path, seed: int = 0, steps: int | None = None, device: str = "cpu") -> dict:
