@@ -228,13 +228,12 @@ def main(argv=None) -> int:
     parser.add_argument("--revision", type=int, choices=REVISIONS, default=TINY_REVISION["dlm"])
     args = parser.parse_args(argv)
     items = {item["id"]: item for item in tiny_prompts(revision=args.revision)}
-    b_records = _jsonl(args.run / "B.jsonl")
+    a_records, b_records, gap_records = (_jsonl(args.run / name) for name in ("A.jsonl", "B.jsonl", "gap.jsonl"))
     print("town_copies\n" + markdown_table(town_copies(b_records, items)))
-    print("\ngap_by_task\n" + markdown_table(gap_by_task(_jsonl(args.run / "gap.jsonl"))))
-    print("\ncode_constant\n" + markdown_table([code_constant(_jsonl(args.run / "A.jsonl"), items)]))
+    print("\ngap_by_task\n" + markdown_table(gap_by_task(gap_records)))
+    print("\ncode_constant\n" + markdown_table([code_constant(a_records, items)]))
     items2 = {item["id"]: item for item in tiny_prompts(revision=2)}
     print("\ngap_filler_code\n" + markdown_table([gap_filler_code(b_records, items, items2)]))
-    a_records, gap_records = _jsonl(args.run / "A.jsonl"), _jsonl(args.run / "gap.jsonl")
     print("\nasked_attribute\n" + markdown_table(asked_attribute(a_records, items)))
     print("\ncode_form\n" + markdown_table(code_form(a_records, gap_records, items)))
     print("\ngap_without_wrong_body\n" + markdown_table(gap_without_wrong_body(a_records, gap_records, items)))
